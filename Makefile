@@ -1,0 +1,70 @@
+# provenant entry points. `make demo` and `make test` are all a fresh machine needs
+# (after .ci/run has installed the system packages).
+
+CARGO ?= cargo
+BIN := target/debug/provenant
+CRD_FILE := crds/trainingruns.provenant.dev.yaml
+
+.PHONY: all build build-debug test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean
+
+all: build
+
+## build: release binary at target/release/provenant
+build:
+	$(CARGO) build --release --bin provenant
+
+build-debug:
+	$(CARGO) build --bin provenant
+
+## test: every test (unit, schema/CEL, manifests, integration); fails on CRD drift
+test: check-crds check-manifests test-rust
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+## check-crds: the committed crds/ must equal what the code generates
+check-crds: build-debug
+	@$(BIN) crds > target/crds.generated.yaml
+	@if ! diff -u $(CRD_FILE) target/crds.generated.yaml; then \
+		echo "crds/ is stale: run 'make crds' and commit the result" >&2; exit 1; \
+	fi
+	@echo "crds/ matches the code"
+
+## check-manifests: config/default must render with kustomize
+check-manifests:
+	@kubectl kustomize config/default > target/rendered-default.yaml
+	@echo "config/default renders ($$(grep -c '^kind:' target/rendered-default.yaml) objects)"
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate crds/ from the API types
+crds: build-debug
+	$(BIN) crds > $(CRD_FILE)
+
+## demo: the main job on embedded defaults, no cluster and no registry
+demo:
+	@echo "make demo: not implemented yet (issue 6: provenant attest + verify on an embedded OCI layout)" >&2
+	@exit 2
+
+## run: the controller against your current kubeconfig, with the shipped configuration
+run: build-debug
+	$(BIN) controller --log-format text --config config/default/controller-config.yaml
+
+## e2e: the integration scenarios against a real cluster (E2E_KUBECONFIG, E2E_REGISTRY)
+e2e:
+	@echo "make e2e: not implemented yet (issue 3: test bed and e2e entry)" >&2
+	@exit 2
+
+## bench / bench-full: benchmarks (issue 7)
+bench bench-full:
+	@echo "make $@: not implemented yet (issue 7: benchmarks)" >&2
+	@exit 2
+
+clean:
+	$(CARGO) clean

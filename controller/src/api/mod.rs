@@ -1,0 +1,567 @@
+//! The `TrainingRun` API (`provenant.dev/v1alpha1`): the contract Kubeflow pipelines and users
+//! write against. The CRD in `crds/` is generated from these types (`provenant crds`), so the
+//! doc comments below are what `kubectl explain trainingrun.spec` shows.
+//!
+//! Validation lives in the generated schema (OpenAPI keywords and CEL `x-kubernetes-validations`)
+//! so that the API server refuses a bad run before anything is scheduled. Every CEL rule carries a
+//! message that names the field; the rules only use standard CEL plus bounded lists and strings,
+//! so the API server's cost estimator accepts them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration, Volume, VolumeMount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every provenant resource.
+pub const GROUP: &str = "provenant.dev";
+/// Served (and stored) version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Upper bound on `spec.replicas`. Status keeps one record per worker and the whole object must
+/// stay well inside etcd's 1.5 MiB object limit.
+pub const MAX_REPLICAS: i32 = 256;
+
+/// Environment variables provenant sets on every worker; a spec may not set them (nor anything
+/// else starting with `PROVENANT_`), or the recorded rank, world size, seed and hyperparameters
+/// would not be what the workload saw.
+pub const RESERVED_ENV: [&str; 4] = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
+/// Prefix of the environment variables provenant owns (`PROVENANT_SEED`, ...).
+pub const RESERVED_ENV_PREFIX: &str = "PROVENANT_";
+
+/// `sha256:<64 lowercase hex>`, the only digest form provenant records.
+pub const DIGEST_PATTERN: &str = "^sha256:[a-f0-9]{64}$";
+/// A full git commit id: SHA-1 (40 hex) or SHA-256 (64 hex). Abbreviated ids are ambiguous and
+/// so useless as provenance.
+pub const COMMIT_PATTERN: &str = "^([a-f0-9]{40}|[a-f0-9]{64})$";
+/// An OCI repository reference without tag or digest: optional `host[:port]/`, then lowercase
+/// path components (the distribution reference grammar).
+pub const REPOSITORY_PATTERN: &str = r"^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$";
+/// A DNS-1123 label: dataset names, accelerator type names.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A training run: one container image run on `replicas` worker pods on an accelerator pool,
+/// whose materials are recorded and whose output model gets signed SLSA provenance.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "provenant.dev",
+    version = "v1alpha1",
+    kind = "TrainingRun",
+    plural = "trainingruns",
+    singular = "trainingrun",
+    shortname = "tr",
+    namespaced,
+    status = "TrainingRunStatus",
+    category = "provenant",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Accelerator", type_ = "string", json_path = ".spec.accelerator.type"),
+    printcolumn(name = "Provenance", type_ = "string", json_path = ".status.provenance.state"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.startTime) || self.spec == oldSelf.spec")
+        .message("spec is immutable once the run has started (status.startTime is set); create a new TrainingRun instead")
+        .field_path(".spec")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("size(self.metadata.name) <= 48 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter) of at most 48 characters: it names the run's worker pods and rendezvous Service"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))")
+        .message("every volume mount must name a volume declared in spec.volumes")
+        .field_path(".volumeMounts"),
+)]
+pub struct TrainingRunSpec {
+    /// Container image of the training workload, e.g. `ghcr.io/acme/train@sha256:...`. Pin it by
+    /// digest for reproducible runs; the digest actually run is recorded from the pods either way.
+    #[schemars(length(min = 1, max = 512), pattern(r"^\S+$"))]
+    pub image: String,
+
+    /// Entrypoint override (the image's ENTRYPOINT when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint (the image's CMD when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+
+    /// Extra environment of the training container. `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+    /// `MASTER_PORT` and every `PROVENANT_*` variable are set by provenant and may not be given
+    /// here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(
+        validation = Rule::new("self.all(e, !(e.name in ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']) && !e.name.startsWith('PROVENANT_'))")
+            .message("RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and PROVENANT_* variables are set by provenant and cannot be overridden"),
+    )]
+    pub env: Vec<EnvVar>,
+
+    /// Number of worker pods (1 to 256). Each gets `RANK` and `WORLD_SIZE`; with more than one,
+    /// a headless Service gives them `MASTER_ADDR`/`MASTER_PORT` for rendezvous.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 256))]
+    pub replicas: i32,
+
+    /// Accelerators per worker. Omit it for a CPU-only run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<AcceleratorRequest>,
+
+    /// Hyperparameters, a free-form JSON object kept as given. Passed to every worker as
+    /// `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub hyperparameters: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// Random seed of the run (non-negative), passed as `PROVENANT_SEED` and recorded in the
+    /// provenance: with the materials it is what makes a run repeatable.
+    #[schemars(range(min = 0))]
+    pub seed: i64,
+
+    /// Datasets the run reads. A declared `digest` is recorded as declared; a workload may report
+    /// digests of what it actually read (see docs/workload-report.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(
+        validation = Rule::new("self.all(d, self.exists_one(e, e.name == d.name))")
+            .message("dataset names must be unique")
+            .reason(Reason::FieldValueDuplicate),
+    )]
+    pub datasets: Vec<DatasetRef>,
+
+    /// The model this run starts from (fine-tuning), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<BaseModelRef>,
+
+    /// The training code, if it is not baked into the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeRef>,
+
+    /// Where the run may publish its model.
+    pub output: OutputSpec,
+
+    /// Service account of the worker pods (the namespace's `default` when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Extra node selector for the workers, merged with the accelerator profile's selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Extra tolerations for the workers, added to the accelerator profile's tolerations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Volumes of the worker pods (datasets on PVCs, caches, shared memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub volumes: Option<Vec<Volume>>,
+
+    /// Mounts of `volumes` into the training container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+
+    /// CPU/memory requests and limits of the training container. Accelerator resources come from
+    /// `accelerator` and its profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Wall-clock limit of the run in seconds, from the first worker's creation; the run fails
+    /// with reason `DeadlineExceeded` past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Schema of `hyperparameters`: any JSON object, kept as given by the API server.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Hyperparameters, a free-form JSON object kept as given. Passed to every worker as `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.",
+        "maxProperties": 256,
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Accelerators each worker needs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceleratorRequest {
+    /// Accelerator type: the name of an accelerator profile in the controller's configuration
+    /// (for example `nvidia-a100-80gb`, `nvidia-l4`, `tpu-v5e`). The profile says which nodes
+    /// carry it, which extended resource to request and which taints to tolerate.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub type_: String,
+
+    /// Accelerators per worker (1 to 64): GPUs, or TPU chips per host.
+    #[serde(default = "default_accelerator_count")]
+    #[schemars(range(min = 1, max = 64))]
+    pub count: i32,
+
+    /// TPU slice topology, for example `2x4` or `4x4x4`. Only for profiles that select a
+    /// topology (GKE TPU); the controller rejects it for other profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^[1-9][0-9]*(x[1-9][0-9]*){1,2}$"))]
+    pub topology: Option<String>,
+}
+
+fn default_accelerator_count() -> i32 {
+    1
+}
+
+/// A dataset the run reads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetRef {
+    /// Name of the dataset within the run (a DNS label); workload reports refer to it by name.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Where it lives: `gs://...`, `s3://...`, `hf://...`, `oci://...`, `pvc://claim/path`, ...
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+
+    /// Content digest, `sha256:<64 hex>`, when known before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71), pattern(r"^sha256:[a-f0-9]{64}$"))]
+    pub digest: Option<String>,
+}
+
+/// The model a run starts from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseModelRef {
+    /// Where the base model lives (an OCI reference, `hf://...`, `gs://...`).
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+
+    /// Content digest, `sha256:<64 hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71), pattern(r"^sha256:[a-f0-9]{64}$"))]
+    pub digest: Option<String>,
+}
+
+/// The training code.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeRef {
+    /// Repository URL, e.g. `https://github.com/acme/train`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+
+    /// Full commit id (40 or 64 lowercase hex characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), pattern(r"^([a-f0-9]{40}|[a-f0-9]{64})$"))]
+    pub revision: Option<String>,
+}
+
+/// Where the run may publish.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// OCI repository the run may publish its model to, without tag or digest, e.g.
+    /// `registry.example.com/models/resnet`. Outputs reported anywhere else are rejected.
+    #[x_kube(
+        validation = Rule::new("!self.contains('@') && !self.matches(':[^/]*$')")
+            .message("must be a repository without tag or digest (e.g. registry.example.com/models/resnet): the model's digest is recorded from the run"),
+    )]
+    #[schemars(length(min = 1, max = 255), pattern(r"^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"))]
+    pub repository: String,
+}
+
+/// Lifecycle phase of a run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Phase {
+    /// Accepted; workers not all running yet.
+    #[default]
+    Pending,
+    /// Every worker has started and none has failed.
+    Running,
+    /// Every worker exited 0 and the materials are recorded.
+    Succeeded,
+    /// A worker failed, the deadline passed, or the run could not be executed.
+    Failed,
+}
+
+/// What provenant observed and recorded about a run. Written only by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingRunStatus {
+    /// Pending, Running, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// `Succeeded`, `MaterialsRecorded`, `ProvenanceSigned`, `ProvenanceAttached`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// When the controller created the first worker; the spec is immutable from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the run reached Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One record per worker pod, filled as the pods terminate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerRecord>,
+
+    /// The run's materials, merged from the spec, the pods and the workload reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materials: Option<Materials>,
+
+    /// Model artifacts the run produced (reported by the workload, checked by the controller).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
+
+    /// Signing and attachment of the run's provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceStatus>,
+}
+
+/// Where a recorded fact comes from. Observed and reported facts stay distinguishable all the
+/// way into the provenance: the controller is trusted, the workload is not.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Source {
+    /// Given in the TrainingRun spec.
+    Declared,
+    /// Seen by the controller itself (pod status, node labels, registry).
+    Observed,
+    /// Said by the workload in its termination message.
+    Reported,
+}
+
+/// What the controller recorded about one worker pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRecord {
+    /// Worker pod name.
+    pub pod_name: String,
+    /// Rank of the worker (0-based).
+    pub rank: i32,
+    /// Node the worker ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Final pod phase (Succeeded or Failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Exit code of the training container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Termination reason (`Completed`, `Error`, `OOMKilled`, `DeadlineExceeded`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the training container started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the training container finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Every container of the pod with the image digest the kubelet reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerRecord>,
+    /// Accelerator facts read from the node's labels when the worker finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<AcceleratorFacts>,
+    /// `sha256:` digest of the worker's termination message (its report), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_digest: Option<String>,
+    /// What the worker reported in its termination message, after validation. Reported, not
+    /// observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportRecord>,
+    /// Why the worker's report was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
+}
+
+/// A worker's validated report (docs/workload-report.md).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRecord {
+    /// Output references, `repository[:tag]@sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// Dataset digests the worker read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<NamedDigest>,
+    /// Evaluation metrics, name → number.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A name and a `sha256:` digest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedDigest {
+    pub name: String,
+    pub digest: String,
+}
+
+/// A container of a worker and the image it actually ran.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    /// Container name.
+    pub name: String,
+    /// Image reference as written in the pod spec.
+    pub image: String,
+    /// Image digest from the pod's `containerStatuses[].imageID`, `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `imageID` exactly as the kubelet reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+/// Accelerator facts of a node, from GPU feature discovery / GKE labels. Every field is what the
+/// node said; absent labels stay absent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceleratorFacts {
+    /// Product or model, e.g. `NVIDIA-A100-SXM4-80GB`, `nvidia-l4`, `tpu-v5-lite-podslice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Accelerators on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<String>,
+    /// Memory per accelerator as labelled (MiB for GPU feature discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Driver version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// CUDA runtime version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_version: Option<String>,
+    /// TPU slice topology (GKE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpu_topology: Option<String>,
+    /// Cloud instance type of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// Accelerators allocated to the worker (from its pod spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<i64>,
+    /// Every accelerator-related label of the node, verbatim (the evidence behind the fields above).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The recorded materials of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Materials {
+    /// Datasets, declared and/or reported, each with its source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetMaterial>,
+    /// Distinct container images the workers ran, with observed digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageMaterial>,
+}
+
+/// A dataset as recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetMaterial {
+    /// Dataset name.
+    pub name: String,
+    /// Where it lives (from the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Digest, `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Where the digest came from: `Declared` (spec), `Reported` (workload), or both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+}
+
+/// A container image as recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageMaterial {
+    /// Image reference as written in the pod spec.
+    pub image: String,
+    /// Digest the kubelet reported, `sha256:<hex>`.
+    pub digest: String,
+}
+
+/// A model artifact the run produced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputRecord {
+    /// Reference as reported, `repository@sha256:<hex>`.
+    pub uri: String,
+    /// The repository part (inside `spec.output.repository`).
+    pub repository: String,
+    /// Manifest digest, `sha256:<hex>`.
+    pub digest: String,
+    /// Whether the controller confirmed the manifest exists in the registry with this digest.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// State of a run's provenance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ProvenanceState {
+    /// Waiting for the run to finish or for its outputs to resolve.
+    Pending,
+    /// Signed and persisted in the cluster, not yet attached in the registry.
+    Signed,
+    /// Attached to the model in the registry.
+    Attached,
+    /// Failed permanently (see the conditions).
+    Failed,
+    /// Provenance is disabled in the controller configuration.
+    Disabled,
+}
+
+/// Signing and attachment of the run's provenance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceStatus {
+    /// Pending, Signed, Attached, Failed or Disabled.
+    pub state: ProvenanceState,
+    /// Predicate type of the statement, `https://slsa.dev/provenance/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate_type: Option<String>,
+    /// `sha256:` digest of the signed DSSE envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_digest: Option<String>,
+    /// Id of the signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// ConfigMap (in the run's namespace) holding the signed envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_config_map: Option<String>,
+    /// Registry references of the attached attestation, signature and referrer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
+    /// When the envelope was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<Time>,
+    /// When the envelope was attached in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_at: Option<Time>,
+}
+
+pub mod validation;

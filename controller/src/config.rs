@@ -1,0 +1,420 @@
+//! Controller configuration: the file mounted from the `provenant-config` ConfigMap
+//! (`/etc/provenant/config.yaml`), loaded once at start. Every key is documented in
+//! docs/operations.md. Without a file, the embedded defaults (the same YAML as
+//! `config/default/controller-config.yaml`) apply.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Toleration;
+use serde::{Deserialize, Serialize};
+
+use crate::api::AcceleratorRequest;
+
+/// The configuration shipped in `config/default`, compiled in as the defaults.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default/controller-config.yaml");
+
+/// The controller's configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Accelerator type name (as used in `spec.accelerator.type`) → how to schedule it.
+    #[serde(default)]
+    pub accelerator_profiles: BTreeMap<String, AcceleratorProfile>,
+    /// Provenance of succeeded runs.
+    #[serde(default)]
+    pub provenance: ProvenanceConfig,
+}
+
+/// `provenance:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProvenanceConfig {
+    /// Sign and attach provenance for succeeded runs. While false, the finalizer of a finished
+    /// run is released as soon as its materials are recorded, and `status.provenance.state` is
+    /// `Disabled`.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// How one accelerator type is scheduled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcceleratorProfile {
+    /// Extended resource requested (and limited) per worker, e.g. `nvidia.com/gpu`, `google.com/tpu`.
+    pub resource_name: String,
+    /// Node labels that select the pool.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints of the pool that workers tolerate.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Node label that carries the slice topology (GKE TPU). When set, a run must give
+    /// `spec.accelerator.topology`, and it is added to the node selector under this label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_label: Option<String>,
+}
+
+/// Where a run's workers go and what they request, resolved from its accelerator request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    /// `(resource name, count per worker)`; None for CPU runs.
+    pub resource: Option<(String, i32)>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+}
+
+/// The configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read controller config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("controller config {origin} is malformed: {message}")]
+    Parse { origin: String, message: String },
+    #[error("controller config {origin}: {field}: {reason}")]
+    Invalid {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// A run's accelerator request does not fit the configured profiles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceleratorError {
+    #[error("spec.accelerator.type: unknown accelerator type {requested:?}; this controller knows: {}", known.join(", "))]
+    Unknown {
+        requested: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "spec.accelerator.topology: accelerator type {requested:?} needs a topology (e.g. 2x4), it selects nodes by {label}"
+    )]
+    TopologyRequired { requested: String, label: String },
+    #[error(
+        "spec.accelerator.topology: accelerator type {requested:?} has no topology; remove the field"
+    )]
+    TopologyNotSupported { requested: String },
+}
+
+impl ControllerConfig {
+    /// The embedded defaults.
+    pub fn defaults() -> Self {
+        // The embedded file is checked by the unit tests below, so this cannot fail at run time.
+        Self::from_yaml(DEFAULT_CONFIG_YAML, "<embedded defaults>")
+            .expect("embedded default config is valid")
+    }
+
+    /// Load the file at `path`, or the embedded defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::defaults());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parse and check a configuration document; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: ControllerConfig = if text.trim().is_empty() {
+            ControllerConfig::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        config
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                origin: origin.to_string(),
+                field,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot do; returns the offending field and why.
+    fn check(&self) -> Result<(), (String, String)> {
+        for (name, profile) in &self.accelerator_profiles {
+            let field = |f: &str| format!("acceleratorProfiles.{name}.{f}");
+            if !is_dns_label(name) {
+                return Err((
+                    format!("acceleratorProfiles.{name}"),
+                    "profile names are used in spec.accelerator.type and must be DNS labels (lowercase letters, digits, '-', at most 63)".into(),
+                ));
+            }
+            if !is_qualified_name(&profile.resource_name) || !profile.resource_name.contains('/') {
+                return Err((
+                    field("resourceName"),
+                    format!(
+                        "{:?} is not an extended resource name like nvidia.com/gpu",
+                        profile.resource_name
+                    ),
+                ));
+            }
+            for (key, value) in &profile.node_selector {
+                if !is_qualified_name(key) {
+                    return Err((
+                        field("nodeSelector"),
+                        format!("{key:?} is not a valid label key"),
+                    ));
+                }
+                if !is_label_value(value) {
+                    return Err((
+                        field(&format!("nodeSelector.{key}")),
+                        format!("{value:?} is not a valid label value"),
+                    ));
+                }
+            }
+            if let Some(label) = &profile.topology_label
+                && !is_qualified_name(label)
+            {
+                return Err((
+                    field("topologyLabel"),
+                    format!("{label:?} is not a valid label key"),
+                ));
+            }
+            for (i, t) in profile.tolerations.iter().enumerate() {
+                let op = t.operator.as_deref().unwrap_or("Equal");
+                if op != "Equal" && op != "Exists" {
+                    return Err((
+                        field(&format!("tolerations[{i}].operator")),
+                        format!("{op:?} must be Equal or Exists"),
+                    ));
+                }
+                if let Some(effect) = t.effect.as_deref()
+                    && !["NoSchedule", "PreferNoSchedule", "NoExecute", ""].contains(&effect)
+                {
+                    return Err((
+                        field(&format!("tolerations[{i}].effect")),
+                        format!("{effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
+                    ));
+                }
+                if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+                    return Err((
+                        field(&format!("tolerations[{i}].value")),
+                        "must be empty when operator is Exists".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a run's accelerator request (None = CPU) to its placement.
+    pub fn placement(
+        &self,
+        request: Option<&AcceleratorRequest>,
+    ) -> Result<Placement, AcceleratorError> {
+        let Some(request) = request else {
+            return Ok(Placement::default());
+        };
+        let profile = self
+            .accelerator_profiles
+            .get(&request.type_)
+            .ok_or_else(|| AcceleratorError::Unknown {
+                requested: request.type_.clone(),
+                known: self.accelerator_profiles.keys().cloned().collect(),
+            })?;
+        let mut node_selector = profile.node_selector.clone();
+        match (&profile.topology_label, &request.topology) {
+            (Some(label), Some(topology)) => {
+                node_selector.insert(label.clone(), topology.clone());
+            }
+            (Some(label), None) => {
+                return Err(AcceleratorError::TopologyRequired {
+                    requested: request.type_.clone(),
+                    label: label.clone(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(AcceleratorError::TopologyNotSupported {
+                    requested: request.type_.clone(),
+                });
+            }
+            (None, None) => {}
+        }
+        Ok(Placement {
+            resource: Some((profile.resource_name.clone(), request.count)),
+            node_selector,
+            tolerations: profile.tolerations.clone(),
+        })
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Kubernetes qualified name: optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns_label));
+    prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(t: &str, count: i32, topology: Option<&str>) -> AcceleratorRequest {
+        AcceleratorRequest {
+            type_: t.into(),
+            count,
+            topology: topology.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn defaults_cover_nvidia_gke_gpu_and_gke_tpu_labels() {
+        let config = ControllerConfig::defaults();
+        let a100 = config
+            .placement(Some(&request("nvidia-a100-80gb", 2, None)))
+            .unwrap();
+        assert_eq!(a100.resource, Some(("nvidia.com/gpu".into(), 2)));
+        assert_eq!(
+            a100.node_selector["nvidia.com/gpu.product"],
+            "NVIDIA-A100-SXM4-80GB"
+        );
+        assert_eq!(a100.tolerations[0].key.as_deref(), Some("nvidia.com/gpu"));
+
+        let l4 = config
+            .placement(Some(&request("gke-nvidia-l4", 1, None)))
+            .unwrap();
+        assert_eq!(
+            l4.node_selector["cloud.google.com/gke-accelerator"],
+            "nvidia-l4"
+        );
+
+        let tpu = config
+            .placement(Some(&request("tpu-v5e", 4, Some("4x4"))))
+            .unwrap();
+        assert_eq!(tpu.resource, Some(("google.com/tpu".into(), 4)));
+        assert_eq!(
+            tpu.node_selector["cloud.google.com/gke-tpu-accelerator"],
+            "tpu-v5-lite-podslice"
+        );
+        assert_eq!(
+            tpu.node_selector["cloud.google.com/gke-tpu-topology"],
+            "4x4"
+        );
+    }
+
+    #[test]
+    fn cpu_runs_have_no_accelerator_placement() {
+        assert_eq!(
+            ControllerConfig::defaults().placement(None).unwrap(),
+            Placement::default()
+        );
+    }
+
+    #[test]
+    fn unknown_type_and_topology_mismatches_name_the_field() {
+        let config = ControllerConfig::defaults();
+        let err = config
+            .placement(Some(&request("nvidia-b300", 1, None)))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("spec.accelerator.type: unknown accelerator type \"nvidia-b300\"")
+        );
+        assert!(err.to_string().contains("nvidia-l4"), "{err}");
+        let err = config
+            .placement(Some(&request("tpu-v5e", 4, None)))
+            .unwrap_err();
+        assert!(
+            matches!(err, AcceleratorError::TopologyRequired { .. }),
+            "{err}"
+        );
+        let err = config
+            .placement(Some(&request("nvidia-l4", 1, Some("2x2"))))
+            .unwrap_err();
+        assert!(
+            matches!(err, AcceleratorError::TopologyNotSupported { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_files_get_clear_errors() {
+        let err = ControllerConfig::from_yaml("acceleratorProfiles: [", "cfg.yaml").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("controller config cfg.yaml is malformed"),
+            "{err}"
+        );
+
+        let err = ControllerConfig::from_yaml("acceleratorProfile: {}", "cfg.yaml").unwrap_err();
+        assert!(err.to_string().contains("acceleratorProfile"), "{err}");
+
+        let err = ControllerConfig::from_yaml(
+            "acceleratorProfiles:\n  gpu:\n    resourceName: gpu\n",
+            "cfg.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "controller config cfg.yaml: acceleratorProfiles.gpu.resourceName: \"gpu\" is not an extended resource name like nvidia.com/gpu"
+        );
+
+        let err = ControllerConfig::from_yaml(
+            "acceleratorProfiles:\n  Big_GPU:\n    resourceName: nvidia.com/gpu\n",
+            "cfg.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("acceleratorProfiles.Big_GPU: profile names"),
+            "{err}"
+        );
+
+        let err = ControllerConfig::from_yaml(
+            "acceleratorProfiles:\n  gpu:\n    resourceName: nvidia.com/gpu\n    tolerations: [{key: a, operator: Maybe}]\n",
+            "cfg.yaml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tolerations[0].operator"), "{err}");
+
+        let err =
+            ControllerConfig::load(Some(Path::new("/nonexistent/provenant.yaml"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read controller config /nonexistent/provenant.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_file_means_no_profiles() {
+        let config = ControllerConfig::from_yaml("", "cfg.yaml").unwrap();
+        assert!(config.accelerator_profiles.is_empty());
+    }
+}

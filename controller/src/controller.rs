@@ -1,0 +1,369 @@
+//! `provenant controller`: connects to the cluster, serves the HTTP port, takes the leader Lease,
+//! and while it leads runs the TrainingRun controller (kube-runtime `Controller` owning the worker
+//! Pods and Services). Stops cleanly on SIGTERM / Ctrl-C.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::TrainingRun;
+use crate::client::{self, ClientError, RateLimit};
+use crate::config::{ConfigError, ControllerConfig};
+use crate::reconcile::{self, Context};
+use crate::{labels, server};
+
+/// Options of `provenant controller`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Configuration file; the embedded defaults when None.
+    pub config: Option<PathBuf>,
+    /// Watch only this namespace; all namespaces when None.
+    pub namespace: Option<String>,
+    /// Address of the HTTP port (health, readiness, metrics).
+    pub health_addr: SocketAddr,
+    /// Client-side API rate limit.
+    pub rate_limit: RateLimit,
+    /// Leader election; None runs without it (a single instance).
+    pub leader_election: Option<LeaderElection>,
+    /// Worker pods reconciled at most at once (0 = unbounded).
+    pub concurrency: u16,
+}
+
+/// Where the leader Lease lives and who we are.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    /// Seconds a Lease stays valid without renewal.
+    pub lease_duration: u64,
+}
+
+/// Why the controller could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot reach the Kubernetes API at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot listen on {addr} (--health-addr): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election with Lease {namespace}/{name} failed: {source}")]
+    LeaderElection {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+}
+
+/// Run until `shutdown` resolves. Returns Ok on a clean shutdown.
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let config = Arc::new(ControllerConfig::load(options.config.as_deref())?);
+    info!(
+        config = %options.config.as_ref().map_or("<embedded defaults>".into(), |p| p.display().to_string()),
+        accelerator_profiles = config.accelerator_profiles.len(),
+        provenance = config.provenance.enabled,
+        "configuration loaded"
+    );
+    let (client, url) = client::connect(options.rate_limit).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|source| ControllerError::Connect {
+            url: url.clone(),
+            source,
+        })?;
+    info!(api = %url, server_version = %version.git_version, namespace = options.namespace.as_deref().unwrap_or("<all>"), "connected to the Kubernetes API");
+
+    let state = Arc::new(server::State::default());
+    let listener =
+        server::bind(options.health_addr)
+            .await
+            .map_err(|source| ControllerError::Bind {
+                addr: options.health_addr,
+                source,
+            })?;
+    let addr = listener.local_addr().unwrap_or(options.health_addr);
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = tokio::spawn(watch_crd(
+        client.clone(),
+        options.namespace.clone(),
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let mut server_stop = stop_rx.clone();
+    let mut server = tokio::spawn(
+        axum::serve(listener, server::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let mut work = tokio::spawn(lead_and_reconcile(
+        client,
+        config,
+        options.clone(),
+        state.clone(),
+        stop_rx,
+    ));
+
+    let early_exit = tokio::select! {
+        () = shutdown => { info!("shutdown requested"); None }
+        ended = &mut server => Some(ServerOrWork::Server(ended)),
+        ended = &mut work => Some(ServerOrWork::Work(ended)),
+    };
+    state.set_ready(false);
+    let _ = stop_tx.send(true);
+    readiness.abort();
+    // Let in-flight reconciles finish and the Lease be released, within reason.
+    let result = match early_exit {
+        Some(ServerOrWork::Work(Ok(Err(e)))) => Err(e),
+        Some(ServerOrWork::Server(Ok(Err(source)))) => Err(ControllerError::Serve { addr, source }),
+        _ => Ok(()),
+    };
+    if !work.is_finished() {
+        match tokio::time::timeout(Duration::from_secs(20), &mut work).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "controller stopped with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                warn!("reconciles did not finish within 20s; stopping anyway");
+                work.abort();
+            }
+        }
+    }
+    if !server.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut server).await;
+    }
+    if result.is_ok() {
+        info!("stopped cleanly");
+    }
+    result
+}
+
+enum ServerOrWork {
+    Server(Result<std::io::Result<()>, tokio::task::JoinError>),
+    Work(Result<Result<(), ControllerError>, tokio::task::JoinError>),
+}
+
+/// Wait for leadership, reconcile while leading, stand by again when the Lease is lost.
+async fn lead_and_reconcile(
+    client: Client,
+    config: Arc<ControllerConfig>,
+    options: Options,
+    state: Arc<server::State>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    let Some(election) = options.leader_election.clone() else {
+        state.set_leader(true);
+        run_controller(client, config, &options, state.clone(), stop).await;
+        return Ok(());
+    };
+    let lease_error = |source| ControllerError::LeaderElection {
+        namespace: election.namespace.clone(),
+        name: election.lease_name.clone(),
+        source,
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(election.lease_duration)
+        .with_grace(election.lease_duration.div_ceil(3).max(1))
+        .with_field_manager(reconcile::FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(lease_error)?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(lease = %format!("{}/{}", election.namespace, election.lease_name), identity = %election.identity, "waiting for leadership");
+    loop {
+        // Standby until we lead (or are told to stop).
+        tokio::select! {
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { break; },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        info!(identity = %election.identity, "became the leader");
+        state.set_leader(true);
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let mut leading_watch = leading.clone();
+        let watch_loss = tokio::spawn(async move {
+            let _ = leading_watch.wait_for(|l| !*l).await;
+            let _ = lost_tx.send(true);
+        });
+        let mut stop_or_lost = stop.clone();
+        let mut lost = lost_rx.clone();
+        let halt = async move {
+            tokio::select! {
+                _ = stop_or_lost.wait_for(|s| *s) => {}
+                _ = lost.wait_for(|l| *l) => {}
+            }
+        };
+        run_controller_until(
+            client.clone(),
+            config.clone(),
+            &options,
+            state.clone(),
+            halt,
+        )
+        .await;
+        watch_loss.abort();
+        state.set_leader(false);
+        if *stop.borrow() {
+            break;
+        }
+        warn!(identity = %election.identity, "lost leadership; standing by");
+    }
+    // Dropping the receiver makes the lease task release the Lease.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => info!("released the leader Lease"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease"),
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn run_controller(
+    client: Client,
+    config: Arc<ControllerConfig>,
+    options: &Options,
+    state: Arc<server::State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let halt = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    run_controller_until(client, config, options, state, halt).await;
+}
+
+/// The kube-runtime Controller: TrainingRuns, plus the Pods and Services they own.
+async fn run_controller_until(
+    client: Client,
+    config: Arc<ControllerConfig>,
+    options: &Options,
+    state: Arc<server::State>,
+    halt: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (runs, pods, services): (Api<TrainingRun>, Api<Pod>, Api<Service>) =
+        match &options.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let owned =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let reporter = Reporter {
+        controller: "provenant".into(),
+        instance: options.leader_election.as_ref().map(|l| l.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        config,
+        recorder: Recorder::new(client, reporter),
+        metrics: state.metrics.clone(),
+    });
+    let controller = Controller::new(runs, watcher::Config::default())
+        .owns(pods, owned.clone())
+        .owns(services, owned)
+        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
+    state.set_runs(Some(controller.store()));
+    info!("reconciling TrainingRuns");
+    controller
+        .graceful_shutdown_on(halt)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                match e {
+                    kube::runtime::controller::Error::ReconcilerFailed(..) => {} // logged by error_policy
+                    other => warn!(error = %other, "controller event"),
+                }
+            }
+        })
+        .await;
+    state.set_runs(None);
+    info!("stopped reconciling");
+}
+
+/// Readiness: the TrainingRun API must be served. A missing CRD is reported, then re-checked, so
+/// installing the CRD after the controller needs no restart.
+async fn watch_crd(
+    client: Client,
+    namespace: Option<String>,
+    state: Arc<server::State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let api: Api<TrainingRun> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut reported = false;
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => {
+                if !state.is_ready() {
+                    info!("TrainingRun API is served; ready");
+                }
+                state.set_ready(true);
+                reported = false;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                state.set_ready(false);
+                if !reported {
+                    error!(
+                        "the TrainingRun CRD is not installed (trainingruns.provenant.dev): apply crds/ with `kubectl apply -f crds/`"
+                    );
+                    reported = true;
+                }
+            }
+            Err(e) => {
+                state.set_ready(false);
+                warn!(error = %e, "cannot list TrainingRuns; will retry");
+            }
+        }
+        // Re-check quickly while unready, rarely once ready.
+        let pause = if state.is_ready() { 10 } else { 2 };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

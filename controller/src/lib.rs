@@ -1,0 +1,17 @@
+//! provenant: runs ML training on Kubernetes accelerator pools and attaches signed SLSA
+//! provenance to the models it produces. The flow of a run (DESIGN.md):
+//! submit ([`api`]) → execute → observe → resolve → attest → report. The controller
+//! ([`controller`]) and the CLI share everything below it.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod crdgen;
+pub mod execute;
+pub mod labels;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,7 @@
+//! End-to-end scenarios: the real `provenant` binary against the API-server double (or the cluster
+//! named by `E2E_KUBECONFIG`), with the kubelet simulator moving pods. Run by `make test`, and by
+//! `make e2e` against a real cluster.
+
+mod lifecycle;
+mod process;
+mod support;

@@ -1,0 +1,68 @@
+//! `provenant controller` as a process: connects through the kubeconfig, becomes ready once the
+//! CRD is served, exits cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use provenant_testbed::cluster::{Cluster, ControllerProcess};
+
+use crate::support::{binary, init_logs};
+
+#[tokio::test]
+async fn controller_connects_serves_health_and_stops_on_sigterm() -> anyhow::Result<()> {
+    init_logs();
+    let cluster = Cluster::start().await?;
+    let mut controller =
+        ControllerProcess::start(binary(), &cluster, "solo", &["--log-format=json"])?;
+    controller.wait_ready(Duration::from_secs(30)).await?;
+    assert_eq!(controller.get("/healthz").await?, (200, "ok".to_string()));
+    let metrics = controller.metrics().await?;
+    assert!(
+        metrics.contains("provenant_workers_observed_total"),
+        "{metrics}"
+    );
+
+    let log = controller.log_text();
+    let connected = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "connected to the Kubernetes API")
+        .unwrap_or_else(|| panic!("no JSON 'connected' line in:\n{log}"));
+    assert!(
+        connected["api"].as_str().unwrap().starts_with("http"),
+        "{connected}"
+    );
+
+    let status = controller.terminate(Duration::from_secs(30)).await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_api_is_a_clear_error() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let port = provenant_testbed::cluster::free_port()?;
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )?;
+    let out = std::process::Command::new(binary())
+        .args([
+            "controller",
+            "--health-addr=127.0.0.1:0",
+            "--log-format=text",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the Kubernetes API at http://127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Helpers shared by the scenarios.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use provenant::api::{Phase, TrainingRun};
+use provenant_testbed::cluster::{Cluster, eventually};
+use serde_json::json;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_provenant"))
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub const IMAGE_DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+pub const DATA_DIGEST: &str =
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+pub const MODEL_DIGEST: &str =
+    "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+pub const REPOSITORY: &str = "registry.example.com/models/bert";
+
+/// A TrainingRun from a spec written as JSON.
+pub fn run(name: &str, spec: serde_json::Value) -> TrainingRun {
+    let mut full = json!({
+        "image": format!("registry.example.com/train@{IMAGE_DIGEST}"),
+        "seed": 42,
+        "output": {"repository": REPOSITORY},
+    });
+    for (k, v) in spec.as_object().cloned().unwrap_or_default() {
+        full[k] = v;
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "provenant.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": name},
+        "spec": full,
+    }))
+    .expect("valid TrainingRun")
+}
+
+pub async fn create(cluster: &Cluster, run: &TrainingRun) -> Result<TrainingRun> {
+    Ok(cluster
+        .api::<TrainingRun>()
+        .create(&PostParams::default(), run)
+        .await?)
+}
+
+/// Wait until the run reaches `phase` (and the controller wrote its completion for terminal ones).
+pub async fn wait_phase(cluster: &Cluster, name: &str, phase: Phase) -> Result<TrainingRun> {
+    let api = cluster.api::<TrainingRun>();
+    eventually(TIMEOUT, &format!("run {name} to reach {phase:?}"), || {
+        let api = api.clone();
+        async move {
+            let run = api.get(name).await?;
+            let status = run.status.clone().unwrap_or_default();
+            Ok((status.phase == Some(phase)).then_some(run))
+        }
+    })
+    .await
+}
+
+pub async fn pods_of(cluster: &Cluster, run: &str) -> Result<Vec<Pod>> {
+    let list = cluster
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("provenant.dev/run={run}")))
+        .await?;
+    Ok(list.items)
+}
+
+/// The condition `type_` of a run: (status, reason, message).
+pub fn condition(run: &TrainingRun, type_: &str) -> Option<(String, String, String)> {
+    run.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}

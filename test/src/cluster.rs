@@ -1,0 +1,301 @@
+//! One cluster per test: the API-server double with provenant's CRDs installed, or — when
+//! `E2E_KUBECONFIG` is set — the real cluster it names. Each test gets a fresh namespace, so tests
+//! can share a real cluster. Also runs the real `provenant` binary as a child process against it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::apiserver::ApiServer;
+
+/// Directory of the generated CRDs (`crds/` at the repository root).
+pub fn crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
+}
+
+/// A cluster for one test.
+pub struct Cluster {
+    pub client: Client,
+    /// The test's own namespace.
+    pub namespace: String,
+    /// The double, when not running against a real cluster.
+    pub server: Option<ApiServer>,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Start (or connect to) a cluster, install `crds/`, create a fresh namespace.
+    pub async fn start() -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        let (client, server) = match std::env::var_os("E2E_KUBECONFIG") {
+            Some(path) => {
+                std::fs::copy(&path, &kubeconfig)
+                    .with_context(|| format!("reading E2E_KUBECONFIG={}", path.to_string_lossy()))?;
+                let config = kube::Config::from_custom_kubeconfig(
+                    kube::config::Kubeconfig::read_from(&kubeconfig)?,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await?;
+                (Client::try_from(config)?, None)
+            }
+            None => {
+                let server = ApiServer::start().await?;
+                server.write_kubeconfig(&kubeconfig)?;
+                (server.client().await?, Some(server))
+            }
+        };
+        install_crds(&client).await?;
+        let namespace = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .context("creating the test namespace")?;
+        // A real API server without a controller-manager has no `default` ServiceAccount, and the
+        // ServiceAccount admission plugin refuses pods without it.
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
+        match Api::<ServiceAccount>::namespaced(client.clone(), &namespace)
+            .create(&PostParams::default(), &sa)
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Cluster {
+            client,
+            namespace,
+            server,
+            kubeconfig,
+            dir,
+        })
+    }
+
+    /// True when running against a real cluster (`E2E_KUBECONFIG`).
+    pub fn is_real(&self) -> bool {
+        self.server.is_none()
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// A scratch directory that lives as long as the cluster.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Install (or update) every CRD in `crds/`, exactly as `kubectl apply -f crds/` would, and wait
+/// until they are established.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(crds_dir())? {
+        let path = entry?.path();
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        if !file.ends_with(".yaml") || file == "kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply("provenant-tests").force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("installing {}", path.display()))?;
+        names.push(name);
+    }
+    for name in names {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} not established after 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound and released; good enough for tests on one machine).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `provenant controller` binary running against a cluster.
+pub struct ControllerProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+    pub identity: String,
+}
+
+impl ControllerProcess {
+    /// Start `binary controller` with the cluster's kubeconfig, acting on the test namespace, with
+    /// its leader Lease in that namespace. `extra` adds flags.
+    pub fn start(binary: &Path, cluster: &Cluster, identity: &str, extra: &[&str]) -> Result<ControllerProcess> {
+        let port = free_port()?;
+        let log = cluster.dir().join(format!("controller-{identity}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .arg("controller")
+            .arg(format!("--namespace={}", cluster.namespace))
+            .arg(format!("--health-addr=127.0.0.1:{port}"))
+            .arg(format!("--leader-election-namespace={}", cluster.namespace))
+            .arg(format!("--leader-election-identity={identity}"))
+            .arg("--lease-duration-seconds=3")
+            .args(extra)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", std::env::var("PROVENANT_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(ControllerProcess {
+            child: Some(child),
+            port,
+            log,
+            identity: identity.to_string(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET a path of the controller's HTTP port: (status, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let response = reqwest::get(self.url(path)).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// Wait until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait()? {
+                bail!("controller exited with {status} before it was ready:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("controller not ready after {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The Prometheus exposition text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self.get("/metrics").await?.1)
+    }
+
+    /// Everything the controller logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("controller already reaped"),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Send SIGTERM (what the kubelet does) and wait for the exit.
+    pub async fn terminate(mut self, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.pid().context("no child")?;
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("controller did not exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: a crash, nothing gets to clean up.
+    pub fn kill(mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Poll `check` every 100 ms until it returns Some, or fail after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_error {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Test bed for provenant's integration and e2e suites. Test-support code only: it is a separate
+//! crate that the `provenant` binary never links.
+//!
+//! - [`apiserver`]: an in-process Kubernetes API-server double served over HTTP.
+//! - [`kubelet`]: a kubelet simulator that drives pods through their phases via the public API.
+//! - [`cluster`]: one cluster per test (the double with `crds/` installed, or `E2E_KUBECONFIG`'s),
+//!   and the real `provenant` binary run against it.
+//! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a loopback port.
+
+pub mod apiserver;
+pub mod cluster;
+pub mod kubelet;
+pub mod registry;
