@@ -4,4 +4,5 @@
 
 mod lifecycle;
 mod process;
+mod samples;
 mod support;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::apiserver::ApiServer;
@@ -39,8 +39,9 @@ impl Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         let (client, server) = match std::env::var_os("E2E_KUBECONFIG") {
             Some(path) => {
-                std::fs::copy(&path, &kubeconfig)
-                    .with_context(|| format!("reading E2E_KUBECONFIG={}", path.to_string_lossy()))?;
+                std::fs::copy(&path, &kubeconfig).with_context(|| {
+                    format!("reading E2E_KUBECONFIG={}", path.to_string_lossy())
+                })?;
                 let config = kube::Config::from_custom_kubeconfig(
                     kube::config::Kubeconfig::read_from(&kubeconfig)?,
                     &kube::config::KubeConfigOptions::default(),
@@ -109,7 +110,10 @@ pub async fn install_crds(client: &Client) -> Result<()> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(crds_dir())? {
         let path = entry?.path();
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
         if !file.ends_with(".yaml") || file == "kustomization.yaml" {
             continue;
         }
@@ -117,9 +121,13 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         let crd: CustomResourceDefinition =
             serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("provenant-tests").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("installing {}", path.display()))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("provenant-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("installing {}", path.display()))?;
         names.push(name);
     }
     for name in names {
@@ -160,7 +168,12 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Start `binary controller` with the cluster's kubeconfig, acting on the test namespace, with
     /// its leader Lease in that namespace. `extra` adds flags.
-    pub fn start(binary: &Path, cluster: &Cluster, identity: &str, extra: &[&str]) -> Result<ControllerProcess> {
+    pub fn start(
+        binary: &Path,
+        cluster: &Cluster,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<ControllerProcess> {
         let port = free_port()?;
         let log = cluster.dir().join(format!("controller-{identity}.log"));
         let stderr = std::fs::File::create(&log)?;
@@ -173,7 +186,10 @@ impl ControllerProcess {
             .arg("--lease-duration-seconds=3")
             .args(extra)
             .env("KUBECONFIG", cluster.kubeconfig())
-            .env("RUST_LOG", std::env::var("PROVENANT_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PROVENANT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
             .stdout(Stdio::null())
@@ -207,10 +223,16 @@ impl ControllerProcess {
                 return Ok(());
             }
             if let Some(status) = self.try_wait()? {
-                bail!("controller exited with {status} before it was ready:\n{}", self.log_text());
+                bail!(
+                    "controller exited with {status} before it was ready:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                bail!("controller not ready after {timeout:?}:\n{}", self.log_text());
+                bail!(
+                    "controller not ready after {timeout:?}:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -240,7 +262,9 @@ impl ControllerProcess {
     /// Send SIGTERM (what the kubelet does) and wait for the exit.
     pub async fn terminate(mut self, timeout: Duration) -> Result<ExitStatus> {
         let pid = self.pid().context("no child")?;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM {pid} failed");
         }
@@ -251,7 +275,10 @@ impl ControllerProcess {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("controller did not exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+                bail!(
+                    "controller did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -292,7 +319,9 @@ where
         }
         if Instant::now() > deadline {
             match last_error {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
