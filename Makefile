@@ -58,8 +58,13 @@ run: build-debug
 
 ## e2e: the integration scenarios against a real cluster (E2E_KUBECONFIG, E2E_REGISTRY)
 e2e:
-	@echo "make e2e: not implemented yet (issue 3: test bed and e2e entry)" >&2
-	@exit 2
+	@if [ -z "$$E2E_KUBECONFIG" ]; then \
+		echo "make e2e needs E2E_KUBECONFIG=<kubeconfig of a real cluster> (and optionally E2E_REGISTRY=host:port); see test/README.md" >&2; \
+		exit 2; \
+	fi
+	kubectl --kubeconfig "$$E2E_KUBECONFIG" apply -f crds/trainingruns.provenant.dev.yaml
+	$(CARGO) test -p provenant --test scenarios
+	$(CARGO) test -p provenant-testbed --test kubelet --test registry
 
 ## bench / bench-full: benchmarks (issue 7)
 bench bench-full:

@@ -140,16 +140,7 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     }
 
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{}={}", labels::RUN_UID, run.uid().unwrap_or_default());
-    let mut pods: BTreeMap<String, Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_err("list worker pods"))?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(p, run))
-        .map(|p| (p.name_any(), p))
-        .collect();
+    let mut pods = list_workers(&pods_api, run).await?;
 
     let blocked = create_missing(run, namespace, &plan, &mut pods, &status, ctx).await?;
     let resource = ctx
@@ -274,6 +265,24 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         }
         None => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// The run's worker pods, by name: labelled with its UID and owned by it. Listed from the API
+/// server (not a cache), so a pod just created by a previous reconcile is always seen.
+async fn list_workers(
+    pods_api: &Api<Pod>,
+    run: &TrainingRun,
+) -> Result<BTreeMap<String, Pod>, Error> {
+    let selector = format!("{}={}", labels::RUN_UID, run.uid().unwrap_or_default());
+    Ok(pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err("list worker pods"))?
+        .items
+        .into_iter()
+        .filter(|p| owned_by(p, run))
+        .map(|p| (p.name_any(), p))
+        .collect())
 }
 
 /// Create the pods (and Service) that do not exist yet. Returns a blocking reason when a pod or
@@ -719,16 +728,7 @@ fn provenance_done(status: &TrainingRunStatus) -> bool {
 /// provenance. Never waits for pods to disappear (a node-less cluster never confirms the kill).
 async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Action, Error> {
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{}={}", labels::RUN_UID, run.uid().unwrap_or_default());
-    let pods: BTreeMap<String, Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_err("list worker pods"))?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(p, run))
-        .map(|p| (p.name_any(), p))
-        .collect();
+    let pods = list_workers(&pods_api, run).await?;
     stop_workers(&pods_api, &pods).await;
     let status = run.status.clone().unwrap_or_default();
     let finished = matches!(status.phase, Some(Phase::Succeeded | Phase::Failed));

@@ -186,3 +186,38 @@ fn secrets_are_readable_only_in_the_controller_namespace() {
         .collect();
     assert_eq!(verbs, ["get", "list", "watch"]);
 }
+
+#[test]
+fn two_replicas_elect_a_leader_in_their_namespace() {
+    let objects = rendered();
+    let deployment = find(&objects, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let field = |name: &str| {
+        env.iter().find(|e| e["name"] == name).unwrap()["valueFrom"]["fieldRef"]["fieldPath"]
+            .clone()
+    };
+    assert_eq!(field("POD_NAMESPACE"), "metadata.namespace");
+    assert_eq!(field("POD_NAME"), "metadata.name");
+    // The binary reads exactly these variables for the Lease namespace and identity.
+    let help = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["controller", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("[env: POD_NAMESPACE=") && help.contains("[env: POD_NAME="),
+        "{help}"
+    );
+    // The Role lets it manage that Lease.
+    let role = find(&objects, "Role")[0];
+    assert!(
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"][0] == "leases")
+    );
+}
