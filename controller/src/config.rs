@@ -27,14 +27,79 @@ pub struct ControllerConfig {
 }
 
 /// `provenance:` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProvenanceConfig {
     /// Sign and attach provenance for succeeded runs. While false, the finalizer of a finished
     /// run is released as soon as its materials are recorded, and `status.provenance.state` is
     /// `Disabled`.
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub enabled: bool,
+    /// `runDetails.builder.id` of the statements.
+    #[serde(default = "default_builder_id")]
+    pub builder_id: String,
+    /// Name of this cluster, appended to the builder id (`<builderId>/<clusterName>`) so that
+    /// verifiers can tell clusters apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Secret (in the controller's namespace) holding `cosign.key`, `cosign.password`, `cosign.pub`.
+    #[serde(default = "default_signing_secret")]
+    pub signing_key_secret: String,
+    /// Where and how attestations are written.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// `provenance.registry:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// A `kubernetes.io/dockerconfigjson` Secret (in the controller's namespace) with registry
+    /// credentials; anonymous access when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Registries (`host[:port]`) reached over plain HTTP. Everything else is HTTPS.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// Attempts for a transient registry error (with capped exponential backoff) before the
+    /// reconcile is retried later.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for ProvenanceConfig {
+    fn default() -> Self {
+        ProvenanceConfig {
+            enabled: true,
+            builder_id: default_builder_id(),
+            cluster_name: None,
+            signing_key_secret: default_signing_secret(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            credentials_secret: None,
+            insecure: Vec::new(),
+            attempts: default_attempts(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_builder_id() -> String {
+    crate::provenance::DEFAULT_BUILDER_ID.to_string()
+}
+fn default_signing_secret() -> String {
+    "provenant-signing-key".to_string()
+}
+fn default_attempts() -> u32 {
+    4
 }
 
 /// How one accelerator type is scheduled.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -21,7 +21,10 @@ use tracing::{error, info, warn};
 use crate::api::TrainingRun;
 use crate::client::{self, ClientError, RateLimit};
 use crate::config::{ConfigError, ControllerConfig};
+use crate::provenance::BuilderIdentity;
+use crate::reconcile::provenance::Attestor;
 use crate::reconcile::{self, Context};
+use crate::secrets::{self, RegistryCredentials, SigningKey};
 use crate::{labels, server};
 
 /// Options of `provenant controller`.
@@ -37,8 +40,10 @@ pub struct Options {
     pub rate_limit: RateLimit,
     /// Leader election; None runs without it (a single instance).
     pub leader_election: Option<LeaderElection>,
-    /// Worker pods reconciled at most at once (0 = unbounded).
+    /// Runs reconciled at most at once (0 = unbounded).
     pub concurrency: u16,
+    /// The controller's namespace: the signing key and registry credentials Secrets.
+    pub controller_namespace: String,
 }
 
 /// Where the leader Lease lives and who we are.
@@ -118,6 +123,7 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(options.health_addr);
     info!(%addr, "serving /healthz, /readyz and /metrics");
 
+    let attestor = start_attestor(&client, &config, &options, &state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let readiness = tokio::spawn(watch_crd(
         client.clone(),
@@ -136,6 +142,7 @@ pub async fn run(
     let mut work = tokio::spawn(lead_and_reconcile(
         client,
         config,
+        attestor,
         options.clone(),
         state.clone(),
         stop_rx,
@@ -183,13 +190,14 @@ enum ServerOrWork {
 async fn lead_and_reconcile(
     client: Client,
     config: Arc<ControllerConfig>,
+    attestor: Option<Arc<Attestor>>,
     options: Options,
     state: Arc<server::State>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let Some(election) = options.leader_election.clone() else {
         state.set_leader(true);
-        run_controller(client, config, &options, state.clone(), stop).await;
+        run_controller(client, config, attestor, &options, state.clone(), stop).await;
         return Ok(());
     };
     let lease_error = |source| ControllerError::LeaderElection {
@@ -233,6 +241,7 @@ async fn lead_and_reconcile(
         run_controller_until(
             client.clone(),
             config.clone(),
+            attestor.clone(),
             &options,
             state.clone(),
             halt,
@@ -258,6 +267,7 @@ async fn lead_and_reconcile(
 async fn run_controller(
     client: Client,
     config: Arc<ControllerConfig>,
+    attestor: Option<Arc<Attestor>>,
     options: &Options,
     state: Arc<server::State>,
     mut stop: watch::Receiver<bool>,
@@ -265,13 +275,14 @@ async fn run_controller(
     let halt = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    run_controller_until(client, config, options, state, halt).await;
+    run_controller_until(client, config, attestor, options, state, halt).await;
 }
 
 /// The kube-runtime Controller: TrainingRuns, plus the Pods and Services they own.
 async fn run_controller_until(
     client: Client,
     config: Arc<ControllerConfig>,
+    attestor: Option<Arc<Attestor>>,
     options: &Options,
     state: Arc<server::State>,
     halt: impl Future<Output = ()> + Send + Sync + 'static,
@@ -300,6 +311,7 @@ async fn run_controller_until(
         config,
         recorder: Recorder::new(client, reporter),
         metrics: state.metrics.clone(),
+        attestor,
     });
     let controller = Controller::new(runs, watcher::Config::default())
         .owns(pods, owned.clone())
@@ -321,6 +333,53 @@ async fn run_controller_until(
         .await;
     state.set_runs(None);
     info!("stopped reconciling");
+}
+
+/// The attestor, when provenance is enabled: it watches the signing key (and registry credentials)
+/// Secrets in the controller's namespace for as long as the process runs, so a standby is ready to
+/// sign the moment it takes over.
+fn start_attestor(
+    client: &Client,
+    config: &ControllerConfig,
+    options: &Options,
+    state: &Arc<server::State>,
+) -> Option<Arc<Attestor>> {
+    let provenance = &config.provenance;
+    if !provenance.enabled {
+        info!("provenance disabled in the configuration");
+        return None;
+    }
+    let namespace = options.controller_namespace.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let key = Arc::new(SigningKey::unavailable("not loaded yet"));
+    tokio::spawn(secrets::watch_signing_key(
+        secrets.clone(),
+        namespace.clone(),
+        provenance.signing_key_secret.clone(),
+        key.clone(),
+    ));
+    let credentials = Arc::new(RegistryCredentials::default());
+    if let Some(name) = &provenance.registry.credentials_secret {
+        tokio::spawn(secrets::watch_registry_credentials(
+            secrets,
+            namespace,
+            name.clone(),
+            credentials.clone(),
+        ));
+    }
+    let metrics = state.metrics.clone();
+    let observer: crate::storage::Observer =
+        Arc::new(move |op: &str, elapsed: Duration, ok: bool| {
+            metrics.observe_registry(op, elapsed, ok)
+        });
+    Some(Arc::new(Attestor::new(
+        key,
+        credentials,
+        BuilderIdentity::controller(&provenance.builder_id, provenance.cluster_name.as_deref()),
+        provenance.registry.insecure.clone(),
+        provenance.registry.attempts,
+        Some(observer),
+    )))
 }
 
 /// Readiness: the TrainingRun API must be served. A missing CRD is reported, then re-checked, so

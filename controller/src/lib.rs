@@ -4,6 +4,7 @@
 //! ([`controller`]) and the CLI share everything below it.
 
 pub mod api;
+pub mod attest;
 pub mod client;
 pub mod config;
 pub mod controller;
@@ -12,6 +13,10 @@ pub mod execute;
 pub mod labels;
 pub mod metrics;
 pub mod observe;
+pub mod provenance;
 pub mod reconcile;
+pub mod secrets;
 pub mod server;
+pub mod storage;
+pub mod signing;
 pub mod telemetry;

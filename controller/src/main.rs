@@ -45,6 +45,35 @@ enum Command {
     /// Inspect the controller configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage signing keys (cosign-compatible ECDSA P-256).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a key pair in cosign's format, as files or as the controller's Secret.
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["output_dir", "secret"])))]
+struct KeysGenerateArgs {
+    /// Write cosign.key (0600) and cosign.pub (and cosign.password for a generated password) here.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Print a Secret manifest with this name (data: cosign.key, cosign.password, cosign.pub).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Namespace of the Secret.
+    #[arg(long, conflicts_with = "output_dir")]
+    namespace: Option<String>,
+    /// Environment variable holding the password; a random one is generated when it is unset.
+    #[arg(long, default_value = "COSIGN_PASSWORD")]
+    password_env: String,
+    /// Replace existing files in --output-dir.
+    #[arg(long, conflicts_with = "secret")]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -70,9 +99,10 @@ struct ControllerArgs {
     /// Elect a leader over a Lease so that only one replica acts (off: a single instance).
     #[arg(long, env = "PROVENANT_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the leader Lease (the controller's own namespace in a cluster).
+    /// The controller's own namespace: its leader Lease and its Secrets (signing key, registry
+    /// credentials) live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "provenant-system")]
-    leader_election_namespace: String,
+    controller_namespace: String,
     /// Name of the leader Lease.
     #[arg(long, default_value = "provenant-controller")]
     leader_election_lease: String,
@@ -129,6 +159,33 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&anyhow::Error::new(e)),
         },
+        Command::Keys(KeysCommand::Generate(args)) => keys_generate(args),
+    }
+}
+
+fn keys_generate(args: KeysGenerateArgs) -> ExitCode {
+    use provenant::signing::keygen;
+    let destination = match (args.output_dir, args.secret) {
+        (Some(path), _) => keygen::Destination::Directory {
+            path,
+            force: args.force,
+        },
+        (None, Some(name)) => keygen::Destination::Secret {
+            name,
+            namespace: args.namespace,
+        },
+        (None, None) => return fail(&anyhow::anyhow!("give --output-dir or --secret")),
+    };
+    let password = keygen::Password::from_env(&args.password_env);
+    let result = keygen::run(
+        &destination,
+        &password,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&anyhow::Error::new(e)),
     }
 }
 
@@ -162,12 +219,13 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             burst: args.kube_api_burst,
         },
         leader_election: args.leader_elect.then(|| controller::LeaderElection {
-            namespace: args.leader_election_namespace,
+            namespace: args.controller_namespace.clone(),
             lease_name: args.leader_election_lease,
             identity,
             lease_duration: args.lease_duration_seconds.max(2),
         }),
         concurrency: args.concurrency,
+        controller_namespace: args.controller_namespace,
     };
     match runtime.block_on(controller::run(options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

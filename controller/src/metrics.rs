@@ -1,14 +1,15 @@
-//! Prometheus metrics, served on the health port at `/metrics`. Every series is listed in
-//! docs/operations.md.
+//! Prometheus metrics, served on the controller's HTTP port at `/metrics`. Every series is listed
+//! in docs/operations.md.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::api::{Phase, TrainingRun};
+use crate::api::{Phase, ProvenanceState, TrainingRun};
 
 /// The controller's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -18,6 +19,12 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub trainingruns: IntGaugeVec,
     pub workers_observed: IntCounter,
+    pub attestations: IntCounterVec,
+    pub signing_duration: Histogram,
+    pub registry_request_duration: HistogramVec,
+    pub registry_errors: IntCounterVec,
+    pub provenance_lag: Histogram,
+    pub provenance_backlog: IntGauge,
 }
 
 impl Default for Metrics {
@@ -26,61 +33,109 @@ impl Default for Metrics {
     }
 }
 
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("static metric")
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("static metric")
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new(
+        let m = Metrics {
+            registry: Registry::new(),
+            reconcile_duration: histogram(
                 "provenant_reconcile_duration_seconds",
                 "Duration of one TrainingRun reconcile",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )
-        .expect("static metric");
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            reconcile_errors: counter_vec(
                 "provenant_reconcile_errors_total",
                 "Reconciles that failed, by reason",
+                "reason",
             ),
-            &["reason"],
-        )
-        .expect("static metric");
-        let trainingruns = IntGaugeVec::new(
-            Opts::new(
-                "provenant_trainingruns",
-                "TrainingRuns known to the controller, by phase",
+            trainingruns: IntGaugeVec::new(
+                Opts::new(
+                    "provenant_trainingruns",
+                    "TrainingRuns known to the controller, by phase",
+                ),
+                &["phase"],
+            )
+            .expect("static metric"),
+            workers_observed: IntCounter::new(
+                "provenant_workers_observed_total",
+                "Worker pods whose termination was recorded into a run's status",
+            )
+            .expect("static metric"),
+            attestations: counter_vec(
+                "provenant_attestations_total",
+                "Provenance attestations by result (attached, failed)",
+                "result",
             ),
-            &["phase"],
-        )
-        .expect("static metric");
-        let workers_observed = IntCounter::new(
-            "provenant_workers_observed_total",
-            "Worker pods whose termination was recorded into a run's status",
-        )
-        .expect("static metric");
-        for collector in [
-            Box::new(reconcile_duration.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(reconcile_errors.clone()),
-            Box::new(trainingruns.clone()),
-            Box::new(workers_observed.clone()),
-        ] {
-            registry
+            signing_duration: histogram(
+                "provenant_signing_duration_seconds",
+                "Time to sign one run's provenance (envelope and simple signatures)",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+            ),
+            registry_request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "provenant_registry_request_duration_seconds",
+                    "Registry HTTP requests by operation",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["op"],
+            )
+            .expect("static metric"),
+            registry_errors: counter_vec(
+                "provenant_registry_errors_total",
+                "Registry requests that failed, by operation",
+                "op",
+            ),
+            provenance_lag: histogram(
+                "provenant_provenance_lag_seconds",
+                "From a run's completion to its attestation attached in the registry",
+                &[
+                    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ],
+            ),
+            provenance_backlog: IntGauge::new(
+                "provenant_provenance_backlog",
+                "Succeeded runs whose provenance is not attached yet (Pending or Signed)",
+            )
+            .expect("static metric"),
+        };
+        // Known label values are exported at 0 from the start, so alerts see the series before
+        // the first event.
+        for reason in ["KubeApi", "NoNamespace"] {
+            m.reconcile_errors.with_label_values(&[reason]);
+        }
+        for result in ["attached", "failed"] {
+            m.attestations.with_label_values(&[result]);
+        }
+        let collectors: [Box<dyn Collector>; 10] = [
+            Box::new(m.reconcile_duration.clone()),
+            Box::new(m.reconcile_errors.clone()),
+            Box::new(m.trainingruns.clone()),
+            Box::new(m.workers_observed.clone()),
+            Box::new(m.attestations.clone()),
+            Box::new(m.signing_duration.clone()),
+            Box::new(m.registry_request_duration.clone()),
+            Box::new(m.registry_errors.clone()),
+            Box::new(m.provenance_lag.clone()),
+            Box::new(m.provenance_backlog.clone()),
+        ];
+        for collector in collectors {
+            m.registry
                 .register(collector)
                 .expect("metric names are unique");
         }
-        // Known reasons are exported at 0 from the start, so alerts see the series before the first error.
-        for reason in ["KubeApi", "NoNamespace"] {
-            reconcile_errors.with_label_values(&[reason]);
-        }
-        Metrics {
-            registry,
-            reconcile_duration,
-            reconcile_errors,
-            trainingruns,
-            workers_observed,
-        }
+        m
     }
 
     /// Start timing a reconcile; the duration is observed when the guard drops.
@@ -91,17 +146,31 @@ impl Metrics {
         }
     }
 
-    /// Recount runs per phase from the controller's cache (called at scrape time, so the gauge
-    /// can never drift from what the cache holds).
+    /// Feed one registry request into the registry metrics (the storage observer).
+    pub fn observe_registry(&self, op: &str, elapsed: Duration, ok: bool) {
+        self.registry_request_duration
+            .with_label_values(&[op])
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            self.registry_errors.with_label_values(&[op]).inc();
+        }
+    }
+
+    /// Recount runs per phase, and the provenance backlog, from the controller's cache (called at
+    /// scrape time, so the gauges can never drift from what the cache holds).
     pub fn count_phases<'a>(&self, runs: impl Iterator<Item = &'a TrainingRun>) {
         let mut counts = [0i64; 4];
+        let mut backlog = 0;
         for run in runs {
-            let phase = run
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or_default();
+            let status = run.status.as_ref();
+            let phase = status.and_then(|s| s.phase).unwrap_or_default();
             counts[phase_index(phase)] += 1;
+            let pending = status.and_then(|s| s.provenance.as_ref()).is_some_and(|p| {
+                matches!(p.state, ProvenanceState::Pending | ProvenanceState::Signed)
+            });
+            if phase == Phase::Succeeded && pending {
+                backlog += 1;
+            }
         }
         for phase in [
             Phase::Pending,
@@ -113,6 +182,7 @@ impl Metrics {
                 .with_label_values(&[phase_name(phase)])
                 .set(counts[phase_index(phase)]);
         }
+        self.provenance_backlog.set(backlog);
     }
 
     /// The text exposition format.
@@ -166,6 +236,7 @@ mod tests {
         drop(m.reconcile_timer());
         m.reconcile_errors.with_label_values(&["Kube"]).inc();
         m.workers_observed.inc();
+        m.observe_registry("manifest_put", Duration::from_millis(3), false);
         m.count_phases(std::iter::empty());
         let text = m.render();
         for series in [
@@ -173,6 +244,12 @@ mod tests {
             "provenant_reconcile_errors_total{reason=\"Kube\"} 1",
             "provenant_trainingruns{phase=\"Pending\"} 0",
             "provenant_workers_observed_total 1",
+            "provenant_attestations_total{result=\"attached\"} 0",
+            "provenant_registry_request_duration_seconds_count{op=\"manifest_put\"} 1",
+            "provenant_registry_errors_total{op=\"manifest_put\"} 1",
+            "provenant_provenance_backlog 0",
+            "provenant_signing_duration_seconds_count 0",
+            "provenant_provenance_lag_seconds_count 0",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

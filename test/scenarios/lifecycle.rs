@@ -30,8 +30,11 @@ fn ok_outcome() -> PodOutcome {
         .image_digest("trainer", IMAGE_DIGEST)
 }
 
+/// A controller with provenance disabled: these scenarios are about running and recording.
 async fn start_controller(cluster: &Cluster, identity: &str) -> Result<ControllerProcess> {
-    let mut controller = ControllerProcess::start(binary(), cluster, identity, &[])?;
+    let config = controller_config(cluster, "no-provenance", PROVENANCE_DISABLED);
+    let flag = format!("--config={}", config.display());
+    let mut controller = ControllerProcess::start(binary(), cluster, identity, &[&flag])?;
     controller.wait_ready(Duration::from_secs(30)).await?;
     Ok(controller)
 }

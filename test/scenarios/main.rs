@@ -4,5 +4,6 @@
 
 mod lifecycle;
 mod process;
+mod provenance;
 mod samples;
 mod support;

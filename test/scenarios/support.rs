@@ -88,3 +88,22 @@ pub fn condition(run: &TrainingRun, type_: &str) -> Option<(String, String, Stri
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
+
+/// A controller configuration file: the shipped accelerator profiles with `provenance` replaced by
+/// `provenance_yaml` (a YAML block starting with `provenance:`).
+pub fn controller_config(
+    cluster: &Cluster,
+    name: &str,
+    provenance_yaml: &str,
+) -> std::path::PathBuf {
+    let defaults = provenant::config::DEFAULT_CONFIG_YAML;
+    let profiles = &defaults[..defaults
+        .find("\nprovenance:")
+        .expect("defaults have a provenance block")];
+    let path = cluster.dir().join(format!("{name}.yaml"));
+    std::fs::write(&path, format!("{profiles}\n{provenance_yaml}\n")).expect("write config");
+    path
+}
+
+/// Provenance off: runs release their finalizer once materials are recorded.
+pub const PROVENANCE_DISABLED: &str = "provenance:\n  enabled: false\n";

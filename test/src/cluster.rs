@@ -181,7 +181,7 @@ impl ControllerProcess {
             .arg("controller")
             .arg(format!("--namespace={}", cluster.namespace))
             .arg(format!("--health-addr=127.0.0.1:{port}"))
-            .arg(format!("--leader-election-namespace={}", cluster.namespace))
+            .arg(format!("--controller-namespace={}", cluster.namespace))
             .arg(format!("--leader-election-identity={identity}"))
             .arg("--lease-duration-seconds=3")
             .args(extra)

@@ -6,8 +6,10 @@
 //! - [`cluster`]: one cluster per test (the double with `crds/` installed, or `E2E_KUBECONFIG`'s),
 //!   and the real `provenant` binary run against it.
 //! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a loopback port.
+//! - [`registry_proxy`]: a fault-injecting proxy in front of it (refuse writes, be down).
 
 pub mod apiserver;
 pub mod cluster;
 pub mod kubelet;
 pub mod registry;
+pub mod registry_proxy;

@@ -2,6 +2,8 @@
 //! worker as it terminates), decide the phase, report (status, conditions, events). The pure
 //! parts live in [`crate::execute`] and [`crate::observe`]; this module does the API calls.
 //!
+//! The provenance of succeeded runs (resolve, attest, report) is driven by [`provenance`].
+//!
 //! The status is the run's memory: worker records are only ever added, so a restart, a deleted
 //! pod or garbage collection never loses what was observed.
 
@@ -26,6 +28,10 @@ use crate::api::{
 use crate::config::ControllerConfig;
 use crate::execute::{self, WorkerPlan};
 use crate::labels;
+
+pub mod provenance;
+
+use self::provenance::Attestor;
 use crate::metrics::Metrics;
 use crate::observe::{self, materials, report};
 
@@ -44,6 +50,8 @@ pub struct Context {
     pub config: Arc<ControllerConfig>,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Signs and attaches provenance; None when provenance is disabled.
+    pub attestor: Option<Arc<Attestor>>,
 }
 
 /// A reconcile failed; it is retried. Variant names read well as metric labels.
@@ -69,7 +77,7 @@ impl Error {
     }
 }
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+pub(super) fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let action = action.into();
     move |source| Error::Kube { action, source }
 }
@@ -109,6 +117,9 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     let status = run.status.clone().unwrap_or_default();
     let old_phase = status.phase.unwrap_or_default();
     if matches!(old_phase, Phase::Succeeded | Phase::Failed) {
+        if let Some(attestor) = owes_provenance(&status, ctx) {
+            return provenance::attest_run(run, namespace, ctx, attestor).await;
+        }
         release_finalizer_if_done(run, namespace, &status, ctx).await?;
         return Ok(Action::await_change());
     }
@@ -494,7 +505,7 @@ fn is_terminated(pod: &Pod) -> bool {
     matches!(pod_phase(pod), Some("Succeeded" | "Failed"))
 }
 
-fn owned_by<K: Resource>(obj: &K, run: &TrainingRun) -> bool {
+pub(super) fn owned_by<K: Resource>(obj: &K, run: &TrainingRun) -> bool {
     let uid = run.uid();
     obj.meta()
         .owner_references
@@ -600,7 +611,7 @@ fn set_condition(
 }
 
 /// Insert or update a condition; `lastTransitionTime` moves only when the status value changes.
-fn upsert(
+pub(super) fn upsert(
     status: &mut TrainingRunStatus,
     type_: &str,
     value: &str,
@@ -630,13 +641,13 @@ fn upsert(
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(Timestamp::now())
 }
 
 /// Write the whole status (the status subresource). The status is rebuilt from the stored one
 /// plus what was observed, so writing all of it is idempotent.
-async fn write_status(
+pub(super) async fn write_status(
     run: &TrainingRun,
     namespace: &str,
     mut status: TrainingRunStatus,
@@ -710,6 +721,17 @@ async fn release_finalizer_if_done(
     Ok(())
 }
 
+/// The attestor, when this succeeded run still owes its provenance (signing or attaching).
+fn owes_provenance<'a>(status: &TrainingRunStatus, ctx: &'a Context) -> Option<&'a Attestor> {
+    let attestor = ctx.attestor.as_deref()?;
+    let pending = status.phase == Some(Phase::Succeeded)
+        && status
+            .provenance
+            .as_ref()
+            .is_some_and(|p| matches!(p.state, ProvenanceState::Pending | ProvenanceState::Signed));
+    pending.then_some(attestor)
+}
+
 /// Nothing left to attest: a failed run, provenance disabled, attached, or failed permanently.
 fn provenance_done(status: &TrainingRunStatus) -> bool {
     match status.phase {
@@ -731,6 +753,10 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
     let pods = list_workers(&pods_api, run).await?;
     stop_workers(&pods_api, &pods).await;
     let status = run.status.clone().unwrap_or_default();
+    // A finished run keeps its finalizer until its provenance is done, even while being deleted.
+    if let Some(attestor) = owes_provenance(&status, ctx) {
+        return provenance::attest_run(run, namespace, ctx, attestor).await;
+    }
     let finished = matches!(status.phase, Some(Phase::Succeeded | Phase::Failed));
     if run.finalizers().iter().any(|f| f == labels::FINALIZER)
         && (!finished || provenance_done(&status))
@@ -800,7 +826,13 @@ async fn report_transition(
 }
 
 /// Publish an Event; failures are logged, never fatal (events are best effort).
-async fn publish(ctx: &Context, run: &TrainingRun, type_: EventType, reason: &str, note: &str) {
+pub(super) async fn publish(
+    ctx: &Context,
+    run: &TrainingRun,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

@@ -1,0 +1,350 @@
+//! Attest, part one: the SLSA v1 provenance statement of a finished run, built from its spec (what
+//! was asked) and its recorded status (what was observed and reported). Pure: the same run always
+//! gives the same statement bytes. docs/provenance.md documents every field.
+//!
+//! The builders are split by what they fill, as in the mapping table of DESIGN.md:
+//! [`external_parameters`], [`internal_parameters`], [`resolved_dependencies`], [`byproducts`],
+//! [`subjects`].
+
+pub mod statement;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
+use crate::config::Placement;
+use statement::{
+    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails,
+    SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
+};
+
+/// buildType of runs executed by the controller (a stable contract, docs/provenance.md).
+pub const BUILD_TYPE: &str = "https://provenant.dev/TrainingRun/v1";
+/// Default `runDetails.builder.id`.
+pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";
+
+/// Who built it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderIdentity {
+    pub id: String,
+    pub version: String,
+}
+
+impl BuilderIdentity {
+    /// The controller: the configured id (with the cluster appended when configured) and this
+    /// binary's version.
+    pub fn controller(builder_id: &str, cluster: Option<&str>) -> Self {
+        let id = match cluster {
+            Some(cluster) if !cluster.is_empty() => {
+                format!("{}/{cluster}", builder_id.trim_end_matches('/'))
+            }
+            _ => builder_id.to_string(),
+        };
+        BuilderIdentity {
+            id,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The run cannot be attested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvenanceError {
+    #[error(
+        "the run reported no output model: nothing to attest (the workload must report outputs[], see docs/workload-report.md)"
+    )]
+    NoOutputs,
+    #[error("the run has not succeeded")]
+    NotSucceeded,
+    #[error("the run has no {0}")]
+    Missing(&'static str),
+}
+
+impl ProvenanceError {
+    /// Condition reason (CamelCase, stable).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProvenanceError::NoOutputs => "NoOutputs",
+            ProvenanceError::NotSucceeded => "NotSucceeded",
+            ProvenanceError::Missing(_) => "InvalidRun",
+        }
+    }
+}
+
+/// The statement for a succeeded run, as the controller ran it with `placement`.
+pub fn statement_for_run(
+    run: &TrainingRun,
+    placement: &Placement,
+    builder: &BuilderIdentity,
+) -> Result<Statement, ProvenanceError> {
+    let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
+    if status.phase != Some(crate::api::Phase::Succeeded) {
+        return Err(ProvenanceError::NotSucceeded);
+    }
+    let subject = subjects(status);
+    if subject.is_empty() {
+        return Err(ProvenanceError::NoOutputs);
+    }
+    let uid = run
+        .metadata
+        .uid
+        .clone()
+        .ok_or(ProvenanceError::Missing("uid"))?;
+    let namespace = run
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(ProvenanceError::Missing("namespace"))?;
+    Ok(Statement {
+        type_: STATEMENT_TYPE.into(),
+        subject,
+        predicate_type: SLSA_PROVENANCE_V1.into(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.into(),
+                external_parameters: external_parameters(&run.spec),
+                internal_parameters: internal_parameters(&run.spec, &namespace, placement),
+                resolved_dependencies: resolved_dependencies(&run.spec, status),
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: builder.id.clone(),
+                    version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
+                },
+                metadata: BuildMetadata {
+                    invocation_id: uid,
+                    started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
+                    finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
+                },
+                byproducts: byproducts(status, &namespace),
+            },
+        },
+    })
+}
+
+fn rfc3339(t: &jiff::Timestamp) -> String {
+    // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `sha256:<hex>` → `{"sha256": "<hex>"}`.
+pub fn digest_map(digest: &str) -> BTreeMap<String, String> {
+    match digest.split_once(':') {
+        Some((algorithm, hex)) => BTreeMap::from([(algorithm.to_string(), hex.to_string())]),
+        None => BTreeMap::new(),
+    }
+}
+
+/// One subject per accepted output: name = repository, digest = manifest digest.
+pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
+    status
+        .outputs
+        .iter()
+        .map(|o| ResourceDescriptor {
+            name: Some(o.repository.clone()),
+            digest: digest_map(&o.digest),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The run as submitted: everything the user controls.
+pub fn external_parameters(spec: &TrainingRunSpec) -> BTreeMap<String, Value> {
+    let mut p = BTreeMap::new();
+    p.insert("image".into(), json!(spec.image));
+    if !spec.command.is_empty() {
+        p.insert("command".into(), json!(spec.command));
+    }
+    if !spec.args.is_empty() {
+        p.insert("args".into(), json!(spec.args));
+    }
+    if !spec.env.is_empty() {
+        // Values as written; `valueFrom` is recorded as the reference, never resolved.
+        p.insert("env".into(), json!(spec.env));
+    }
+    p.insert("replicas".into(), json!(spec.replicas));
+    p.insert("seed".into(), json!(spec.seed));
+    p.insert(
+        "hyperparameters".into(),
+        Value::Object(spec.hyperparameters.clone().unwrap_or_default()),
+    );
+    if let Some(acc) = &spec.accelerator {
+        p.insert("accelerator".into(), json!(acc));
+    }
+    if !spec.datasets.is_empty() {
+        p.insert("datasets".into(), json!(spec.datasets));
+    }
+    if let Some(base) = &spec.base_model {
+        p.insert("baseModel".into(), json!(base));
+    }
+    if let Some(code) = &spec.code {
+        p.insert("code".into(), json!(code));
+    }
+    p.insert("output".into(), json!(spec.output));
+    if let Some(secs) = spec.active_deadline_seconds {
+        p.insert("activeDeadlineSeconds".into(), json!(secs));
+    }
+    p
+}
+
+/// What the controller decided around the run: where and as whom it ran.
+pub fn internal_parameters(
+    spec: &TrainingRunSpec,
+    namespace: &str,
+    placement: &Placement,
+) -> BTreeMap<String, Value> {
+    let mut p = BTreeMap::new();
+    p.insert("namespace".into(), json!(namespace));
+    p.insert(
+        "serviceAccountName".into(),
+        json!(
+            spec.service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".into())
+        ),
+    );
+    // The scheduling constraints actually applied: the profile's merged with the run's own.
+    let mut node_selector = placement.node_selector.clone();
+    node_selector.extend(spec.node_selector.clone().unwrap_or_default());
+    let mut tolerations = placement.tolerations.clone();
+    tolerations.extend(spec.tolerations.clone().unwrap_or_default());
+    let mut scheduling = serde_json::Map::new();
+    if !node_selector.is_empty() {
+        scheduling.insert("nodeSelector".into(), json!(node_selector));
+    }
+    if !tolerations.is_empty() {
+        scheduling.insert("tolerations".into(), json!(tolerations));
+    }
+    if let Some((resource, count)) = &placement.resource {
+        scheduling.insert(
+            "acceleratorResource".into(),
+            json!({"name": resource, "countPerWorker": count}),
+        );
+    }
+    if let Some(resources) = &spec.resources {
+        scheduling.insert("resources".into(), json!(resources));
+    }
+    p.insert("scheduling".into(), Value::Object(scheduling));
+    p
+}
+
+fn sources(list: &[Source]) -> Value {
+    json!(
+        list.iter()
+            .map(|s| match s {
+                Source::Declared => "declared",
+                Source::Observed => "observed",
+                Source::Reported => "reported",
+            })
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Container images (observed), datasets (declared and/or reported), base model and code
+/// (declared).
+pub fn resolved_dependencies(
+    spec: &TrainingRunSpec,
+    status: &TrainingRunStatus,
+) -> Vec<ResourceDescriptor> {
+    let mut deps = Vec::new();
+    for image in status.materials.iter().flat_map(|m| &m.images) {
+        let repository = image.image.split('@').next().unwrap_or(&image.image);
+        deps.push(ResourceDescriptor {
+            name: Some("image".into()),
+            uri: Some(format!("oci://{repository}")),
+            digest: digest_map(&image.digest),
+            annotations: BTreeMap::from([
+                ("source".into(), json!(["observed"])),
+                ("reference".into(), json!(image.image)),
+            ]),
+            ..Default::default()
+        });
+    }
+    for d in status.materials.iter().flat_map(|m| &m.datasets) {
+        deps.push(ResourceDescriptor {
+            name: Some(format!("dataset:{}", d.name)),
+            uri: d.uri.clone(),
+            digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
+            annotations: BTreeMap::from([("source".into(), sources(&d.sources))]),
+            ..Default::default()
+        });
+    }
+    if let Some(base) = &spec.base_model {
+        deps.push(ResourceDescriptor {
+            name: Some("baseModel".into()),
+            uri: Some(base.uri.clone()),
+            digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
+            annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+            ..Default::default()
+        });
+    }
+    if let Some(code) = &spec.code {
+        let uri = if code.uri.starts_with("git+") {
+            code.uri.clone()
+        } else {
+            format!("git+{}", code.uri)
+        };
+        deps.push(ResourceDescriptor {
+            name: Some("code".into()),
+            uri: Some(uri),
+            digest: code
+                .revision
+                .as_ref()
+                .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
+                .unwrap_or_default(),
+            annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+            ..Default::default()
+        });
+    }
+    deps
+}
+
+/// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
+/// timings, images) apart from what the workload reported (metrics), and the digest of the
+/// worker's termination message.
+pub fn byproducts(status: &TrainingRunStatus, namespace: &str) -> Vec<ResourceDescriptor> {
+    status
+        .workers
+        .iter()
+        .map(|w| {
+            let mut observed = serde_json::Map::new();
+            observed.insert("rank".into(), json!(w.rank));
+            if let Some(node) = &w.node_name {
+                observed.insert("node".into(), json!(node));
+            }
+            if let Some(phase) = &w.phase {
+                observed.insert("phase".into(), json!(phase));
+            }
+            if let Some(code) = w.exit_code {
+                observed.insert("exitCode".into(), json!(code));
+            }
+            if let Some(reason) = &w.reason {
+                observed.insert("reason".into(), json!(reason));
+            }
+            if let Some(t) = &w.started_at {
+                observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
+            }
+            if let Some(t) = &w.finished_at {
+                observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
+            }
+            if let Some(acc) = &w.accelerator {
+                observed.insert("accelerator".into(), json!(acc));
+            }
+            observed.insert("containers".into(), json!(w.containers));
+            let mut annotations = BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
+            if let Some(report) = &w.report {
+                annotations.insert("reported".into(), json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}));
+            }
+            ResourceDescriptor {
+                name: Some(format!("worker/{}", w.pod_name)),
+                // The pod, as a reference (every descriptor needs a uri or a digest).
+                uri: Some(format!("k8s://{namespace}/pods/{}", w.pod_name)),
+                digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
+                media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
+                annotations,
+                ..Default::default()
+            }
+        })
+        .collect()
+}

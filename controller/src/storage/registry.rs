@@ -1,0 +1,1530 @@
+//! [`RegistryStore`]: the [`AttestationStore`] over the OCI distribution HTTP API.
+//!
+//! Written directly on one shared `reqwest::Client` (not `oci-client`) so that every manifest is
+//! sent byte for byte as serialized here and every request is accounted for: the request
+//! sequence is documented in docs/registry-layout.md and asserted by
+//! `controller/tests/registry_store.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::credentials::{Credential, DockerConfig, normalize_host};
+use super::oci::{
+    self, DOCKER_MANIFEST_MEDIA_TYPE, Descriptor, EMPTY_BLOB, ImageConfig, ImageIndex,
+    ImageManifest, MANIFEST_ACCEPT, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
+    OCI_MANIFEST_MEDIA_TYPE, sha256_digest,
+};
+use super::{
+    Attached, Attestation, AttestationStore, ErrorKind, ResolvedArtifact, StorageError, Subject,
+};
+
+/// The op names passed to the observer and carried by errors: one per kind of HTTP request.
+pub mod op {
+    /// `GET /v2/<name>/manifests/<ref>` (subject, `.att`, `.sig`, fallback index).
+    pub const MANIFEST_GET: &str = "manifest_get";
+    /// `PUT /v2/<name>/manifests/<ref>`.
+    pub const MANIFEST_PUT: &str = "manifest_put";
+    /// `HEAD /v2/<name>/blobs/<digest>`.
+    pub const BLOB_HEAD: &str = "blob_head";
+    /// `POST /v2/<name>/blobs/uploads/` (opens an upload session).
+    pub const BLOB_UPLOAD_START: &str = "blob_upload_start";
+    /// `PUT <upload location>?digest=` (monolithic upload of the content).
+    pub const BLOB_UPLOAD: &str = "blob_upload";
+    /// `GET /v2/<name>/referrers/<digest>` (referrers API probe, once per registry).
+    pub const REFERRERS_GET: &str = "referrers_get";
+    /// Token endpoint request (bearer auth).
+    pub const AUTH: &str = "auth";
+    /// Every op above, e.g. to pre-register metric label values.
+    pub const ALL: [&str; 7] = [
+        MANIFEST_GET,
+        MANIFEST_PUT,
+        BLOB_HEAD,
+        BLOB_UPLOAD_START,
+        BLOB_UPLOAD,
+        REFERRERS_GET,
+        AUTH,
+    ];
+    /// Not an HTTP request: an invalid repository, digest or attestation.
+    pub const INPUT: &str = "input";
+}
+
+/// Called once per HTTP request (every attempt, auth included) with its op, duration and whether
+/// it got a usable answer (2xx, or 404 where absence is an answer: blob HEAD, tag GET, referrers
+/// probe). Transport errors, 401 challenges, 5xx, 429 and unexpected statuses are `false`.
+pub type Observer = Arc<dyn Fn(&str, Duration, bool) + Send + Sync>;
+
+/// Capped exponential backoff for transient failures (connect errors, timeouts, 5xx, 408, 429).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Cap on any delay (also on a registry's `Retry-After`).
+    pub max: Duration,
+    /// Total attempts per request, the first included (1 = no retries).
+    pub attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            attempts: 5,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay after failed attempt `attempt` (1-based): `initial * 2^(attempt-1)` capped at `max`,
+    /// with equal jitter (half fixed, half random) so concurrent clients spread out.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        let full = self.initial.saturating_mul(factor).min(self.max);
+        let half = full / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(rand::random_range(0..=nanos))
+    }
+}
+
+/// Configuration of a [`RegistryStore`].
+#[derive(Clone)]
+pub struct RegistryOptions {
+    /// Hosts (`host[:port]`) reached over plain HTTP; every other host is HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Credentials, e.g. from a `kubernetes.io/dockerconfigjson` Secret.
+    pub credentials: Option<DockerConfig>,
+    pub retry: RetryPolicy,
+    /// Per-request callback (the controller turns it into metrics).
+    pub observer: Option<Observer>,
+    /// TCP/TLS connect timeout per request.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (a blob upload included).
+    pub request_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure_registries: Vec::new(),
+            credentials: None,
+            retry: RetryPolicy::default(),
+            observer: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("insecure_registries", &self.insecure_registries)
+            .field("credentials", &self.credentials)
+            .field("retry", &self.retry)
+            .field("observer", &self.observer.as_ref().map(|_| "<fn>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// Manifests and registry error bodies are small; anything bigger is not what we asked for.
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// Rounds of read-modify-write on one tag before giving up (only concurrent writers in other
+/// processes make a round fail).
+const MAX_TAG_ROUNDS: u32 = 8;
+/// Subject manifests remembered (content addressed, so never stale); the cache is cleared when
+/// full rather than tracked LRU.
+const RESOLVED_CACHE_ENTRIES: usize = 1024;
+/// Tag locks are pruned (unused ones dropped) when the map grows past this.
+const TAG_LOCKS_PRUNE_AT: usize = 256;
+
+/// The [`AttestationStore`] on an OCI registry. Create one per process and share it
+/// (`Arc<dyn AttestationStore>`): it holds the connection pool, the token cache, the per-tag
+/// locks that serialize read-modify-writes, and what it learned about each registry.
+pub struct RegistryStore {
+    client: Result<reqwest::Client, String>,
+    options: RegistryOptions,
+    auth: Mutex<AuthState>,
+    /// Registry API host → whether it serves the OCI 1.1 referrers API.
+    referrers_api: Mutex<HashMap<String, bool>>,
+    resolved: Mutex<HashMap<(String, String), ResolvedArtifact>>,
+    tag_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// Registry API host → its auth challenge, learned from the first 401.
+    challenges: HashMap<String, Challenge>,
+    /// (registry API host, scope) → bearer token.
+    tokens: HashMap<(String, String), Token>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+impl fmt::Debug for RegistryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A parsed `host[:port]/path` repository.
+#[derive(Debug, Clone)]
+struct Repo {
+    /// As the caller wrote it (used in returned references).
+    display: String,
+    /// `host[:port]` as written (credentials lookup).
+    host: String,
+    /// Where the API lives (`registry-1.docker.io` for `docker.io`).
+    api_host: String,
+    path: String,
+    plain_http: bool,
+    /// `scheme://api_host/v2/path`.
+    base: String,
+}
+
+impl Repo {
+    fn parse(repository: &str, insecure: &[String]) -> Result<Repo, StorageError> {
+        let bad = |why: &str| {
+            StorageError::permanent(
+                op::INPUT,
+                repository,
+                format!("invalid repository (want host[:port]/path): {why}"),
+            )
+        };
+        let (host, path) = repository.split_once('/').ok_or_else(|| bad("no path"))?;
+        let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+        if host.is_empty() || !looks_like_host {
+            return Err(bad("does not start with a registry host"));
+        }
+        if host
+            .bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')))
+        {
+            return Err(bad("invalid character in host"));
+        }
+        let path_ok = path.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+        });
+        if !path_ok {
+            return Err(bad(
+                "path components must be lowercase [a-z0-9._-] (no tag or digest)",
+            ));
+        }
+        let normalized = normalize_host(host);
+        let (api_host, path) = if normalized == "docker.io" {
+            let path = if path.contains('/') {
+                path.to_string()
+            } else {
+                format!("library/{path}")
+            };
+            ("registry-1.docker.io".to_string(), path)
+        } else {
+            (host.to_ascii_lowercase(), path.to_string())
+        };
+        let plain_http = insecure
+            .iter()
+            .map(|h| normalize_host(h))
+            .any(|h| h == normalized || h == api_host);
+        let scheme = if plain_http { "http" } else { "https" };
+        Ok(Repo {
+            display: repository.to_string(),
+            host: host.to_string(),
+            base: format!("{scheme}://{api_host}/v2/{path}"),
+            api_host,
+            path,
+            plain_http,
+        })
+    }
+
+    fn manifest_url(&self, reference: &str) -> String {
+        format!("{}/manifests/{reference}", self.base)
+    }
+
+    fn blob_url(&self, digest: &str) -> String {
+        format!("{}/blobs/{digest}", self.base)
+    }
+
+    fn tag_ref(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.display)
+    }
+
+    fn digest_ref(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.display)
+    }
+
+    fn scope(&self, push: bool) -> String {
+        let actions = if push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", self.path)
+    }
+}
+
+/// One HTTP request as the store sends it (rebuilt for each attempt).
+struct Call<'a> {
+    op: &'static str,
+    method: Method,
+    url: &'a str,
+    target: &'a str,
+    accept: Option<&'static str>,
+    content_type: Option<&'a str>,
+    body: Option<&'a [u8]>,
+    /// Statuses that are a usable answer (for the observer).
+    ok: &'static [u16],
+}
+
+struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Content-Type` without parameters, lowercased.
+    fn media_type(&self) -> Option<String> {
+        let ct = self.header(CONTENT_TYPE.as_str())?;
+        let mt = ct.split(';').next().unwrap_or_default().trim();
+        (!mt.is_empty()).then(|| mt.to_ascii_lowercase())
+    }
+}
+
+/// A manifest read from a tag, with the media type to write it back with.
+struct TagContent<T> {
+    doc: T,
+    media_type: String,
+}
+
+/// What must exist before a tag may reference it (done once per attach, only when a write is
+/// actually needed).
+enum Prerequisite<'a> {
+    /// A cosign `.att` / `.sig` layer blob, plus the config blob if the tag is being created.
+    CosignLayer { config: &'a [u8], layer: &'a [u8] },
+    /// The referrer manifest (and its blobs) before the fallback index lists it.
+    Referrer(&'a Referrer),
+}
+
+/// The OCI 1.1 referrer for one attestation.
+struct Referrer {
+    manifest: ImageManifest,
+    bytes: Vec<u8>,
+    digest: String,
+    envelope: Vec<u8>,
+}
+
+/// A document kept under a tag and updated by read-modify-write.
+trait TagDocument: Serialize + DeserializeOwned + Send + Sync {
+    /// Media types it may be stored as; the first is used when creating the tag.
+    const MEDIA_TYPES: &'static [&'static str];
+    fn media_type_field(&self) -> Option<&str>;
+}
+
+impl TagDocument for ImageManifest {
+    const MEDIA_TYPES: &'static [&'static str] =
+        &[OCI_MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE];
+    fn media_type_field(&self) -> Option<&str> {
+        self.media_type.as_deref()
+    }
+}
+
+impl TagDocument for ImageIndex {
+    const MEDIA_TYPES: &'static [&'static str] = &[OCI_INDEX_MEDIA_TYPE];
+    fn media_type_field(&self) -> Option<&str> {
+        self.media_type.as_deref()
+    }
+}
+
+fn is_generic_media_type(mt: &str) -> bool {
+    matches!(
+        mt,
+        "application/json" | "text/plain" | "application/octet-stream"
+    )
+}
+
+/// The error chain of a transport failure, e.g. `error sending request for url (...): client
+/// error (Connect): tcp connect error: Connection refused (os error 111)`.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// An error for a status the caller did not expect: 404 → NotFound, 408/429/5xx → Transient,
+/// other 4xx → Permanent; the message is the registry's own (`CODE: message`).
+fn status_error(op: &'static str, target: &str, resp: &Response) -> StorageError {
+    let status = resp.status.as_u16();
+    let kind = match status {
+        404 => ErrorKind::NotFound,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    };
+    let detail = oci::ErrorResponse::summary(&resp.body).unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&resp.body);
+        let text = text.trim();
+        if text.is_empty() {
+            resp.status
+                .canonical_reason()
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            text.chars().take(300).collect()
+        }
+    });
+    let mut e =
+        StorageError::new(op, target, kind, format!("HTTP {status} {detail}")).with_status(status);
+    if kind == ErrorKind::Transient {
+        e.retry_after = resp
+            .header(RETRY_AFTER.as_str())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+    }
+    e
+}
+
+/// Parses a `WWW-Authenticate` value: `Basic realm="x"` or
+/// `Bearer realm="https://auth/token",service="registry",scope="..."`.
+fn parse_challenge(value: &str) -> Option<Challenge> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            val.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => val.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                val.push(c);
+                chars.next();
+            }
+            val = val.trim().to_string();
+        }
+        params.insert(key, val);
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => Some(Challenge::Bearer {
+            realm: params.remove("realm").filter(|r| !r.is_empty())?,
+            service: params.remove("service"),
+        }),
+        _ => None,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl RegistryStore {
+    pub fn new(options: RegistryOptions) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .user_agent(concat!("provenant/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)));
+        RegistryStore {
+            client,
+            options,
+            auth: Mutex::default(),
+            referrers_api: Mutex::default(),
+            resolved: Mutex::default(),
+            tag_locks: Mutex::default(),
+        }
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
+    fn observe(&self, op: &str, elapsed: Duration, ok: bool) {
+        if let Some(observer) = &self.options.observer {
+            observer(op, elapsed, ok);
+        }
+    }
+
+    /// Runs `f` until it succeeds, fails non-transiently, or `retry.attempts` are used up.
+    async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let policy = &self.options.retry;
+        let attempts = policy.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    let delay = e
+                        .retry_after
+                        .map(|d| d.min(policy.max))
+                        .unwrap_or_else(|| policy.delay(attempt));
+                    tracing::debug!(op = e.op(), reference = e.target(), error = %e.message(), attempt, ?delay, "registry request failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) if e.is_transient() && attempts > 1 => {
+                    let message = format!("{} (gave up after {attempt} attempts)", e.message());
+                    return Err(e.with_message(message));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one HTTP request and reads the response; reports it to the observer.
+    async fn exchange(
+        &self,
+        call: &Call<'_>,
+        authorization: Option<&str>,
+    ) -> Result<Response, StorageError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| StorageError::permanent(call.op, call.target, e.clone()))?;
+        let mut req = client.request(call.method.clone(), call.url);
+        if let Some(accept) = call.accept {
+            req = req.header(ACCEPT, accept);
+        }
+        if let Some(ct) = call.content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        if let Some(a) = authorization {
+            req = req.header(AUTHORIZATION, a);
+        }
+        match call.body {
+            Some(body) => req = req.header(CONTENT_LENGTH, body.len()).body(body.to_vec()),
+            None if call.method == Method::POST || call.method == Method::PUT => {
+                req = req.header(CONTENT_LENGTH, 0);
+            }
+            None => {}
+        }
+        let start = Instant::now();
+        let result = async {
+            let transport = |e: reqwest::Error| {
+                StorageError::new(call.op, call.target, ErrorKind::Transient, error_chain(&e))
+            };
+            let mut resp = req.send().await.map_err(transport)?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(StorageError::permanent(
+                        call.op,
+                        call.target,
+                        format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
+        }
+        .await;
+        let ok = matches!(&result, Ok(r) if call.ok.contains(&r.status.as_u16()));
+        self.observe(call.op, start.elapsed(), ok);
+        result
+    }
+
+    /// One attempt of a registry request, authenticating when the registry asks (and
+    /// proactively once its challenge is known, so later requests cost no extra round trip).
+    async fn send(
+        &self,
+        repo: &Repo,
+        push: bool,
+        call: &Call<'_>,
+    ) -> Result<Response, StorageError> {
+        let scope = repo.scope(push);
+        let sent = self.authorization(repo, &scope, call).await?;
+        let resp = self.exchange(call, sent.as_deref()).await?;
+        if resp.status != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(parse_challenge)
+            .max_by_key(|c| matches!(c, Challenge::Bearer { .. }));
+        let Some(challenge) = challenge else {
+            return Err(status_error(call.op, call.target, &resp)
+                .with_message("HTTP 401 without a usable WWW-Authenticate challenge".into()));
+        };
+        {
+            let mut auth = self.lock_auth();
+            auth.tokens.remove(&(repo.api_host.clone(), scope.clone()));
+            auth.challenges.insert(repo.api_host.clone(), challenge);
+        }
+        let header = self.authorization(repo, &scope, call).await?;
+        if header.is_none() || header == sent {
+            let mut e = status_error(call.op, call.target, &resp);
+            let message = match header {
+                None => format!(
+                    "{} (no credentials for {} in the docker config)",
+                    e.message(),
+                    repo.host
+                ),
+                Some(_) => format!("{} (credentials rejected)", e.message()),
+            };
+            e = e.with_message(message);
+            return Err(e);
+        }
+        let resp = self.exchange(call, header.as_deref()).await?;
+        if resp.status == StatusCode::UNAUTHORIZED {
+            let e = status_error(call.op, call.target, &resp);
+            let message = format!("{} (credentials rejected)", e.message());
+            return Err(e.with_message(message));
+        }
+        Ok(resp)
+    }
+
+    /// A request with retries; returns any non-transient response for the caller to interpret.
+    async fn request(
+        &self,
+        repo: &Repo,
+        push: bool,
+        call: &Call<'_>,
+    ) -> Result<Response, StorageError> {
+        self.retry(move || async move {
+            let resp = self.send(repo, push, call).await?;
+            if matches!(resp.status.as_u16(), 408 | 429 | 500..=599) {
+                return Err(status_error(call.op, call.target, &resp));
+            }
+            Ok(resp)
+        })
+        .await
+    }
+
+    fn lock_auth(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        // A panic while holding the lock cannot leave the maps inconsistent; keep going.
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn credential(&self, repo: &Repo) -> Option<&Credential> {
+        self.options.credentials.as_ref()?.get(&repo.host)
+    }
+
+    /// The `Authorization` header for a request, if the registry's challenge is known.
+    async fn authorization(
+        &self,
+        repo: &Repo,
+        scope: &str,
+        call: &Call<'_>,
+    ) -> Result<Option<String>, StorageError> {
+        let (challenge, cached) = {
+            let auth = self.lock_auth();
+            let Some(challenge) = auth.challenges.get(&repo.api_host).cloned() else {
+                return Ok(None);
+            };
+            let now = Instant::now();
+            let wider = scope.replace(":pull", ":pull,push");
+            let cached = [scope, wider.as_str()].iter().find_map(|s| {
+                auth.tokens
+                    .get(&(repo.api_host.clone(), s.to_string()))
+                    .filter(|t| t.expires > now)
+                    .map(|t| t.value.clone())
+            });
+            (challenge, cached)
+        };
+        match challenge {
+            Challenge::Basic => Ok(match self.credential(repo) {
+                Some(Credential::Basic { username, password }) => {
+                    let raw = format!("{username}:{password}");
+                    Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(raw)
+                    ))
+                }
+                _ => None,
+            }),
+            Challenge::Bearer { realm, service } => {
+                if let Some(Credential::RegistryToken(t)) = self.credential(repo) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                if let Some(token) = cached {
+                    return Ok(Some(format!("Bearer {token}")));
+                }
+                let token = self
+                    .fetch_token(repo, &realm, service.as_deref(), scope, call.target)
+                    .await?;
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// Gets a bearer token for `scope` from the registry's token endpoint and caches it.
+    async fn fetch_token(
+        &self,
+        repo: &Repo,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        target: &str,
+    ) -> Result<String, StorageError> {
+        let mut url = Url::parse(realm).map_err(|e| {
+            StorageError::permanent(op::AUTH, target, format!("bad token realm {realm}: {e}"))
+        })?;
+        let realm_host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
+        let realm_insecure = self
+            .options
+            .insecure_registries
+            .iter()
+            .any(|h| normalize_host(h) == realm_host.to_ascii_lowercase());
+        match url.scheme() {
+            "https" => {}
+            "http" if repo.plain_http || realm_insecure => {}
+            s => {
+                return Err(StorageError::permanent(
+                    op::AUTH,
+                    target,
+                    format!("refusing token realm {realm}: scheme {s} (HTTPS required)"),
+                ));
+            }
+        }
+        let mut form = None;
+        let mut basic = None;
+        match self.credential(repo) {
+            Some(Credential::IdentityToken(refresh)) => {
+                // OAuth2 refresh-token grant (docker's identity tokens).
+                let mut f = Url::parse("http://form.invalid/").map_err(|e| {
+                    StorageError::permanent(op::AUTH, target, format!("form encoding: {e}"))
+                })?;
+                {
+                    let mut q = f.query_pairs_mut();
+                    q.append_pair("grant_type", "refresh_token");
+                    q.append_pair("refresh_token", refresh);
+                    q.append_pair("client_id", "provenant");
+                    q.append_pair("scope", scope);
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                }
+                form = Some(f.query().unwrap_or_default().as_bytes().to_vec());
+            }
+            Some(Credential::Basic { username, password }) => {
+                let raw = format!("{username}:{password}");
+                basic = Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ));
+            }
+            _ => {}
+        }
+        if form.is_none() {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let url = url.to_string();
+        let call = Call {
+            op: op::AUTH,
+            method: if form.is_some() {
+                Method::POST
+            } else {
+                Method::GET
+            },
+            url: &url,
+            target,
+            accept: Some("application/json"),
+            content_type: form.as_ref().map(|_| "application/x-www-form-urlencoded"),
+            body: form.as_deref(),
+            ok: &[200],
+        };
+        // One attempt: the token fetch runs inside a registry request, whose retry covers it.
+        let resp = self.exchange(&call, basic.as_deref()).await;
+        let resp = resp
+            .and_then(|resp| match resp.status {
+                StatusCode::OK => Ok(resp),
+                _ => Err(status_error(op::AUTH, target, &resp)),
+            })
+            .map_err(|e| {
+                let message = format!("token request to {realm}: {}", e.message());
+                e.with_message(message)
+            })?;
+        let parsed: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
+            StorageError::permanent(op::AUTH, target, format!("token response not JSON: {e}"))
+        })?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                StorageError::permanent(op::AUTH, target, "token response without a token")
+            })?;
+        // Docker's token spec: 60 s when unspecified; renew a little early.
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).saturating_sub(5));
+        self.lock_auth().tokens.insert(
+            (repo.api_host.clone(), scope.to_string()),
+            Token {
+                value: token.clone(),
+                expires: Instant::now() + lifetime,
+            },
+        );
+        Ok(token)
+    }
+
+    // ----- manifests -------------------------------------------------------------------------
+
+    /// GET a manifest; `None` on 404 when `absent_ok`. Checks `Docker-Content-Digest` against
+    /// the bytes when the registry sends it.
+    async fn get_manifest(
+        &self,
+        repo: &Repo,
+        push: bool,
+        reference: &str,
+        absent_ok: bool,
+    ) -> Result<Option<Response>, StorageError> {
+        let url = repo.manifest_url(reference);
+        let target = if reference.starts_with("sha256:") {
+            repo.digest_ref(reference)
+        } else {
+            repo.tag_ref(reference)
+        };
+        let call = Call {
+            op: op::MANIFEST_GET,
+            method: Method::GET,
+            url: &url,
+            target: &target,
+            accept: Some(MANIFEST_ACCEPT),
+            content_type: None,
+            body: None,
+            ok: if absent_ok { &[200, 404] } else { &[200] },
+        };
+        let resp = self.request(repo, push, &call).await?;
+        match resp.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND if absent_ok => return Ok(None),
+            _ => return Err(status_error(op::MANIFEST_GET, &target, &resp)),
+        }
+        let actual = sha256_digest(&resp.body);
+        if let Some(served) = resp.header("docker-content-digest")
+            && served.starts_with("sha256:")
+            && served != actual
+        {
+            return Err(StorageError::new(
+                op::MANIFEST_GET,
+                &target,
+                ErrorKind::DigestMismatch,
+                format!("registry says {served}, content hashes to {actual}"),
+            ));
+        }
+        Ok(Some(resp))
+    }
+
+    /// PUT a manifest under a tag or its digest; returns the response (for `OCI-Subject`).
+    async fn put_manifest(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Response, StorageError> {
+        let url = repo.manifest_url(reference);
+        let target = if reference.starts_with("sha256:") {
+            repo.digest_ref(reference)
+        } else {
+            repo.tag_ref(reference)
+        };
+        let call = Call {
+            op: op::MANIFEST_PUT,
+            method: Method::PUT,
+            url: &url,
+            target: &target,
+            accept: None,
+            content_type: Some(media_type),
+            body: Some(bytes),
+            ok: &[201],
+        };
+        let resp = self.request(repo, true, &call).await?;
+        if resp.status != StatusCode::CREATED && resp.status != StatusCode::OK {
+            return Err(status_error(op::MANIFEST_PUT, &target, &resp));
+        }
+        let expected = sha256_digest(bytes);
+        if let Some(served) = resp.header("docker-content-digest")
+            && served.starts_with("sha256:")
+            && served != expected
+        {
+            return Err(StorageError::new(
+                op::MANIFEST_PUT,
+                &target,
+                ErrorKind::DigestMismatch,
+                format!("registry stored {served}, we sent {expected}"),
+            ));
+        }
+        tracing::debug!(reference = %target, digest = %expected, "manifest written");
+        Ok(resp)
+    }
+
+    async fn resolve_in(
+        &self,
+        repo: &Repo,
+        digest: &str,
+        push: bool,
+    ) -> Result<ResolvedArtifact, StorageError> {
+        let key = (
+            format!("{}/{}", repo.api_host, repo.path),
+            digest.to_string(),
+        );
+        let hit = self.lock_resolved().get(&key).cloned();
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let target = repo.digest_ref(digest);
+        let Some(resp) = self.get_manifest(repo, push, digest, false).await? else {
+            return Err(StorageError::new(
+                op::MANIFEST_GET,
+                &target,
+                ErrorKind::NotFound,
+                "manifest unknown",
+            ));
+        };
+        let actual = sha256_digest(&resp.body);
+        if actual != digest {
+            return Err(StorageError::new(
+                op::MANIFEST_GET,
+                &target,
+                ErrorKind::DigestMismatch,
+                format!("content served for {digest} hashes to {actual}"),
+            ));
+        }
+        let media_type = match resp.media_type() {
+            Some(mt) if !is_generic_media_type(&mt) => mt,
+            _ => {
+                let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
+                    StorageError::permanent(op::MANIFEST_GET, &target, format!("not JSON: {e}"))
+                })?;
+                match v.get("mediaType").and_then(|m| m.as_str()) {
+                    Some(mt) => mt.to_string(),
+                    None if v.get("manifests").is_some() => OCI_INDEX_MEDIA_TYPE.to_string(),
+                    None => OCI_MANIFEST_MEDIA_TYPE.to_string(),
+                }
+            }
+        };
+        let resolved = ResolvedArtifact {
+            digest: actual,
+            media_type,
+            size: resp.body.len() as u64,
+        };
+        let mut cache = self.lock_resolved();
+        if cache.len() >= RESOLVED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, resolved.clone());
+        Ok(resolved)
+    }
+
+    fn lock_resolved(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), ResolvedArtifact>> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- blobs -----------------------------------------------------------------------------
+
+    /// Makes sure blob `bytes` exists in the repository: HEAD, and a monolithic upload (POST +
+    /// PUT) only when missing. `ensured` remembers blobs checked during this attach.
+    async fn ensure_blob(
+        &self,
+        repo: &Repo,
+        bytes: &[u8],
+        ensured: &mut HashSet<String>,
+    ) -> Result<(), StorageError> {
+        let digest = sha256_digest(bytes);
+        if ensured.contains(&digest) {
+            return Ok(());
+        }
+        let url = repo.blob_url(&digest);
+        let target = repo.digest_ref(&digest);
+        let head = Call {
+            op: op::BLOB_HEAD,
+            method: Method::HEAD,
+            url: &url,
+            target: &target,
+            accept: None,
+            content_type: None,
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.request(repo, true, &head).await?;
+        match resp.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => self.upload_blob(repo, &digest, bytes, &target).await?,
+            _ => return Err(status_error(op::BLOB_HEAD, &target, &resp)),
+        }
+        ensured.insert(digest);
+        Ok(())
+    }
+
+    /// POST + PUT, retried as a unit (a failed PUT may have consumed the upload session).
+    async fn upload_blob(
+        &self,
+        repo: &Repo,
+        digest: &str,
+        bytes: &[u8],
+        target: &str,
+    ) -> Result<(), StorageError> {
+        let start_url = &format!("{}/blobs/uploads/", repo.base);
+        self.retry(move || async move {
+            let start = Call {
+                op: op::BLOB_UPLOAD_START,
+                method: Method::POST,
+                url: start_url,
+                target,
+                accept: None,
+                content_type: None,
+                body: None,
+                ok: &[202],
+            };
+            let resp = self.send(repo, true, &start).await?;
+            if resp.status != StatusCode::ACCEPTED {
+                return Err(status_error(op::BLOB_UPLOAD_START, target, &resp));
+            }
+            let location = resp.header(LOCATION.as_str()).ok_or_else(|| {
+                StorageError::permanent(
+                    op::BLOB_UPLOAD_START,
+                    target,
+                    "202 without a Location header",
+                )
+            })?;
+            let base = Url::parse(start_url).map_err(|e| {
+                StorageError::permanent(op::BLOB_UPLOAD_START, target, e.to_string())
+            })?;
+            let mut put_url = base.join(location).map_err(|e| {
+                StorageError::permanent(
+                    op::BLOB_UPLOAD_START,
+                    target,
+                    format!("bad Location {location}: {e}"),
+                )
+            })?;
+            put_url.query_pairs_mut().append_pair("digest", digest);
+            let put_url = put_url.to_string();
+            let put = Call {
+                op: op::BLOB_UPLOAD,
+                method: Method::PUT,
+                url: &put_url,
+                target,
+                accept: None,
+                content_type: Some("application/octet-stream"),
+                body: Some(bytes),
+                ok: &[201],
+            };
+            let resp = self.send(repo, true, &put).await?;
+            if resp.status != StatusCode::CREATED {
+                return Err(status_error(op::BLOB_UPLOAD, target, &resp));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    // ----- tags (read-modify-write) ----------------------------------------------------------
+
+    fn tag_lock(&self, repo: &Repo, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() > TAG_LOCKS_PRUNE_AT {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks
+            .entry(format!("{}/{}:{tag}", repo.api_host, repo.path))
+            .or_default()
+            .clone()
+    }
+
+    /// Reads the document under `tag` (`None` if the tag does not exist). Content of another
+    /// kind under the tag is an error: it is never overwritten.
+    async fn read_tag<T: TagDocument>(
+        &self,
+        repo: &Repo,
+        tag: &str,
+    ) -> Result<Option<TagContent<T>>, StorageError> {
+        let Some(resp) = self.get_manifest(repo, true, tag, true).await? else {
+            return Ok(None);
+        };
+        let target = repo.tag_ref(tag);
+        let doc: T = serde_json::from_slice(&resp.body).map_err(|e| {
+            StorageError::permanent(
+                op::MANIFEST_GET,
+                &target,
+                format!("not a {}: {e}", T::MEDIA_TYPES[0]),
+            )
+        })?;
+        let media_type = match resp.media_type() {
+            Some(mt) if !is_generic_media_type(&mt) => Some(mt),
+            _ => doc.media_type_field().map(str::to_string),
+        }
+        .unwrap_or_else(|| T::MEDIA_TYPES[0].to_string());
+        if !T::MEDIA_TYPES.contains(&media_type.as_str()) {
+            return Err(StorageError::permanent(
+                op::MANIFEST_GET,
+                &target,
+                format!(
+                    "holds a {media_type}, expected {}; not overwriting it",
+                    T::MEDIA_TYPES.join(" or ")
+                ),
+            ));
+        }
+        Ok(Some(TagContent { doc, media_type }))
+    }
+
+    /// Adds an entry to the document under `tag` unless it is there: read, add, write, re-read
+    /// to verify, and repeat (with jitter, bounded) if a concurrent writer dropped it.
+    /// Writers in this process are serialized per tag; other processes are only caught by the
+    /// verification (distribution has no conditional PUT). Returns whether it wrote.
+    async fn update_tag<T: TagDocument>(
+        &self,
+        repo: &Repo,
+        tag: &str,
+        new: impl Fn() -> T + Send + Sync,
+        add: impl Fn(&mut T) -> bool + Send + Sync,
+        prerequisite: &Prerequisite<'_>,
+        ensured: &mut HashSet<String>,
+    ) -> Result<bool, StorageError> {
+        let lock = self.tag_lock(repo, tag);
+        let _guard = lock.lock().await;
+        let (mut doc, mut media_type, mut created) = match self.read_tag::<T>(repo, tag).await? {
+            Some(c) => (c.doc, c.media_type, false),
+            None => (new(), T::MEDIA_TYPES[0].to_string(), true),
+        };
+        if !add(&mut doc) {
+            return Ok(false);
+        }
+        // Whether the prerequisite is met, and whether that included a new tag's needs.
+        let mut satisfied: Option<bool> = None;
+        for round in 1..=MAX_TAG_ROUNDS {
+            if satisfied.is_none() || (created && satisfied == Some(false)) {
+                self.satisfy(repo, prerequisite, created, ensured).await?;
+                satisfied = Some(created);
+            }
+            let bytes = oci::to_bytes(&doc).map_err(|e| {
+                StorageError::permanent(op::MANIFEST_PUT, repo.tag_ref(tag), e.to_string())
+            })?;
+            self.put_manifest(repo, tag, &media_type, &bytes).await?;
+            // Verify; if our entry is gone, the re-read (with our entry added) is the next write.
+            match self.read_tag::<T>(repo, tag).await? {
+                Some(mut c) => {
+                    if !add(&mut c.doc) {
+                        return Ok(true);
+                    }
+                    (doc, media_type, created) = (c.doc, c.media_type, false);
+                }
+                None => {
+                    doc = new();
+                    add(&mut doc);
+                    (media_type, created) = (T::MEDIA_TYPES[0].to_string(), true);
+                }
+            }
+            let delay = Duration::from_millis(rand::random_range(10..=50) * u64::from(round));
+            tracing::info!(tag = %repo.tag_ref(tag), round, ?delay, "entry lost to a concurrent writer, retrying");
+            tokio::time::sleep(delay).await;
+        }
+        Err(StorageError::new(
+            op::MANIFEST_PUT,
+            repo.tag_ref(tag),
+            ErrorKind::Transient,
+            format!("concurrent writers kept dropping our entry ({MAX_TAG_ROUNDS} rounds)"),
+        ))
+    }
+
+    async fn satisfy(
+        &self,
+        repo: &Repo,
+        prerequisite: &Prerequisite<'_>,
+        created: bool,
+        ensured: &mut HashSet<String>,
+    ) -> Result<(), StorageError> {
+        match prerequisite {
+            Prerequisite::CosignLayer { config, layer } => {
+                if created {
+                    self.ensure_blob(repo, config, ensured).await?;
+                }
+                self.ensure_blob(repo, layer, ensured).await
+            }
+            Prerequisite::Referrer(r) => self.push_referrer(repo, r, ensured).await.map(|_| ()),
+        }
+    }
+
+    /// Pushes the referrer manifest (by digest) and its blobs; returns whether the registry
+    /// said it indexed the subject (`OCI-Subject`).
+    async fn push_referrer(
+        &self,
+        repo: &Repo,
+        r: &Referrer,
+        ensured: &mut HashSet<String>,
+    ) -> Result<bool, StorageError> {
+        self.ensure_blob(repo, EMPTY_BLOB, ensured).await?;
+        self.ensure_blob(repo, &r.envelope, ensured).await?;
+        let resp = self
+            .put_manifest(repo, &r.digest, OCI_MANIFEST_MEDIA_TYPE, &r.bytes)
+            .await?;
+        let subject = r.manifest.subject.as_ref().map(|s| s.digest.as_str());
+        let indexed = resp.header("oci-subject").is_some() && resp.header("oci-subject") == subject;
+        if indexed {
+            self.set_referrers_api(repo, true);
+        }
+        Ok(indexed)
+    }
+
+    fn set_referrers_api(&self, repo: &Repo, supported: bool) {
+        self.referrers_api
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.api_host.clone(), supported);
+    }
+
+    /// Whether the registry serves the referrers API: probed once per registry with
+    /// `GET /v2/<name>/referrers/<digest>` (200 with an OCI index = yes), then remembered.
+    async fn has_referrers_api(&self, repo: &Repo, subject: &str) -> Result<bool, StorageError> {
+        let known = self
+            .referrers_api
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&repo.api_host)
+            .copied();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let url = format!("{}/referrers/{subject}", repo.base);
+        let target = repo.digest_ref(subject);
+        let call = Call {
+            op: op::REFERRERS_GET,
+            method: Method::GET,
+            url: &url,
+            target: &target,
+            accept: Some(OCI_INDEX_MEDIA_TYPE),
+            content_type: None,
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.request(repo, true, &call).await?;
+        let supported = resp.status == StatusCode::OK
+            && (resp.media_type().as_deref() == Some(OCI_INDEX_MEDIA_TYPE)
+                || serde_json::from_slice::<ImageIndex>(&resp.body)
+                    .is_ok_and(|i| i.media_type.as_deref() == Some(OCI_INDEX_MEDIA_TYPE)));
+        tracing::debug!(registry = %repo.api_host, supported, "referrers API probed");
+        self.set_referrers_api(repo, supported);
+        Ok(supported)
+    }
+
+    async fn attach_in(
+        &self,
+        repo: &Repo,
+        attestation: &Attestation,
+        hex: &str,
+    ) -> Result<Attached, StorageError> {
+        let subject = &attestation.subject.digest;
+        let model = self.resolve_in(repo, subject, true).await?;
+        let mut ensured = HashSet::new();
+        let mut references = Vec::with_capacity(3);
+
+        // cosign's config for .att/.sig manifests created here (constant, so uploaded once).
+        let config = oci::to_bytes(&ImageConfig::cosign_empty())
+            .map_err(|e| StorageError::permanent(op::INPUT, repo.display.clone(), e.to_string()))?;
+        let config_descriptor = Descriptor::of(OCI_CONFIG_MEDIA_TYPE, &config);
+
+        // 1. cosign attestation: append our DSSE layer to `sha256-<hex>.att`.
+        let att_tag = oci::attestation_tag(hex);
+        let layer = oci::attestation_layer(&attestation.envelope, &attestation.predicate_type);
+        self.update_tag(
+            repo,
+            &att_tag,
+            || ImageManifest::cosign(config_descriptor.clone()),
+            |m: &mut ImageManifest| m.append_layer(layer.clone(), oci::same_attestation),
+            &Prerequisite::CosignLayer {
+                config: &config,
+                layer: &attestation.envelope,
+            },
+            &mut ensured,
+        )
+        .await?;
+        references.push(repo.tag_ref(&att_tag));
+
+        // 2. cosign signature: append (payload, signature) to `sha256-<hex>.sig`.
+        if let Some(signature) = &attestation.signature {
+            let sig_tag = oci::signature_tag(hex);
+            let layer = oci::signature_layer(&signature.payload, &signature.signature);
+            self.update_tag(
+                repo,
+                &sig_tag,
+                || ImageManifest::cosign(config_descriptor.clone()),
+                |m: &mut ImageManifest| m.append_layer(layer.clone(), oci::same_signature),
+                &Prerequisite::CosignLayer {
+                    config: &config,
+                    layer: &signature.payload,
+                },
+                &mut ensured,
+            )
+            .await?;
+            references.push(repo.tag_ref(&sig_tag));
+        }
+
+        // 3. OCI 1.1 referrer, plus the fallback index where there is no referrers API.
+        let manifest = ImageManifest::referrer(
+            Descriptor::new(&model.media_type, model.digest.clone(), model.size),
+            &attestation.envelope,
+            &attestation.predicate_type,
+        );
+        let bytes = oci::to_bytes(&manifest)
+            .map_err(|e| StorageError::permanent(op::INPUT, repo.display.clone(), e.to_string()))?;
+        let referrer = Referrer {
+            digest: sha256_digest(&bytes),
+            envelope: attestation.envelope.clone(),
+            manifest,
+            bytes,
+        };
+        if self.has_referrers_api(repo, subject).await? {
+            self.push_referrer(repo, &referrer, &mut ensured).await?;
+        } else {
+            let entry = oci::referrer_entry(&referrer.manifest, &referrer.bytes);
+            self.update_tag(
+                repo,
+                &oci::referrers_tag(hex),
+                ImageIndex::empty,
+                |i: &mut ImageIndex| i.add(entry.clone()),
+                &Prerequisite::Referrer(&referrer),
+                &mut ensured,
+            )
+            .await?;
+        }
+        references.push(repo.digest_ref(&referrer.digest));
+        tracing::debug!(subject = %attestation.subject, referrer = %referrer.digest, "attestation attached");
+        Ok(Attached {
+            references,
+            referrer_digest: referrer.digest,
+        })
+    }
+}
+
+fn parse_subject(subject: &Subject, insecure: &[String]) -> Result<(Repo, String), StorageError> {
+    let repo = Repo::parse(&subject.repository, insecure)?;
+    let hex = oci::sha256_hex(&subject.digest).ok_or_else(|| {
+        StorageError::permanent(
+            op::INPUT,
+            subject.to_string(),
+            "digest must be sha256:<64 lowercase hex>",
+        )
+    })?;
+    Ok((repo, hex.to_string()))
+}
+
+#[async_trait::async_trait]
+impl AttestationStore for RegistryStore {
+    async fn resolve(&self, subject: &Subject) -> Result<ResolvedArtifact, StorageError> {
+        let (repo, _) = parse_subject(subject, &self.options.insecure_registries)?;
+        self.resolve_in(&repo, &subject.digest, false).await
+    }
+
+    async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError> {
+        let (repo, hex) = parse_subject(&attestation.subject, &self.options.insecure_registries)?;
+        if attestation.envelope.is_empty() || attestation.predicate_type.is_empty() {
+            return Err(StorageError::permanent(
+                op::INPUT,
+                attestation.subject.to_string(),
+                "empty DSSE envelope or predicate type",
+            ));
+        }
+        if let Some(s) = &attestation.signature
+            && (s.payload.is_empty() || s.signature.is_empty())
+        {
+            return Err(StorageError::permanent(
+                op::INPUT,
+                attestation.subject.to_string(),
+                "empty signature payload or signature",
+            ));
+        }
+        self.attach_in(&repo, attestation, &hex).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories() {
+        let insecure = vec!["127.0.0.1:5000".to_string()];
+        let r = Repo::parse("127.0.0.1:5000/models/mnist", &insecure).unwrap();
+        assert!(r.plain_http);
+        assert_eq!(r.base, "http://127.0.0.1:5000/v2/models/mnist");
+        assert_eq!(r.scope(true), "repository:models/mnist:pull,push");
+        let r = Repo::parse("Registry.Example.com/a/b-c_d.e", &insecure).unwrap();
+        assert_eq!(r.base, "https://registry.example.com/v2/a/b-c_d.e");
+        let r = Repo::parse("docker.io/ubuntu", &[]).unwrap();
+        assert_eq!(r.base, "https://registry-1.docker.io/v2/library/ubuntu");
+        assert_eq!(r.display, "docker.io/ubuntu");
+        let r = Repo::parse("localhost/x", &["localhost".into()]).unwrap();
+        assert_eq!(r.base, "http://localhost/v2/x");
+        for bad in [
+            "models/mnist",
+            "host.example",
+            "host.example/",
+            "host.example/Upper",
+            "host.example/a:tag",
+            "host.example/a@sha256:x",
+            "host.example/a//b",
+            "ho st.example/a",
+        ] {
+            let e = Repo::parse(bad, &[]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Permanent, "{bad}");
+        }
+    }
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"bearer realm="https://x/t?a=\"b\"", service=svc"#),
+            Some(Challenge::Bearer {
+                realm: r#"https://x/t?a="b""#.into(),
+                service: Some("svc".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Bearer service=x"), None);
+        assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn backoff_is_capped_exponential_with_jitter() {
+        let p = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            attempts: 10,
+        };
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
+            let d = p.delay(attempt);
+            let full = Duration::from_millis(full);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn status_errors_carry_the_registry_message() {
+        let resp = |status: u16, body: &str| Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        let e = status_error(
+            op::MANIFEST_GET,
+            "r",
+            &resp(
+                404,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            ),
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.message(), "HTTP 404 MANIFEST_UNKNOWN: manifest unknown");
+        assert_eq!(e.status(), Some(404));
+        assert!(status_error("x", "r", &resp(503, "")).is_transient());
+        assert!(status_error("x", "r", &resp(429, "")).is_transient());
+        assert!(status_error("x", "r", &resp(408, "")).is_transient());
+        let e = status_error("x", "r", &resp(400, "bad"));
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert_eq!(e.message(), "HTTP 400 bad");
+        assert_eq!(
+            status_error("x", "r", &resp(403, "")).message(),
+            "HTTP 403 Forbidden"
+        );
+    }
+}

@@ -1,0 +1,826 @@
+//! `RegistryStore` against a real distribution registry (Debian's docker-registry 2.8, no
+//! referrers API) started per test, plus a small mock registry for auth and error paths.
+//! The request sequences asserted here are the ones documented in docs/registry-layout.md.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
+use provenant::storage::oci::{
+    COSIGN_SIGNATURE_ANNOTATION, DSSE_MEDIA_TYPE, IN_TOTO_ARTIFACT_TYPE, OCI_CONFIG_MEDIA_TYPE,
+    OCI_EMPTY_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION,
+    SIMPLE_SIGNING_MEDIA_TYPE,
+};
+use provenant::storage::{
+    Attestation, AttestationStore, DockerConfig, ErrorKind, RegistryOptions, RegistryStore,
+    RetryPolicy, SimpleSignature, Subject, op,
+};
+use provenant_testbed::registry::{Descriptor, ModelRef, Registry, sha256_digest};
+use serde_json::Value;
+
+const SLSA: &str = "https://slsa.dev/provenance/v1";
+
+/// Every request the store made: (op, ok).
+#[derive(Clone, Default)]
+struct Requests(Arc<Mutex<Vec<(String, bool)>>>);
+
+impl Requests {
+    fn take(&self) -> Vec<(String, bool)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+    fn take_ops(&self) -> Vec<String> {
+        self.take().into_iter().map(|(op, _)| op).collect()
+    }
+}
+
+fn options(hosts: &[&str], requests: &Requests) -> RegistryOptions {
+    let requests = requests.clone();
+    RegistryOptions {
+        insecure_registries: hosts.iter().map(|h| h.to_string()).collect(),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            attempts: 3,
+        },
+        observer: Some(Arc::new(move |op: &str, _: Duration, ok: bool| {
+            requests.0.lock().unwrap().push((op.to_string(), ok));
+        })),
+        ..RegistryOptions::default()
+    }
+}
+
+fn store(registry: &Registry) -> (Arc<dyn AttestationStore>, Requests) {
+    let requests = Requests::default();
+    let store = RegistryStore::new(options(&[registry.host()], &requests));
+    (Arc::new(store), requests)
+}
+
+async fn model(registry: &Registry, name: &str) -> Result<ModelRef> {
+    registry
+        .push_model(
+            &format!("models/{name}"),
+            "v1",
+            &[("model.safetensors", b"\x00weights".as_slice())],
+        )
+        .await
+}
+
+fn subject(model: &ModelRef) -> Subject {
+    Subject::new(&model.repository, &model.digest)
+}
+
+/// A DSSE envelope with deliberately odd formatting: the store must keep these exact bytes.
+fn envelope(n: u32) -> Vec<u8> {
+    let payload = base64::engine::general_purpose::STANDARD.encode(format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","n":{n}}}"#
+    ));
+    format!(
+        "{{ \"payloadType\": \"application/vnd.in-toto+json\",\n  \"payload\": \"{payload}\",\n  \"signatures\": [{{\"keyid\": \"\", \"sig\": \"MEUCIQ{n}\"}}] }}"
+    )
+    .into_bytes()
+}
+
+fn signature(model: &ModelRef, sig: &str) -> SimpleSignature {
+    SimpleSignature {
+        payload: format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"{}"}},"image":{{"docker-manifest-digest":"{}"}},"type":"cosign container image signature"}},"optional":null}}"#,
+            model.repository, model.digest
+        )
+        .into_bytes(),
+        signature: sig.to_string(),
+    }
+}
+
+fn attestation(model: &ModelRef, n: u32, signed: bool) -> Attestation {
+    Attestation {
+        subject: subject(model),
+        predicate_type: SLSA.to_string(),
+        envelope: envelope(n),
+        signature: signed.then(|| signature(model, &format!("MEQCIB{n}=="))),
+    }
+}
+
+fn hex(model: &ModelRef) -> &str {
+    model.digest.trim_start_matches("sha256:")
+}
+
+async fn manifest(registry: &Registry, repo: &str, reference: &str) -> Result<Value> {
+    registry
+        .get_manifest(repo, reference)
+        .await?
+        .ok_or_else(|| anyhow!("{repo}:{reference} does not exist"))?
+        .json()
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> Result<&'a Vec<Value>> {
+    v[key]
+        .as_array()
+        .with_context(|| format!("no {key} array in {v}"))
+}
+
+#[tokio::test]
+async fn resolve_existing_model() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "resolve").await?;
+    let (store, requests) = store(&registry);
+    let resolved = store.resolve(&subject(&model)).await?;
+    assert_eq!(resolved.digest, model.digest);
+    assert_eq!(resolved.media_type, OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(resolved.size, model.manifest.len() as u64);
+    assert_eq!(requests.take(), [(op::MANIFEST_GET.to_string(), true)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn resolve_unknown_digest_is_not_found() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "unknown").await?;
+    let (store, _) = store(&registry);
+    let missing = Subject::new(&model.repository, sha256_digest(b"nothing"));
+    let err = store.resolve(&missing).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.op(), op::MANIFEST_GET);
+    assert_eq!(err.status(), Some(404));
+    assert!(err.message().contains("MANIFEST_UNKNOWN"), "{err}");
+    // Invalid input never reaches the registry.
+    let err = store
+        .resolve(&Subject::new(&model.repository, "sha256:abc"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn resolve_with_registry_down_is_transient_after_retries() -> Result<()> {
+    let mut registry = Registry::start().await?;
+    let model = model(&registry, "down").await?;
+    let (store, requests) = store(&registry);
+    registry.stop().await?;
+    let err = store.resolve(&subject(&model)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        err.message().contains("Connection refused") && err.message().contains("3 attempts"),
+        "{err}"
+    );
+    assert_eq!(
+        requests.take(),
+        vec![(op::MANIFEST_GET.to_string(), false); 3]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn attach_writes_cosign_and_oci_layouts() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "attach").await?;
+    let repo = &model.repo;
+    let (store, _) = store(&registry);
+    let att = attestation(&model, 1, true);
+    let attached = store.attach(&att).await?;
+    let hex = hex(&model);
+
+    // cosign attestation.
+    let m = manifest(&registry, repo, &format!("sha256-{hex}.att")).await?;
+    assert_eq!(m["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(m["config"]["mediaType"], OCI_CONFIG_MEDIA_TYPE);
+    let layers = array(&m, "layers")?;
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0]["mediaType"], DSSE_MEDIA_TYPE);
+    assert_eq!(layers[0]["annotations"][COSIGN_SIGNATURE_ANNOTATION], "");
+    assert_eq!(layers[0]["annotations"][PREDICATE_TYPE_ANNOTATION], SLSA);
+    let digest = layers[0]["digest"].as_str().context("layer digest")?;
+    assert_eq!(
+        registry.get_blob(repo, digest).await?,
+        Some(att.envelope.clone())
+    );
+    let config = m["config"]["digest"].as_str().context("config digest")?;
+    assert!(registry.blob_exists(repo, config).await?);
+
+    // cosign signature.
+    let sig = att.signature.as_ref().context("signed")?;
+    let m = manifest(&registry, repo, &format!("sha256-{hex}.sig")).await?;
+    let layers = array(&m, "layers")?;
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0]["mediaType"], SIMPLE_SIGNING_MEDIA_TYPE);
+    assert_eq!(
+        layers[0]["annotations"][COSIGN_SIGNATURE_ANNOTATION],
+        sig.signature.as_str()
+    );
+    let digest = layers[0]["digest"].as_str().context("layer digest")?;
+    assert_eq!(
+        registry.get_blob(repo, digest).await?,
+        Some(sig.payload.clone())
+    );
+
+    // OCI 1.1 referrer, pushed by digest.
+    let referrer = manifest(&registry, repo, &attached.referrer_digest).await?;
+    assert_eq!(referrer["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(referrer["artifactType"], IN_TOTO_ARTIFACT_TYPE);
+    assert_eq!(referrer["subject"]["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(referrer["subject"]["digest"], model.digest.as_str());
+    assert_eq!(referrer["subject"]["size"], model.manifest.len());
+    assert_eq!(referrer["config"]["mediaType"], OCI_EMPTY_MEDIA_TYPE);
+    assert_eq!(referrer["config"]["digest"], sha256_digest(b"{}"));
+    let layers = array(&referrer, "layers")?;
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0]["mediaType"], DSSE_MEDIA_TYPE);
+    assert_eq!(layers[0]["digest"], sha256_digest(&att.envelope));
+
+    // Referrers tag-schema fallback (distribution 2.8 has no referrers API).
+    let fetched = registry
+        .get_manifest(repo, &format!("sha256-{hex}"))
+        .await?
+        .context("fallback index")?;
+    assert_eq!(fetched.media_type, OCI_INDEX_MEDIA_TYPE);
+    let index = fetched.json()?;
+    let entries = array(&index, "manifests")?;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["digest"], attached.referrer_digest.as_str());
+    assert_eq!(entries[0]["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(entries[0]["artifactType"], IN_TOTO_ARTIFACT_TYPE);
+
+    let r = &model.repository;
+    assert_eq!(
+        attached.references,
+        [
+            format!("{r}:sha256-{hex}.att"),
+            format!("{r}:sha256-{hex}.sig"),
+            format!("{r}@{}", attached.referrer_digest),
+        ]
+    );
+    let mut tags = vec![
+        "v1".to_string(),
+        format!("sha256-{hex}"),
+        format!("sha256-{hex}.att"),
+        format!("sha256-{hex}.sig"),
+    ];
+    tags.sort();
+    assert_eq!(registry.list_tags(repo).await?, tags);
+    Ok(())
+}
+
+async fn counts(registry: &Registry, model: &ModelRef) -> Result<(usize, usize, usize)> {
+    let hex = hex(model);
+    let layers = |v: Value, key: &str| array(&v, key).map(Vec::len);
+    Ok((
+        layers(
+            manifest(registry, &model.repo, &format!("sha256-{hex}.att")).await?,
+            "layers",
+        )?,
+        layers(
+            manifest(registry, &model.repo, &format!("sha256-{hex}.sig")).await?,
+            "layers",
+        )?,
+        layers(
+            manifest(registry, &model.repo, &format!("sha256-{hex}")).await?,
+            "manifests",
+        )?,
+    ))
+}
+
+#[tokio::test]
+async fn attach_twice_is_idempotent() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "twice").await?;
+    let att = attestation(&model, 1, true);
+    let (store, _) = store(&registry);
+    let first = store.attach(&att).await?;
+    let second = store.attach(&att).await?;
+    assert_eq!(first, second);
+    // A restarted controller (fresh store, nothing cached) repeats it too.
+    let (fresh, _) = self::store(&registry);
+    assert_eq!(fresh.attach(&att).await?, first);
+    assert_eq!(counts(&registry, &model).await?, (1, 1, 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn foreign_layers_and_referrers_are_kept() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "foreign").await?;
+    let repo = &model.repo;
+    let hex = hex(&model);
+
+    // Another tool's attestation (cosign-style, with its own config and annotations) ...
+    let foreign_envelope =
+        br#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}"#;
+    let config =
+        br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":["x"]},"config":{}}"#;
+    registry.push_blob(repo, foreign_envelope).await?;
+    registry.push_blob(repo, config).await?;
+    let foreign_layer = Descriptor::of(DSSE_MEDIA_TYPE, foreign_envelope)
+        .with_annotation(COSIGN_SIGNATURE_ANNOTATION, "")
+        .with_annotation(PREDICATE_TYPE_ANNOTATION, "https://spdx.dev/Document")
+        .with_annotation("dev.sigstore.cosign/bundle", r#"{"x":1}"#);
+    let foreign_att = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": Descriptor::of(OCI_CONFIG_MEDIA_TYPE, config),
+        "layers": [foreign_layer],
+        "annotations": {"tool": "other"},
+    });
+    let att_tag = format!("sha256-{hex}.att");
+    registry
+        .push_manifest(
+            repo,
+            &att_tag,
+            OCI_MANIFEST_MEDIA_TYPE,
+            &serde_json::to_vec(&foreign_att)?,
+        )
+        .await?;
+    // ... and another tool's referrer (an SBOM) listed in the fallback index.
+    let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    registry.push_blob(repo, sbom).await?;
+    let sbom_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "artifactType": "application/spdx+json",
+        "config": Descriptor::empty(),
+        "layers": [Descriptor::of("application/spdx+json", sbom)],
+        "subject": Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &model.manifest),
+    }))?;
+    let sbom_digest = sha256_digest(&sbom_manifest);
+    registry
+        .push_manifest(repo, &sbom_digest, OCI_MANIFEST_MEDIA_TYPE, &sbom_manifest)
+        .await?;
+    let foreign_entry = Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &sbom_manifest)
+        .with_artifact_type("application/spdx+json");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX_MEDIA_TYPE,
+        "manifests": [foreign_entry],
+    });
+    registry
+        .push_manifest(
+            repo,
+            &format!("sha256-{hex}"),
+            OCI_INDEX_MEDIA_TYPE,
+            &serde_json::to_vec(&index)?,
+        )
+        .await?;
+
+    let (store, _) = store(&registry);
+    let attached = store.attach(&attestation(&model, 7, false)).await?;
+
+    let m = manifest(&registry, repo, &att_tag).await?;
+    assert_eq!(m["annotations"]["tool"], "other");
+    assert_eq!(m["config"], foreign_att["config"]);
+    let layers = array(&m, "layers")?;
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0], foreign_att["layers"][0]);
+    assert_eq!(layers[1]["digest"], sha256_digest(&envelope(7)));
+    let index = manifest(&registry, repo, &format!("sha256-{hex}")).await?;
+    let entries = array(&index, "manifests")?;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0], serde_json::to_value(&foreign_entry)?);
+    assert_eq!(entries[1]["digest"], attached.referrer_digest.as_str());
+    // Unsigned: no `.sig` written.
+    assert!(
+        registry
+            .get_manifest(repo, &format!("sha256-{hex}.sig"))
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_attaches_keep_every_entry() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "concurrent").await?;
+    let (store, _) = store(&registry);
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            let att = attestation(&model, n, true);
+            tokio::spawn(async move { store.attach(&att).await })
+        })
+        .collect();
+    let mut referrers = Vec::new();
+    for t in tasks {
+        referrers.push(t.await??.referrer_digest);
+    }
+    referrers.sort();
+    referrers.dedup();
+    assert_eq!(referrers.len(), 8);
+    assert_eq!(counts(&registry, &model).await?, (8, 8, 8));
+    Ok(())
+}
+
+/// The documented request sequence of a first attach on distribution 2.8 (fresh store, model
+/// pushed, empty blob `{}` already in the repository as every OCI 1.1 artifact has it).
+const FIRST_ATTACH: [&str; 22] = [
+    op::MANIFEST_GET,      // subject manifest (resolve: media type, size)
+    op::MANIFEST_GET,      // .att tag: 404
+    op::BLOB_HEAD,         // config blob: 404
+    op::BLOB_UPLOAD_START, //   POST
+    op::BLOB_UPLOAD,       //   PUT ?digest=
+    op::BLOB_HEAD,         // envelope blob: 404
+    op::BLOB_UPLOAD_START, //   POST
+    op::BLOB_UPLOAD,       //   PUT
+    op::MANIFEST_PUT,      // .att
+    op::MANIFEST_GET,      // .att verify
+    op::MANIFEST_GET,      // .sig tag: 404
+    op::BLOB_HEAD,         // simple-signing payload: 404
+    op::BLOB_UPLOAD_START, //   POST
+    op::BLOB_UPLOAD,       //   PUT
+    op::MANIFEST_PUT,      // .sig
+    op::MANIFEST_GET,      // .sig verify
+    op::REFERRERS_GET,     // referrers API probe: 404 (once per registry)
+    op::MANIFEST_GET,      // fallback index tag: 404
+    op::BLOB_HEAD,         // empty blob {}: present
+    op::MANIFEST_PUT,      // referrer manifest, by digest
+    op::MANIFEST_PUT,      // fallback index
+    op::MANIFEST_GET,      // fallback index verify
+];
+
+#[tokio::test]
+async fn request_counts_first_and_repeat_attach() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "counted").await?;
+    let (store, requests) = store(&registry);
+    let att = attestation(&model, 1, true);
+
+    store.attach(&att).await?;
+    let first = requests.take();
+    assert!(first.iter().all(|(_, ok)| *ok), "{first:?}");
+    let first: Vec<_> = first.into_iter().map(|(op, _)| op).collect();
+    assert_eq!(first, FIRST_ATTACH);
+
+    // Repeat: resolve and referrers support are cached, every tag already lists ours.
+    store.attach(&att).await?;
+    assert_eq!(
+        requests.take_ops(),
+        [op::MANIFEST_GET, op::MANIFEST_GET, op::MANIFEST_GET]
+    );
+
+    // A second attestation of the same model (same signature payload, new signature): blobs
+    // that exist cost a HEAD, the config is not touched again.
+    store.attach(&attestation(&model, 2, true)).await?;
+    assert_eq!(
+        requests.take_ops(),
+        [
+            op::MANIFEST_GET,
+            op::BLOB_HEAD,
+            op::BLOB_UPLOAD_START,
+            op::BLOB_UPLOAD,
+            op::MANIFEST_PUT,
+            op::MANIFEST_GET,
+            op::MANIFEST_GET,
+            op::BLOB_HEAD,
+            op::MANIFEST_PUT,
+            op::MANIFEST_GET,
+            op::MANIFEST_GET,
+            op::BLOB_HEAD,
+            op::MANIFEST_PUT,
+            op::MANIFEST_PUT,
+            op::MANIFEST_GET,
+        ]
+    );
+
+    // The controller's flow: resolve first, then attach (the subject is not fetched twice).
+    let other = self::model(&registry, "counted-2").await?;
+    let (store, requests) = self::store(&registry);
+    store.resolve(&subject(&other)).await?;
+    store.attach(&attestation(&other, 1, true)).await?;
+    assert_eq!(requests.take().len(), 1 + FIRST_ATTACH.len() - 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn attach_during_outage_is_transient_then_succeeds_after_restart() -> Result<()> {
+    let mut registry = Registry::start().await?;
+    let model = model(&registry, "outage").await?;
+    let (store, _) = store(&registry);
+    let att = attestation(&model, 1, true);
+    // Warm the store (connections pooled, subject cached), then take the registry down.
+    store.resolve(&subject(&model)).await?;
+    registry.stop().await?;
+    let err = store.attach(&att).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.message().contains("Connection refused"), "{err}");
+    registry.restart().await?;
+    store.attach(&att).await?;
+    assert_eq!(counts(&registry, &model).await?, (1, 1, 1));
+    Ok(())
+}
+
+// ----- a mock registry for what distribution 2.8 cannot show: token auth, bad content, 503 ------
+
+mod mock {
+    use super::*;
+    use axum::Router;
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+
+    pub const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+
+    #[derive(Clone)]
+    struct Mock {
+        addr: String,
+    }
+
+    async fn manifest(
+        State(mock): State<Mock>,
+        Path(reference): Path<String>,
+        headers: HeaderMap,
+    ) -> Response {
+        if reference == "unavailable" || reference == sha256_digest(b"unavailable") {
+            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"service unavailable"}]}"#;
+            return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+        let authorized = headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == b"Bearer token-1");
+        if !authorized {
+            let challenge = format!(
+                r#"Bearer realm="http://{}/token",service="mock",scope="repository:models/m:pull""#,
+                mock.addr
+            );
+            let body =
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge)],
+                body,
+            )
+                .into_response();
+        }
+        // Serves the same bytes for every digest: only one of them is honest.
+        ([(header::CONTENT_TYPE, OCI_MANIFEST_MEDIA_TYPE)], MANIFEST).into_response()
+    }
+
+    async fn token(Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Response {
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("user:secret")
+        );
+        let ok_auth = headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == basic.as_bytes());
+        let ok_query = query.get("service").map(String::as_str) == Some("mock")
+            && query.get("scope").map(String::as_str) == Some("repository:models/m:pull");
+        if !(ok_auth && ok_query) {
+            return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
+        }
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"token":"token-1","expires_in":300}"#,
+        )
+            .into_response()
+    }
+
+    /// Starts the mock on a loopback port; returns its `host:port`.
+    pub async fn start() -> Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let app = Router::new()
+            .route("/v2/models/m/manifests/{reference}", get(manifest))
+            .route("/token", get(token))
+            .with_state(Mock { addr: addr.clone() });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(addr)
+    }
+}
+
+fn mock_store(host: &str, user: &str, password: &str) -> Result<(RegistryStore, Requests)> {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    let requests = Requests::default();
+    let mut options = options(&[host], &requests);
+    options.credentials = Some(DockerConfig::from_json(config.as_bytes())?);
+    Ok((RegistryStore::new(options), requests))
+}
+
+#[tokio::test]
+async fn bearer_token_flow_and_token_cache() -> Result<()> {
+    let host = mock::start().await?;
+    let (store, requests) = mock_store(&host, "user", "secret")?;
+    let honest = Subject::new(format!("{host}/models/m"), sha256_digest(mock::MANIFEST));
+    let resolved = store.resolve(&honest).await?;
+    assert_eq!(resolved.size, mock::MANIFEST.len() as u64);
+    assert_eq!(
+        requests.take(),
+        [
+            (op::MANIFEST_GET.to_string(), false), // 401 challenge
+            (op::AUTH.to_string(), true),
+            (op::MANIFEST_GET.to_string(), true),
+        ]
+    );
+    // Token cached and sent up front: one request. The content does not match this digest.
+    let lying = Subject::new(format!("{host}/models/m"), sha256_digest(b"other"));
+    let err = store.resolve(&lying).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
+    assert_eq!(requests.take_ops(), [op::MANIFEST_GET]);
+
+    let (store, _) = mock_store(&host, "user", "wrong")?;
+    let err = store.resolve(&honest).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    assert_eq!(err.op(), op::AUTH);
+    assert!(err.message().contains("401"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_transient() -> Result<()> {
+    let host = mock::start().await?;
+    let (store, requests) = mock_store(&host, "user", "secret")?;
+    let subject = Subject::new(format!("{host}/models/m"), sha256_digest(b"unavailable"));
+    let err = store.resolve(&subject).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.status(), Some(503));
+    assert!(
+        err.message().contains("UNAVAILABLE: service unavailable"),
+        "{err}"
+    );
+    assert_eq!(requests.take_ops(), [op::MANIFEST_GET; 3]);
+    Ok(())
+}
+
+// ----- another process writing the same tag between our write and our verification ----------
+
+mod interfering_proxy {
+    use super::*;
+    use axum::body::{Body, to_bytes};
+    use axum::extract::{Request, State};
+    use axum::http::{Method, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use std::collections::HashMap;
+
+    /// Path → the document a concurrent writer (which read the tag before our write) puts
+    /// right after our first PUT to that path.
+    pub type Interference = HashMap<String, (&'static str, Vec<u8>)>;
+
+    #[derive(Clone)]
+    struct Proxy {
+        upstream: String,
+        http: reqwest::Client,
+        pending: Arc<Mutex<Interference>>,
+    }
+
+    async fn forward(State(p): State<Proxy>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = to_bytes(body, 16 << 20).await else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let path = parts.uri.path().to_string();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let mut upstream = p.http.request(
+            parts.method.clone(),
+            format!("http://{}{path}{query}", p.upstream),
+        );
+        for (name, value) in &parts.headers {
+            if name != header::HOST && name != header::CONTENT_LENGTH {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let Ok(resp) = upstream.body(body).send().await else {
+            return StatusCode::BAD_GATEWAY.into_response();
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        if parts.method == Method::PUT {
+            let interference = p.pending.lock().unwrap().remove(&path);
+            if let Some((media_type, doc)) = interference {
+                let r = p
+                    .http
+                    .put(format!("http://{}{path}", p.upstream))
+                    .header(header::CONTENT_TYPE, media_type)
+                    .body(doc)
+                    .send()
+                    .await;
+                assert!(r.is_ok_and(|r| r.status() == StatusCode::CREATED));
+            }
+        }
+        let mut out = Response::builder().status(status);
+        for (name, value) in &headers {
+            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                out = out.header(name, value);
+            }
+        }
+        out.body(Body::from(body))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    }
+
+    /// A pass-through proxy to `registry`; returns its `host:port`.
+    pub async fn start(registry: &Registry, interference: Interference) -> Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let app = axum::Router::new().fallback(forward).with_state(Proxy {
+            upstream: registry.host().to_string(),
+            http: registry.http().clone(),
+            pending: Arc::new(Mutex::new(interference)),
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(addr)
+    }
+}
+
+#[tokio::test]
+async fn entries_dropped_by_another_process_are_written_again() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "raced").await?;
+    let repo = &model.repo;
+    let hex = hex(&model);
+
+    // What the other process writes: its own `.att` layer and its own referrer in the index,
+    // each without ours (it read the tags before we wrote them).
+    let their_envelope =
+        br#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}"#;
+    registry.push_blob(repo, their_envelope).await?;
+    let config =
+        br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
+    registry.push_blob(repo, config).await?;
+    let their_att = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": Descriptor::of(OCI_CONFIG_MEDIA_TYPE, config),
+        "layers": [Descriptor::of(DSSE_MEDIA_TYPE, their_envelope)
+            .with_annotation(COSIGN_SIGNATURE_ANNOTATION, "")
+            .with_annotation(PREDICATE_TYPE_ANNOTATION, "https://example.com/theirs")],
+    }))?;
+    let their_referrer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "artifactType": IN_TOTO_ARTIFACT_TYPE,
+        "config": Descriptor::empty(),
+        "layers": [Descriptor::of(DSSE_MEDIA_TYPE, their_envelope)],
+        "subject": Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &model.manifest),
+    }))?;
+    let their_digest = sha256_digest(&their_referrer);
+    registry
+        .push_manifest(
+            repo,
+            &their_digest,
+            OCI_MANIFEST_MEDIA_TYPE,
+            &their_referrer,
+        )
+        .await?;
+    let their_index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX_MEDIA_TYPE,
+        "manifests": [Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &their_referrer)
+            .with_artifact_type(IN_TOTO_ARTIFACT_TYPE)],
+    }))?;
+    let path = |tag: String| format!("/v2/{repo}/manifests/{tag}");
+    let proxy = interfering_proxy::start(
+        &registry,
+        [
+            (
+                path(format!("sha256-{hex}.att")),
+                (OCI_MANIFEST_MEDIA_TYPE, their_att),
+            ),
+            (
+                path(format!("sha256-{hex}")),
+                (OCI_INDEX_MEDIA_TYPE, their_index),
+            ),
+        ]
+        .into(),
+    )
+    .await?;
+
+    let requests = Requests::default();
+    let store = RegistryStore::new(options(&[&proxy], &requests));
+    let att = Attestation {
+        subject: Subject::new(format!("{proxy}/{repo}"), &model.digest),
+        ..attestation(&model, 1, false)
+    };
+    let attached = store.attach(&att).await?;
+
+    let m = manifest(&registry, repo, &format!("sha256-{hex}.att")).await?;
+    let layers: Vec<_> = array(&m, "layers")?
+        .iter()
+        .map(|l| l["digest"].clone())
+        .collect();
+    assert_eq!(
+        layers,
+        [sha256_digest(their_envelope), sha256_digest(&att.envelope)]
+    );
+    let index = manifest(&registry, repo, &format!("sha256-{hex}")).await?;
+    let entries: Vec<_> = array(&index, "manifests")?
+        .iter()
+        .map(|e| e["digest"].clone())
+        .collect();
+    assert_eq!(entries, [their_digest, attached.referrer_digest]);
+    // One extra PUT + verifying GET per raced tag; blobs and the referrer are not redone.
+    let ops = requests.take_ops();
+    let puts = ops.iter().filter(|o| *o == op::MANIFEST_PUT).count();
+    assert_eq!(puts, 2 + 1 + 2, "{ops:?}");
+    // Only our envelope is new (the other process already pushed the same constant config).
+    assert_eq!(
+        ops.iter().filter(|o| *o == op::BLOB_UPLOAD).count(),
+        1,
+        "{ops:?}"
+    );
+    Ok(())
+}

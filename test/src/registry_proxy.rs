@@ -1,0 +1,154 @@
+//! A fault-injecting HTTP proxy in front of the registry fixture, for outage scenarios with exact
+//! timing: pass everything, refuse writes (503, as a registry under maintenance or overload), or
+//! be down (503 for everything). Clients talk to the proxy's host as if it were the registry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::task::JoinHandle;
+
+/// What the proxy does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Forward everything.
+    Pass = 0,
+    /// Answer 503 to writes (POST, PUT, PATCH, DELETE); forward reads.
+    RefuseWrites = 1,
+    /// Answer 503 to everything.
+    Down = 2,
+    /// Forward, but serve manifests with one extra byte: content that no longer matches its
+    /// digest, as a broken or malicious registry would.
+    TamperManifests = 3,
+}
+
+struct Shared {
+    upstream: String,
+    mode: AtomicU8,
+    refused: AtomicUsize,
+    client: reqwest::Client,
+}
+
+/// The proxy; stops on drop.
+pub struct RegistryProxy {
+    shared: Arc<Shared>,
+    host: String,
+    task: JoinHandle<()>,
+}
+
+impl RegistryProxy {
+    /// Proxy to `upstream` (`http://host:port`) on a random loopback port.
+    pub async fn start(upstream: &str) -> Result<RegistryProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the registry proxy")?;
+        let host = listener.local_addr()?.to_string();
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            mode: AtomicU8::new(Mode::Pass as u8),
+            refused: AtomicUsize::new(0),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(RegistryProxy { shared, host, task })
+    }
+
+    /// `127.0.0.1:PORT`, to use as the registry host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Requests answered with 503 so far.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RegistryProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let mode = shared.mode.load(Ordering::SeqCst);
+    let write = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if mode == Mode::Down as u8 || (mode == Mode::RefuseWrites as u8 && write) {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "application/json")],
+            r#"{"errors":[{"code":"UNAVAILABLE","message":"registry unavailable (injected by the test proxy)"}]}"#,
+        )
+            .into_response();
+    }
+    match relay(&shared, request).await {
+        Ok(response) => response,
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("proxy: {e:#}")).into_response(),
+    }
+}
+
+async fn relay(shared: &Shared, request: Request) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{}{path}", shared.upstream);
+    let body: Bytes = axum::body::to_bytes(body, usize::MAX).await?;
+    let mut upstream = shared.client.request(parts.method.clone(), &url).body(body);
+    for (name, value) in parts.headers.iter() {
+        if name != "host" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let response = upstream.send().await?;
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        let value = if name == "location" {
+            // Upload locations point at the upstream; keep clients on the proxy.
+            let text = value
+                .to_str()
+                .unwrap_or_default()
+                .replace(&shared.upstream, "");
+            HeaderValue::from_str(&text).unwrap_or_else(|_| value.clone())
+        } else {
+            value.clone()
+        };
+        headers.insert(name.clone(), value);
+    }
+    let mut bytes = response.bytes().await?.to_vec();
+    if shared.mode.load(Ordering::SeqCst) == Mode::TamperManifests as u8
+        && parts.method == Method::GET
+        && path.contains("/manifests/")
+        && status.is_success()
+    {
+        bytes.push(b' ');
+        headers.remove("content-length");
+    }
+    let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
