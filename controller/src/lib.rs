@@ -17,6 +17,6 @@ pub mod provenance;
 pub mod reconcile;
 pub mod secrets;
 pub mod server;
-pub mod storage;
 pub mod signing;
+pub mod storage;
 pub mod telemetry;

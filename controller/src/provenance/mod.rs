@@ -343,7 +343,6 @@ pub fn byproducts(status: &TrainingRunStatus, namespace: &str) -> Vec<ResourceDe
                 digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
                 media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
                 annotations,
-                ..Default::default()
             }
         })
         .collect()

@@ -694,7 +694,11 @@ impl RegistryStore {
                 return Ok(None);
             };
             let now = Instant::now();
-            let wider = scope.replace(":pull", ":pull,push");
+            // A pull,push token also serves pull requests.
+            let wider = scope
+                .strip_suffix(":pull")
+                .map(|s| format!("{s}:pull,push"))
+                .unwrap_or_default();
             let cached = [scope, wider.as_str()].iter().find_map(|s| {
                 auth.tokens
                     .get(&(repo.api_host.clone(), s.to_string()))
@@ -1240,7 +1244,9 @@ impl RegistryStore {
             .put_manifest(repo, &r.digest, OCI_MANIFEST_MEDIA_TYPE, &r.bytes)
             .await?;
         let subject = r.manifest.subject.as_ref().map(|s| s.digest.as_str());
-        let indexed = resp.header("oci-subject").is_some() && resp.header("oci-subject") == subject;
+        let indexed = resp
+            .header("oci-subject")
+            .is_some_and(|h| Some(h) == subject);
         if indexed {
             self.set_referrers_api(repo, true);
         }
