@@ -47,10 +47,9 @@ fmt:
 crds: build-debug
 	$(BIN) crds > $(CRD_FILE)
 
-## demo: the main job on embedded defaults, no cluster and no registry
-demo:
-	@echo "make demo: not implemented yet (issue 6: provenant attest + verify on an embedded OCI layout)" >&2
-	@exit 2
+## demo: the main job on embedded defaults, no cluster and no registry (hack/demo.sh)
+demo: build-debug
+	PROVENANT_BIN=$(BIN) bash hack/demo.sh
 
 ## run: the controller against your current kubeconfig, with the shipped configuration
 run: build-debug

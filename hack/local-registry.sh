@@ -17,4 +17,4 @@ storage:
 http: {addr: 127.0.0.1:$port}
 YAML
 echo "registry on http://127.0.0.1:$port (storage $dir/data)"
-exec "$bin" serve "$dir/config.yml"
+"$bin" serve "$dir/config.yml"

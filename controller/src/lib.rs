@@ -4,13 +4,16 @@
 //! ([`controller`]) and the CLI share everything below it.
 
 pub mod api;
+pub mod cli;
 pub mod attest;
 pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crdgen;
 pub mod execute;
+pub mod hashing;
 pub mod labels;
+pub mod local;
 pub mod metrics;
 pub mod observe;
 pub mod provenance;
@@ -20,3 +23,4 @@ pub mod server;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;
+pub mod verify;

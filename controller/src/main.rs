@@ -48,6 +48,12 @@ enum Command {
     /// Manage signing keys (cosign-compatible ECDSA P-256).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run a TrainingRun's command on this host and attest the model it writes.
+    Attest(provenant::cli::AttestArgs),
+    /// Verify a model's attestations (registry or OCI layout) with a public key.
+    Verify(provenant::cli::VerifyArgs),
+    /// Store a model directory as an OCI artifact (layout or registry); prints its digest.
+    Package(provenant::cli::PackageArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +166,9 @@ fn main() -> ExitCode {
             Err(e) => fail(&anyhow::Error::new(e)),
         },
         Command::Keys(KeysCommand::Generate(args)) => keys_generate(args),
+        Command::Attest(args) => provenant::cli::attest(args),
+        Command::Verify(args) => provenant::cli::verify(args),
+        Command::Package(args) => provenant::cli::package(args),
     }
 }
 

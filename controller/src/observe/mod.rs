@@ -4,6 +4,7 @@
 //! provenance. Pure functions over Kubernetes objects, no API calls.
 
 pub mod accelerator;
+pub mod host;
 pub mod materials;
 pub mod report;
 

@@ -23,6 +23,24 @@ use statement::{
 pub const BUILD_TYPE: &str = "https://provenant.dev/TrainingRun/v1";
 /// Default `runDetails.builder.id`.
 pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";
+/// buildType of runs executed on a host by `provenant attest` (docs/provenance.md, "local").
+pub const LOCAL_BUILD_TYPE: &str = "https://provenant.dev/TrainingRun/local/v1";
+/// Default `runDetails.builder.id` of `provenant attest`.
+pub const DEFAULT_LOCAL_BUILDER_ID: &str = "https://provenant.dev/attest/v1";
+
+/// How `provenant attest` ran a TrainingRun on a host: what the local statement records instead
+/// of the cluster's namespace and scheduling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalInvocation {
+    /// Host facts (hostname, os, arch, cpus, ...), as observed.
+    pub host: Value,
+    /// Directory the command ran in.
+    pub working_directory: String,
+    /// The argv actually executed.
+    pub command: Vec<String>,
+    /// The code as observed in the working directory: (uri, commit, dirty).
+    pub code: Option<(String, String, bool)>,
+}
 
 /// Who built it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +135,71 @@ pub fn statement_for_run(
                     started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
                     finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
                 },
-                byproducts: byproducts(status, &namespace),
+                byproducts: byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
+            },
+        },
+    })
+}
+
+/// The statement of a run executed on a host by `provenant attest`: the same mapping, with the
+/// host in place of the cluster and the code revision observed from the working directory.
+pub fn statement_for_local_run(
+    run: &TrainingRun,
+    local: &LocalInvocation,
+    builder: &BuilderIdentity,
+) -> Result<Statement, ProvenanceError> {
+    let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
+    if status.phase != Some(crate::api::Phase::Succeeded) {
+        return Err(ProvenanceError::NotSucceeded);
+    }
+    let subject = subjects(status);
+    if subject.is_empty() {
+        return Err(ProvenanceError::NoOutputs);
+    }
+    let uid = run.metadata.uid.clone().ok_or(ProvenanceError::Missing("uid"))?;
+    let mut internal = BTreeMap::new();
+    internal.insert("host".to_string(), local.host.clone());
+    internal.insert("workingDirectory".to_string(), json!(local.working_directory));
+    internal.insert("command".to_string(), json!(local.command));
+    let mut deps = resolved_dependencies(&run.spec, status);
+    if let Some((uri, commit, dirty)) = &local.code {
+        // Observed beats declared here: the commit the working tree is at (attest refuses to run
+        // when a declared revision disagrees).
+        deps.retain(|d| d.name.as_deref() != Some("code"));
+        let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
+        let source = if declared { json!(["declared", "observed"]) } else { json!(["observed"]) };
+        let uri = if uri.starts_with("git+") { uri.clone() } else { format!("git+{uri}") };
+        deps.push(ResourceDescriptor {
+            name: Some("code".into()),
+            uri: Some(uri),
+            digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
+            annotations: BTreeMap::from([("source".into(), source), ("dirty".into(), json!(dirty))]),
+            ..Default::default()
+        });
+    }
+    let host = local.host.get("hostname").and_then(Value::as_str).unwrap_or("localhost").to_string();
+    Ok(Statement {
+        type_: STATEMENT_TYPE.into(),
+        subject,
+        predicate_type: SLSA_PROVENANCE_V1.into(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: LOCAL_BUILD_TYPE.into(),
+                external_parameters: external_parameters(&run.spec),
+                internal_parameters: internal,
+                resolved_dependencies: deps,
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: builder.id.clone(),
+                    version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
+                },
+                metadata: BuildMetadata {
+                    invocation_id: uid,
+                    started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
+                    finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
+                },
+                byproducts: byproducts(status, |worker| format!("local://{host}/{worker}")),
             },
         },
     })
@@ -303,7 +385,7 @@ pub fn resolved_dependencies(
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
 /// timings, images) apart from what the workload reported (metrics), and the digest of the
 /// worker's termination message.
-pub fn byproducts(status: &TrainingRunStatus, namespace: &str) -> Vec<ResourceDescriptor> {
+pub fn byproducts(status: &TrainingRunStatus, uri_of: impl Fn(&str) -> String) -> Vec<ResourceDescriptor> {
     status
         .workers
         .iter()
@@ -339,7 +421,7 @@ pub fn byproducts(status: &TrainingRunStatus, namespace: &str) -> Vec<ResourceDe
             ResourceDescriptor {
                 name: Some(format!("worker/{}", w.pod_name)),
                 // The pod, as a reference (every descriptor needs a uri or a digest).
-                uri: Some(format!("k8s://{namespace}/pods/{}", w.pod_name)),
+                uri: Some(uri_of(&w.pod_name)),
                 digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
                 media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
                 annotations,

@@ -1,22 +1,38 @@
-//! The storage seam: resolving model artifacts in an OCI registry and attaching signed
-//! attestations to them in the cosign-compatible and OCI 1.1 layouts (DESIGN.md "Registry
-//! layout", docs/registry-layout.md).
+//! The storage seam: resolving model artifacts and attaching signed attestations to them in the
+//! cosign-compatible and OCI 1.1 layouts (DESIGN.md "Registry layout", docs/registry-layout.md),
+//! in an OCI registry or an OCI image layout directory; pushing model directories as artifacts;
+//! reading attestations back for `verify`.
 //!
-//! Callers hold an `Arc<dyn AttestationStore>`; [`RegistryStore`] is the registry implementation.
+//! The controller holds an `Arc<dyn AttestationStore>`; the CLI an `Arc<dyn ArtifactStore>` from
+//! [`open_store`]. [`RegistryStore`] and [`LayoutStore`] share the manifest logic (`backend.rs`).
 
+mod backend;
 pub mod credentials;
+pub mod discover;
+pub mod layout;
+pub mod model;
 pub mod oci;
+pub mod reference;
 pub mod registry;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 pub use credentials::{Credential, DockerConfig};
+pub use discover::{FoundAttestation, Via};
+pub use layout::LayoutStore;
+pub use model::ModelArtifact;
+pub use reference::{Location, Reference, parse_reference};
 pub use registry::{Observer, RegistryOptions, RegistryStore, RetryPolicy, op};
+
+use crate::hashing::FileDigest;
 
 /// The artifact an attestation is about: a manifest in a repository.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Subject {
-    /// `host[:port]/path`, e.g. `registry.example.com/models/mnist`.
+    /// `host[:port]/path`, e.g. `registry.example.com/models/mnist`. A [`LayoutStore`] does not
+    /// use it (it is bound to its directory); `oci:<dir>` is the conventional value there.
     pub repository: String,
     /// Manifest digest, `sha256:<hex>`.
     pub digest: String,
@@ -68,7 +84,7 @@ pub struct Attached {
     pub referrer_digest: String,
 }
 
-/// A manifest found in the registry.
+/// A manifest found in (or pushed to) a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedArtifact {
     /// `sha256:<hex>`, verified against the bytes served.
@@ -88,6 +104,40 @@ pub trait AttestationStore: Send + Sync {
     /// Attaches the attestation (and signature) to its subject. Idempotent: repeating it, also
     /// after a crash half-way, never duplicates anything.
     async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError>;
+}
+
+/// What `provenant attest` and `provenant verify` need beyond attaching: push a model, read the
+/// attestations back, resolve a tag. Implemented by both stores, used as `Arc<dyn ArtifactStore>`.
+#[async_trait::async_trait]
+pub trait ArtifactStore: AttestationStore {
+    /// Pushes the model directory `dir` (its files hashed as `files`, paths relative to `dir`)
+    /// as an OCI artifact ([`ModelArtifact`]), tagged `tag` if given. File contents are
+    /// streamed, never read whole into memory. `repository` is `host/path` for a registry and
+    /// ignored by a layout.
+    async fn push_model(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        dir: &Path,
+        files: &[FileDigest],
+    ) -> Result<ResolvedArtifact, StorageError>;
+
+    /// Every DSSE envelope about `subject`: the layers of `sha256-<hex>.att` and the in-toto
+    /// referrers (referrers API, else the fallback index), one entry per envelope.
+    async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError>;
+
+    /// The manifest a reference names (see [`parse_reference`]): a tag is resolved to its
+    /// digest, a digest is checked against the content.
+    async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError>;
+}
+
+/// The store a reference lives in: a [`LayoutStore`] on its directory, or a [`RegistryStore`]
+/// with `options`.
+pub fn open_store(reference: &Reference, options: RegistryOptions) -> Arc<dyn ArtifactStore> {
+    match &reference.location {
+        Location::Layout(dir) => Arc::new(LayoutStore::new(dir.clone())),
+        Location::Registry(_) => Arc::new(RegistryStore::new(options)),
+    }
 }
 
 /// What kind of failure a [`StorageError`] is; drives the caller's retry decision.

@@ -5,10 +5,11 @@
 //! sequence is documented in docs/registry-layout.md and asserted by
 //! `controller/tests/registry_store.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,18 +19,18 @@ use reqwest::header::{
     WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode, Url};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use super::backend::{self, Backend, Blob, Fetched, MAX_DOCUMENT_BYTES};
 use super::credentials::{Credential, DockerConfig, normalize_host};
-use super::oci::{
-    self, DOCKER_MANIFEST_MEDIA_TYPE, Descriptor, EMPTY_BLOB, ImageConfig, ImageIndex,
-    ImageManifest, MANIFEST_ACCEPT, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
-    OCI_MANIFEST_MEDIA_TYPE, sha256_digest,
-};
+use super::discover::FoundAttestation;
+use super::model::ModelArtifact;
+use super::oci::{self, ImageIndex, MANIFEST_ACCEPT, OCI_INDEX_MEDIA_TYPE, sha256_digest};
+use super::reference::{Location, parse_reference};
 use super::{
-    Attached, Attestation, AttestationStore, ErrorKind, ResolvedArtifact, StorageError, Subject,
+    ArtifactStore, Attached, Attestation, AttestationStore, ErrorKind, ResolvedArtifact,
+    StorageError, Subject,
 };
+use crate::hashing::FileDigest;
 
 /// The op names passed to the observer and carried by errors: one per kind of HTTP request.
 pub mod op {
@@ -43,17 +44,21 @@ pub mod op {
     pub const BLOB_UPLOAD_START: &str = "blob_upload_start";
     /// `PUT <upload location>?digest=` (monolithic upload of the content).
     pub const BLOB_UPLOAD: &str = "blob_upload";
-    /// `GET /v2/<name>/referrers/<digest>` (referrers API probe, once per registry).
+    /// `GET /v2/<name>/blobs/<digest>` (reading envelopes back, `verify`).
+    pub const BLOB_GET: &str = "blob_get";
+    /// `GET /v2/<name>/referrers/<digest>` (referrers API probe, once per registry; the list
+    /// itself when reading).
     pub const REFERRERS_GET: &str = "referrers_get";
     /// Token endpoint request (bearer auth).
     pub const AUTH: &str = "auth";
     /// Every op above, e.g. to pre-register metric label values.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         MANIFEST_GET,
         MANIFEST_PUT,
         BLOB_HEAD,
         BLOB_UPLOAD_START,
         BLOB_UPLOAD,
+        BLOB_GET,
         REFERRERS_GET,
         AUTH,
     ];
@@ -141,11 +146,6 @@ impl fmt::Debug for RegistryOptions {
     }
 }
 
-/// Manifests and registry error bodies are small; anything bigger is not what we asked for.
-const MAX_RESPONSE_BYTES: usize = 8 << 20;
-/// Rounds of read-modify-write on one tag before giving up (only concurrent writers in other
-/// processes make a round fail).
-const MAX_TAG_ROUNDS: u32 = 8;
 /// Subject manifests remembered (content addressed, so never stale); the cache is cleared when
 /// full rather than tracked LRU.
 const RESOLVED_CACHE_ENTRIES: usize = 1024;
@@ -297,7 +297,7 @@ struct Call<'a> {
     target: &'a str,
     accept: Option<&'static str>,
     content_type: Option<&'a str>,
-    body: Option<&'a [u8]>,
+    body: Option<Blob<'a>>,
     /// Statuses that are a usable answer (for the observer).
     ok: &'static [u16],
 }
@@ -319,58 +319,6 @@ impl Response {
         let mt = ct.split(';').next().unwrap_or_default().trim();
         (!mt.is_empty()).then(|| mt.to_ascii_lowercase())
     }
-}
-
-/// A manifest read from a tag, with the media type to write it back with.
-struct TagContent<T> {
-    doc: T,
-    media_type: String,
-}
-
-/// What must exist before a tag may reference it (done once per attach, only when a write is
-/// actually needed).
-enum Prerequisite<'a> {
-    /// A cosign `.att` / `.sig` layer blob, plus the config blob if the tag is being created.
-    CosignLayer { config: &'a [u8], layer: &'a [u8] },
-    /// The referrer manifest (and its blobs) before the fallback index lists it.
-    Referrer(&'a Referrer),
-}
-
-/// The OCI 1.1 referrer for one attestation.
-struct Referrer {
-    manifest: ImageManifest,
-    bytes: Vec<u8>,
-    digest: String,
-    envelope: Vec<u8>,
-}
-
-/// A document kept under a tag and updated by read-modify-write.
-trait TagDocument: Serialize + DeserializeOwned + Send + Sync {
-    /// Media types it may be stored as; the first is used when creating the tag.
-    const MEDIA_TYPES: &'static [&'static str];
-    fn media_type_field(&self) -> Option<&str>;
-}
-
-impl TagDocument for ImageManifest {
-    const MEDIA_TYPES: &'static [&'static str] =
-        &[OCI_MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE];
-    fn media_type_field(&self) -> Option<&str> {
-        self.media_type.as_deref()
-    }
-}
-
-impl TagDocument for ImageIndex {
-    const MEDIA_TYPES: &'static [&'static str] = &[OCI_INDEX_MEDIA_TYPE];
-    fn media_type_field(&self) -> Option<&str> {
-        self.media_type.as_deref()
-    }
-}
-
-fn is_generic_media_type(mt: &str) -> bool {
-    matches!(
-        mt,
-        "application/json" | "text/plain" | "application/octet-stream"
-    )
 }
 
 /// The error chain of a transport failure, e.g. `error sending request for url (...): client
@@ -419,6 +367,22 @@ fn status_error(op: &'static str, target: &str, resp: &Response) -> StorageError
             .map(Duration::from_secs);
     }
     e
+}
+
+/// A request body streaming `file` in chunks: model files are never read whole into memory.
+fn file_body(file: tokio::fs::File) -> reqwest::Body {
+    use tokio::io::AsyncReadExt as _;
+    const CHUNK: usize = 256 << 10;
+    let chunks = futures::stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0; CHUNK];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf, file)))
+    });
+    reqwest::Body::wrap_stream(chunks)
 }
 
 /// Parses a `WWW-Authenticate` value: `Basic realm="x"` or
@@ -565,7 +529,25 @@ impl RegistryStore {
             req = req.header(AUTHORIZATION, a);
         }
         match call.body {
-            Some(body) => req = req.header(CONTENT_LENGTH, body.len()).body(body.to_vec()),
+            Some(Blob::Bytes(body)) => {
+                req = req.header(CONTENT_LENGTH, body.len()).body(body.to_vec());
+            }
+            Some(Blob::File { path, size }) => {
+                let file = tokio::fs::File::open(path).await.map_err(|e| {
+                    StorageError::permanent(
+                        call.op,
+                        call.target,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                // The whole-request timeout is sized for manifests; give big files time at
+                // 1 MiB/s at least.
+                let timeout = self.options.request_timeout + Duration::from_secs(size >> 20);
+                req = req
+                    .header(CONTENT_LENGTH, size)
+                    .timeout(timeout)
+                    .body(file_body(file));
+            }
             None if call.method == Method::POST || call.method == Method::PUT => {
                 req = req.header(CONTENT_LENGTH, 0);
             }
@@ -581,11 +563,11 @@ impl RegistryStore {
             let headers = resp.headers().clone();
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                     return Err(StorageError::permanent(
                         call.op,
                         call.target,
-                        format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                        format!("response larger than {MAX_DOCUMENT_BYTES} bytes"),
                     ));
                 }
                 body.extend_from_slice(&chunk);
@@ -814,7 +796,7 @@ impl RegistryStore {
             target,
             accept: Some("application/json"),
             content_type: form.as_ref().map(|_| "application/x-www-form-urlencoded"),
-            body: form.as_deref(),
+            body: form.as_deref().map(Blob::Bytes),
             ok: &[200],
         };
         // One attempt: the token fetch runs inside a registry request, whose retry covers it.
@@ -919,7 +901,7 @@ impl RegistryStore {
             target: &target,
             accept: None,
             content_type: Some(media_type),
-            body: Some(bytes),
+            body: Some(Blob::Bytes(bytes)),
             ok: &[201],
         };
         let resp = self.request(repo, true, &call).await?;
@@ -965,31 +947,10 @@ impl RegistryStore {
                 "manifest unknown",
             ));
         };
-        let actual = sha256_digest(&resp.body);
-        if actual != digest {
-            return Err(StorageError::new(
-                op::MANIFEST_GET,
-                &target,
-                ErrorKind::DigestMismatch,
-                format!("content served for {digest} hashes to {actual}"),
-            ));
-        }
-        let media_type = match resp.media_type() {
-            Some(mt) if !is_generic_media_type(&mt) => mt,
-            _ => {
-                let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
-                    StorageError::permanent(op::MANIFEST_GET, &target, format!("not JSON: {e}"))
-                })?;
-                match v.get("mediaType").and_then(|m| m.as_str()) {
-                    Some(mt) => mt.to_string(),
-                    None if v.get("manifests").is_some() => OCI_INDEX_MEDIA_TYPE.to_string(),
-                    None => OCI_MANIFEST_MEDIA_TYPE.to_string(),
-                }
-            }
-        };
+        backend::check_digest(op::MANIFEST_GET, &target, digest, &resp.body)?;
         let resolved = ResolvedArtifact {
-            digest: actual,
-            media_type,
+            digest: digest.to_string(),
+            media_type: backend::manifest_media_type(resp.media_type(), &resp.body, &target)?,
             size: resp.body.len() as u64,
         };
         let mut cache = self.lock_resolved();
@@ -1008,23 +969,23 @@ impl RegistryStore {
 
     // ----- blobs -----------------------------------------------------------------------------
 
-    /// Makes sure blob `bytes` exists in the repository: HEAD, and a monolithic upload (POST +
-    /// PUT) only when missing. `ensured` remembers blobs checked during this attach.
-    async fn ensure_blob(
+    /// `HEAD` (exists?) or `GET` (content) of a blob; `None` on 404.
+    async fn blob_request(
         &self,
         repo: &Repo,
-        bytes: &[u8],
-        ensured: &mut HashSet<String>,
-    ) -> Result<(), StorageError> {
-        let digest = sha256_digest(bytes);
-        if ensured.contains(&digest) {
-            return Ok(());
-        }
-        let url = repo.blob_url(&digest);
-        let target = repo.digest_ref(&digest);
-        let head = Call {
-            op: op::BLOB_HEAD,
-            method: Method::HEAD,
+        push: bool,
+        op: &'static str,
+        digest: &str,
+    ) -> Result<Option<Response>, StorageError> {
+        let url = repo.blob_url(digest);
+        let target = repo.digest_ref(digest);
+        let call = Call {
+            op,
+            method: if op == op::BLOB_HEAD {
+                Method::HEAD
+            } else {
+                Method::GET
+            },
             url: &url,
             target: &target,
             accept: None,
@@ -1032,25 +993,24 @@ impl RegistryStore {
             body: None,
             ok: &[200, 404],
         };
-        let resp = self.request(repo, true, &head).await?;
+        let resp = self.request(repo, push, &call).await?;
         match resp.status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => self.upload_blob(repo, &digest, bytes, &target).await?,
-            _ => return Err(status_error(op::BLOB_HEAD, &target, &resp)),
+            StatusCode::OK => Ok(Some(resp)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(op, &target, &resp)),
         }
-        ensured.insert(digest);
-        Ok(())
     }
 
-    /// POST + PUT, retried as a unit (a failed PUT may have consumed the upload session).
+    /// POST + monolithic PUT, retried as a unit (a failed PUT may have consumed the upload
+    /// session; a file body is reopened for each attempt).
     async fn upload_blob(
         &self,
         repo: &Repo,
         digest: &str,
-        bytes: &[u8],
-        target: &str,
+        blob: Blob<'_>,
     ) -> Result<(), StorageError> {
         let start_url = &format!("{}/blobs/uploads/", repo.base);
+        let target = &repo.digest_ref(digest);
         self.retry(move || async move {
             let start = Call {
                 op: op::BLOB_UPLOAD_START,
@@ -1092,7 +1052,7 @@ impl RegistryStore {
                 target,
                 accept: None,
                 content_type: Some("application/octet-stream"),
-                body: Some(bytes),
+                body: Some(blob),
                 ok: &[201],
             };
             let resp = self.send(repo, true, &put).await?;
@@ -1104,7 +1064,7 @@ impl RegistryStore {
         .await
     }
 
-    // ----- tags (read-modify-write) ----------------------------------------------------------
+    // ----- tags and referrers ----------------------------------------------------------------
 
     fn tag_lock(&self, repo: &Repo, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -1117,142 +1077,6 @@ impl RegistryStore {
             .clone()
     }
 
-    /// Reads the document under `tag` (`None` if the tag does not exist). Content of another
-    /// kind under the tag is an error: it is never overwritten.
-    async fn read_tag<T: TagDocument>(
-        &self,
-        repo: &Repo,
-        tag: &str,
-    ) -> Result<Option<TagContent<T>>, StorageError> {
-        let Some(resp) = self.get_manifest(repo, true, tag, true).await? else {
-            return Ok(None);
-        };
-        let target = repo.tag_ref(tag);
-        let doc: T = serde_json::from_slice(&resp.body).map_err(|e| {
-            StorageError::permanent(
-                op::MANIFEST_GET,
-                &target,
-                format!("not a {}: {e}", T::MEDIA_TYPES[0]),
-            )
-        })?;
-        let media_type = match resp.media_type() {
-            Some(mt) if !is_generic_media_type(&mt) => Some(mt),
-            _ => doc.media_type_field().map(str::to_string),
-        }
-        .unwrap_or_else(|| T::MEDIA_TYPES[0].to_string());
-        if !T::MEDIA_TYPES.contains(&media_type.as_str()) {
-            return Err(StorageError::permanent(
-                op::MANIFEST_GET,
-                &target,
-                format!(
-                    "holds a {media_type}, expected {}; not overwriting it",
-                    T::MEDIA_TYPES.join(" or ")
-                ),
-            ));
-        }
-        Ok(Some(TagContent { doc, media_type }))
-    }
-
-    /// Adds an entry to the document under `tag` unless it is there: read, add, write, re-read
-    /// to verify, and repeat (with jitter, bounded) if a concurrent writer dropped it.
-    /// Writers in this process are serialized per tag; other processes are only caught by the
-    /// verification (distribution has no conditional PUT). Returns whether it wrote.
-    async fn update_tag<T: TagDocument>(
-        &self,
-        repo: &Repo,
-        tag: &str,
-        new: impl Fn() -> T + Send + Sync,
-        add: impl Fn(&mut T) -> bool + Send + Sync,
-        prerequisite: &Prerequisite<'_>,
-        ensured: &mut HashSet<String>,
-    ) -> Result<bool, StorageError> {
-        let lock = self.tag_lock(repo, tag);
-        let _guard = lock.lock().await;
-        let (mut doc, mut media_type, mut created) = match self.read_tag::<T>(repo, tag).await? {
-            Some(c) => (c.doc, c.media_type, false),
-            None => (new(), T::MEDIA_TYPES[0].to_string(), true),
-        };
-        if !add(&mut doc) {
-            return Ok(false);
-        }
-        // Whether the prerequisite is met, and whether that included a new tag's needs.
-        let mut satisfied: Option<bool> = None;
-        for round in 1..=MAX_TAG_ROUNDS {
-            if satisfied.is_none() || (created && satisfied == Some(false)) {
-                self.satisfy(repo, prerequisite, created, ensured).await?;
-                satisfied = Some(created);
-            }
-            let bytes = oci::to_bytes(&doc).map_err(|e| {
-                StorageError::permanent(op::MANIFEST_PUT, repo.tag_ref(tag), e.to_string())
-            })?;
-            self.put_manifest(repo, tag, &media_type, &bytes).await?;
-            // Verify; if our entry is gone, the re-read (with our entry added) is the next write.
-            match self.read_tag::<T>(repo, tag).await? {
-                Some(mut c) => {
-                    if !add(&mut c.doc) {
-                        return Ok(true);
-                    }
-                    (doc, media_type, created) = (c.doc, c.media_type, false);
-                }
-                None => {
-                    doc = new();
-                    add(&mut doc);
-                    (media_type, created) = (T::MEDIA_TYPES[0].to_string(), true);
-                }
-            }
-            let delay = Duration::from_millis(rand::random_range(10..=50) * u64::from(round));
-            tracing::info!(tag = %repo.tag_ref(tag), round, ?delay, "entry lost to a concurrent writer, retrying");
-            tokio::time::sleep(delay).await;
-        }
-        Err(StorageError::new(
-            op::MANIFEST_PUT,
-            repo.tag_ref(tag),
-            ErrorKind::Transient,
-            format!("concurrent writers kept dropping our entry ({MAX_TAG_ROUNDS} rounds)"),
-        ))
-    }
-
-    async fn satisfy(
-        &self,
-        repo: &Repo,
-        prerequisite: &Prerequisite<'_>,
-        created: bool,
-        ensured: &mut HashSet<String>,
-    ) -> Result<(), StorageError> {
-        match prerequisite {
-            Prerequisite::CosignLayer { config, layer } => {
-                if created {
-                    self.ensure_blob(repo, config, ensured).await?;
-                }
-                self.ensure_blob(repo, layer, ensured).await
-            }
-            Prerequisite::Referrer(r) => self.push_referrer(repo, r, ensured).await.map(|_| ()),
-        }
-    }
-
-    /// Pushes the referrer manifest (by digest) and its blobs; returns whether the registry
-    /// said it indexed the subject (`OCI-Subject`).
-    async fn push_referrer(
-        &self,
-        repo: &Repo,
-        r: &Referrer,
-        ensured: &mut HashSet<String>,
-    ) -> Result<bool, StorageError> {
-        self.ensure_blob(repo, EMPTY_BLOB, ensured).await?;
-        self.ensure_blob(repo, &r.envelope, ensured).await?;
-        let resp = self
-            .put_manifest(repo, &r.digest, OCI_MANIFEST_MEDIA_TYPE, &r.bytes)
-            .await?;
-        let subject = r.manifest.subject.as_ref().map(|s| s.digest.as_str());
-        let indexed = resp
-            .header("oci-subject")
-            .is_some_and(|h| Some(h) == subject);
-        if indexed {
-            self.set_referrers_api(repo, true);
-        }
-        Ok(indexed)
-    }
-
     fn set_referrers_api(&self, repo: &Repo, supported: bool) {
         self.referrers_api
             .lock()
@@ -1260,17 +1084,25 @@ impl RegistryStore {
             .insert(repo.api_host.clone(), supported);
     }
 
-    /// Whether the registry serves the referrers API: probed once per registry with
-    /// `GET /v2/<name>/referrers/<digest>` (200 with an OCI index = yes), then remembered.
-    async fn has_referrers_api(&self, repo: &Repo, subject: &str) -> Result<bool, StorageError> {
-        let known = self
-            .referrers_api
+    fn known_referrers_api(&self, repo: &Repo) -> Option<bool> {
+        self.referrers_api
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&repo.api_host)
-            .copied();
-        if let Some(known) = known {
-            return Ok(known);
+            .copied()
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>`: the referrers list when the registry serves the API
+    /// (200 with an OCI index), `None` when it does not (remembered per registry: no request
+    /// once known absent).
+    async fn referrers(
+        &self,
+        repo: &Repo,
+        push: bool,
+        subject: &str,
+    ) -> Result<Option<ImageIndex>, StorageError> {
+        if self.known_referrers_api(repo) == Some(false) {
+            return Ok(None);
         }
         let url = format!("{}/referrers/{subject}", repo.base);
         let target = repo.digest_ref(subject);
@@ -1284,143 +1116,168 @@ impl RegistryStore {
             body: None,
             ok: &[200, 404],
         };
-        let resp = self.request(repo, true, &call).await?;
-        let supported = resp.status == StatusCode::OK
-            && (resp.media_type().as_deref() == Some(OCI_INDEX_MEDIA_TYPE)
-                || serde_json::from_slice::<ImageIndex>(&resp.body)
-                    .is_ok_and(|i| i.media_type.as_deref() == Some(OCI_INDEX_MEDIA_TYPE)));
-        tracing::debug!(registry = %repo.api_host, supported, "referrers API probed");
-        self.set_referrers_api(repo, supported);
-        Ok(supported)
+        let resp = self.request(repo, push, &call).await?;
+        let index = (resp.status == StatusCode::OK)
+            .then(|| serde_json::from_slice::<ImageIndex>(&resp.body).ok())
+            .flatten()
+            .filter(|i| {
+                resp.media_type().as_deref() == Some(OCI_INDEX_MEDIA_TYPE)
+                    || i.media_type.as_deref() == Some(OCI_INDEX_MEDIA_TYPE)
+            });
+        tracing::debug!(registry = %repo.api_host, supported = index.is_some(), "referrers API asked");
+        self.set_referrers_api(repo, index.is_some());
+        Ok(index)
     }
 
-    async fn attach_in(
-        &self,
-        repo: &Repo,
-        attestation: &Attestation,
-        hex: &str,
-    ) -> Result<Attached, StorageError> {
-        let subject = &attestation.subject.digest;
-        let model = self.resolve_in(repo, subject, true).await?;
-        let mut ensured = HashSet::new();
-        let mut references = Vec::with_capacity(3);
-
-        // cosign's config for .att/.sig manifests created here (constant, so uploaded once).
-        let config = oci::to_bytes(&ImageConfig::cosign_empty())
-            .map_err(|e| StorageError::permanent(op::INPUT, repo.display.clone(), e.to_string()))?;
-        let config_descriptor = Descriptor::of(OCI_CONFIG_MEDIA_TYPE, &config);
-
-        // 1. cosign attestation: append our DSSE layer to `sha256-<hex>.att`.
-        let att_tag = oci::attestation_tag(hex);
-        let layer = oci::attestation_layer(&attestation.envelope, &attestation.predicate_type);
-        self.update_tag(
-            repo,
-            &att_tag,
-            || ImageManifest::cosign(config_descriptor.clone()),
-            |m: &mut ImageManifest| m.append_layer(layer.clone(), oci::same_attestation),
-            &Prerequisite::CosignLayer {
-                config: &config,
-                layer: &attestation.envelope,
-            },
-            &mut ensured,
-        )
-        .await?;
-        references.push(repo.tag_ref(&att_tag));
-
-        // 2. cosign signature: append (payload, signature) to `sha256-<hex>.sig`.
-        if let Some(signature) = &attestation.signature {
-            let sig_tag = oci::signature_tag(hex);
-            let layer = oci::signature_layer(&signature.payload, &signature.signature);
-            self.update_tag(
-                repo,
-                &sig_tag,
-                || ImageManifest::cosign(config_descriptor.clone()),
-                |m: &mut ImageManifest| m.append_layer(layer.clone(), oci::same_signature),
-                &Prerequisite::CosignLayer {
-                    config: &config,
-                    layer: &signature.payload,
-                },
-                &mut ensured,
-            )
-            .await?;
-            references.push(repo.tag_ref(&sig_tag));
-        }
-
-        // 3. OCI 1.1 referrer, plus the fallback index where there is no referrers API.
-        let manifest = ImageManifest::referrer(
-            Descriptor::new(&model.media_type, model.digest.clone(), model.size),
-            &attestation.envelope,
-            &attestation.predicate_type,
-        );
-        let bytes = oci::to_bytes(&manifest)
-            .map_err(|e| StorageError::permanent(op::INPUT, repo.display.clone(), e.to_string()))?;
-        let referrer = Referrer {
-            digest: sha256_digest(&bytes),
-            envelope: attestation.envelope.clone(),
-            manifest,
-            bytes,
-        };
-        if self.has_referrers_api(repo, subject).await? {
-            self.push_referrer(repo, &referrer, &mut ensured).await?;
-        } else {
-            let entry = oci::referrer_entry(&referrer.manifest, &referrer.bytes);
-            self.update_tag(
-                repo,
-                &oci::referrers_tag(hex),
-                ImageIndex::empty,
-                |i: &mut ImageIndex| i.add(entry.clone()),
-                &Prerequisite::Referrer(&referrer),
-                &mut ensured,
-            )
-            .await?;
-        }
-        references.push(repo.digest_ref(&referrer.digest));
-        tracing::debug!(subject = %attestation.subject, referrer = %referrer.digest, "attestation attached");
-        Ok(Attached {
-            references,
-            referrer_digest: referrer.digest,
+    /// The backend for one repository; `push` asks for push scope when authenticating.
+    fn backend(&self, repository: &str, push: bool) -> Result<RegistryBackend<'_>, StorageError> {
+        Ok(RegistryBackend {
+            store: self,
+            repo: Repo::parse(repository, &self.options.insecure_registries)?,
+            push,
         })
     }
 }
 
-fn parse_subject(subject: &Subject, insecure: &[String]) -> Result<(Repo, String), StorageError> {
-    let repo = Repo::parse(&subject.repository, insecure)?;
-    let hex = oci::sha256_hex(&subject.digest).ok_or_else(|| {
-        StorageError::permanent(
-            op::INPUT,
-            subject.to_string(),
-            "digest must be sha256:<64 lowercase hex>",
-        )
-    })?;
-    Ok((repo, hex.to_string()))
+/// Checks `host[:port]/path` (no tag, no digest) as the store would parse it.
+pub(crate) fn validate_repository(repository: &str) -> Result<(), StorageError> {
+    Repo::parse(repository, &[]).map(|_| ())
+}
+
+/// One repository of a [`RegistryStore`] as the shared manifest logic sees it: each call is one
+/// request (plus retries and auth), so the request counts in docs/registry-layout.md hold.
+struct RegistryBackend<'a> {
+    store: &'a RegistryStore,
+    repo: Repo,
+    push: bool,
+}
+
+#[async_trait::async_trait]
+impl Backend for RegistryBackend<'_> {
+    fn tag_ref(&self, tag: &str) -> String {
+        self.repo.tag_ref(tag)
+    }
+
+    fn digest_ref(&self, digest: &str) -> String {
+        self.repo.digest_ref(digest)
+    }
+
+    async fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>, StorageError> {
+        let resp = self
+            .store
+            .get_manifest(&self.repo, self.push, reference, true)
+            .await?;
+        Ok(resp.map(|r| Fetched {
+            media_type: r.media_type(),
+            bytes: r.body,
+        }))
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Option<String>, StorageError> {
+        let resp = self
+            .store
+            .put_manifest(&self.repo, reference, media_type, bytes)
+            .await?;
+        Ok(resp.header("oci-subject").map(str::to_string))
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool, StorageError> {
+        let head = self
+            .store
+            .blob_request(&self.repo, true, op::BLOB_HEAD, digest)
+            .await?;
+        Ok(head.is_some())
+    }
+
+    async fn put_blob(&self, digest: &str, blob: Blob<'_>) -> Result<(), StorageError> {
+        self.store.upload_blob(&self.repo, digest, blob).await
+    }
+
+    async fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let resp = self
+            .store
+            .blob_request(&self.repo, self.push, op::BLOB_GET, digest)
+            .await?;
+        Ok(resp.map(|r| r.body))
+    }
+
+    async fn has_referrers_api(&self, subject: &str) -> Result<bool, StorageError> {
+        match self.store.known_referrers_api(&self.repo) {
+            Some(known) => Ok(known),
+            None => Ok(self.referrers(subject).await?.is_some()),
+        }
+    }
+
+    async fn referrers(&self, subject: &str) -> Result<Option<ImageIndex>, StorageError> {
+        self.store.referrers(&self.repo, self.push, subject).await
+    }
+
+    fn learned_referrers_api(&self) {
+        self.store.set_referrers_api(&self.repo, true);
+    }
+
+    fn tag_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.store.tag_lock(&self.repo, tag)
+    }
+
+    async fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
+        self.store.resolve_in(&self.repo, digest, self.push).await
+    }
 }
 
 #[async_trait::async_trait]
 impl AttestationStore for RegistryStore {
     async fn resolve(&self, subject: &Subject) -> Result<ResolvedArtifact, StorageError> {
-        let (repo, _) = parse_subject(subject, &self.options.insecure_registries)?;
-        self.resolve_in(&repo, &subject.digest, false).await
+        let b = self.backend(&subject.repository, false)?;
+        backend::subject_hex(subject)?;
+        self.resolve_in(&b.repo, &subject.digest, false).await
     }
 
     async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError> {
-        let (repo, hex) = parse_subject(&attestation.subject, &self.options.insecure_registries)?;
-        if attestation.envelope.is_empty() || attestation.predicate_type.is_empty() {
+        let b = self.backend(&attestation.subject.repository, true)?;
+        let hex = backend::validate_attestation(attestation)?;
+        backend::attach(&b, attestation, &hex).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ArtifactStore for RegistryStore {
+    async fn push_model(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        dir: &Path,
+        files: &[FileDigest],
+    ) -> Result<ResolvedArtifact, StorageError> {
+        let b = self.backend(repository, true)?;
+        let model = ModelArtifact::new(dir, files)?;
+        backend::push_model(&b, tag, &model).await
+    }
+
+    async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError> {
+        let b = self.backend(&subject.repository, false)?;
+        backend::attestations(&b, subject).await
+    }
+
+    async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError> {
+        let parsed = parse_reference(reference)?;
+        let Location::Registry(repository) = &parsed.location else {
             return Err(StorageError::permanent(
                 op::INPUT,
-                attestation.subject.to_string(),
-                "empty DSSE envelope or predicate type",
+                reference,
+                "an OCI layout reference (oci:...) given to the registry store",
             ));
-        }
-        if let Some(s) = &attestation.signature
-            && (s.payload.is_empty() || s.signature.is_empty())
-        {
-            return Err(StorageError::permanent(
-                op::INPUT,
-                attestation.subject.to_string(),
-                "empty signature payload or signature",
-            ));
-        }
-        self.attach_in(&repo, attestation, &hex).await
+        };
+        let b = self.backend(repository, false)?;
+        let tag_or_digest = parsed.tag_or_digest().ok_or_else(|| {
+            StorageError::permanent(op::INPUT, reference, "no tag or digest in the reference")
+        })?;
+        backend::resolve_reference(&b, tag_or_digest).await
     }
 }
 

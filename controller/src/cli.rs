@@ -1,0 +1,309 @@
+//! The local subcommands: `attest` (train here and attest), `verify` (check a model's
+//! attestations) and `package` (store a model directory as an OCI artifact). Thin front-ends on
+//! the engine: `local`, `verify`, `storage`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::hashing;
+use crate::local::{self, Destination};
+use crate::signing::PublicKey;
+use crate::storage::{
+    self, ArtifactStore, DockerConfig, LayoutStore, RegistryOptions, RegistryStore, Subject,
+};
+use crate::verify::{self, Policy};
+
+/// `provenant attest`.
+#[derive(clap::Args, Debug)]
+pub struct AttestArgs {
+    /// The TrainingRun YAML (the same API as in a cluster).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Cosign private key (cosign.key); its password comes from --password-env.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Environment variable holding the key's password (empty when unset).
+    #[arg(long, default_value = "COSIGN_PASSWORD")]
+    pub password_env: String,
+    /// OCI image layout directory for the model and its attestations (the default store).
+    #[arg(long, default_value = "provenant-layout", conflicts_with = "registry")]
+    pub layout: PathBuf,
+    /// Push model and attestations to the registry in spec.output.repository instead.
+    #[arg(long)]
+    pub registry: bool,
+    /// Registries (host:port) reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub insecure: Vec<String>,
+    /// Where the training writes its model (PROVENANT_OUTPUT_DIR); must be empty or absent.
+    #[arg(long, default_value = "model")]
+    pub model_dir: PathBuf,
+    /// runDetails.builder.id of the statement.
+    #[arg(long, default_value = crate::provenance::DEFAULT_LOCAL_BUILDER_ID)]
+    pub builder_id: String,
+    /// Also write the model's digest to this file (for scripts).
+    #[arg(long)]
+    pub output_digest: Option<PathBuf>,
+}
+
+/// `provenant verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The model: `host/repo@sha256:..`, `host/repo:tag`, or `oci:<layout dir>[:tag|@sha256:..]`.
+    pub reference: String,
+    /// Public key (cosign.pub).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Require this builder id.
+    #[arg(long)]
+    pub builder_id: Option<String>,
+    /// Require a dataset with this digest (repeatable).
+    #[arg(long = "require-dataset")]
+    pub datasets: Vec<String>,
+    /// Require a training image with this digest (repeatable).
+    #[arg(long = "require-image")]
+    pub images: Vec<String>,
+    /// Require the run to have finished at most this long ago (e.g. 90m, 36h, 30d).
+    #[arg(long)]
+    pub max_age: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Registries (host:port) reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub insecure: Vec<String>,
+}
+
+/// `provenant package`.
+#[derive(clap::Args, Debug)]
+pub struct PackageArgs {
+    /// The model directory.
+    pub dir: PathBuf,
+    /// OCI image layout directory to store it in.
+    #[arg(long, conflicts_with = "registry")]
+    pub layout: Option<PathBuf>,
+    /// Push to the registry named by --repository instead.
+    #[arg(long)]
+    pub registry: bool,
+    /// Repository of the model (`host/path` for a registry).
+    #[arg(long)]
+    pub repository: String,
+    /// Tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Registries (host:port) reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub insecure: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `provenant attest`: 0 attested, 1 refused or the training failed, 2 usage/IO.
+pub fn attest(args: AttestArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let options = local::Options {
+        file: args.file,
+        key: args.key,
+        password: std::env::var(&args.password_env)
+            .unwrap_or_default()
+            .into_bytes(),
+        destination: if args.registry {
+            Destination::Registry {
+                insecure: args.insecure,
+            }
+        } else {
+            Destination::Layout(args.layout.clone())
+        },
+        model_dir: args.model_dir,
+        builder_id: args.builder_id,
+        credentials: docker_config(),
+    };
+    match rt.block_on(local::attest(&options)) {
+        Ok(outcome) => {
+            let total: u64 = outcome.files.iter().map(|f| f.size).sum();
+            println!(
+                "model       {} ({} files, {} bytes)",
+                outcome.subject,
+                outcome.files.len(),
+                total
+            );
+            println!(
+                "attested    envelope {} signed with key {}",
+                outcome.record.envelope_digest(),
+                outcome.record.key_id
+            );
+            match &options.destination {
+                Destination::Layout(dir) => {
+                    println!("stored in   oci:{} (OCI image layout)", dir.display())
+                }
+                Destination::Registry { .. } => {
+                    println!("stored in   {}", outcome.subject.repository)
+                }
+            }
+            for r in &outcome.references {
+                println!("            {r}");
+            }
+            if let Some(path) = args.output_digest
+                && let Err(e) = std::fs::write(&path, &outcome.subject.digest)
+            {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `provenant verify`: 0 verified, 1 not verified, 2 usage/IO.
+pub fn verify(args: VerifyArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(verify_async(&args)) {
+        Ok(verdict) => {
+            match args.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdict).unwrap_or_default()
+                ),
+                OutputFormat::Text => print!("{}", verify::render(&verdict)),
+            }
+            if verdict.verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parse `90m`, `36h`, `30d`, `45s`.
+pub fn parse_age(text: &str) -> Result<SignedDuration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number.parse().map_err(|_| {
+        format!("--max-age {text:?}: expected a number and a unit (s, m, h, d)")
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("--max-age {text:?}: unit must be s, m, h or d")),
+    };
+    Ok(SignedDuration::from_secs(secs))
+}
+
+/// The user's registry credentials: `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json` (the files `docker login` / `podman login` write).
+fn docker_config() -> Option<DockerConfig> {
+    let path = std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("DOCKER_CONFIG").map(|d| PathBuf::from(d).join("config.json")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")))?;
+    let bytes = std::fs::read(path).ok()?;
+    DockerConfig::from_json(&bytes).ok()
+}
+
+fn registry_options(insecure: &[String]) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: insecure.to_vec(),
+        credentials: docker_config(),
+        ..RegistryOptions::default()
+    }
+}
+
+async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
+    let pem = std::fs::read(&args.key)
+        .map_err(|e| format!("cannot read key {}: {e}", args.key.display()))?;
+    let key = PublicKey::from_pem_named(&args.key.display().to_string(), &pem)
+        .map_err(|e| e.to_string())?;
+    let policy = Policy {
+        builder_id: args.builder_id.clone(),
+        datasets: args.datasets.clone(),
+        images: args.images.clone(),
+        max_age: args.max_age.as_deref().map(parse_age).transpose()?,
+    };
+    let reference = storage::parse_reference(&args.reference).map_err(|e| e.to_string())?;
+    let store = storage::open_store(&reference, registry_options(&args.insecure));
+    let resolved = store
+        .resolve_reference(&args.reference)
+        .await
+        .map_err(|e| e.to_string())?;
+    let subject = Subject::new(reference.repository(), resolved.digest.clone());
+    let found = store
+        .attestations(&subject)
+        .await
+        .map_err(|e| e.to_string())?;
+    let found: Vec<(String, Vec<u8>)> = found
+        .into_iter()
+        .map(|f| (f.reference, f.envelope))
+        .collect();
+    Ok(verify::verify(
+        &reference.repository(),
+        &resolved.digest,
+        &found,
+        &key,
+        &policy,
+        Timestamp::now(),
+    ))
+}
+
+/// `provenant package`: print the manifest digest of the stored model.
+pub fn package(args: PackageArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result: Result<String, String> = rt.block_on(async {
+        let files = hashing::hash_tree(&args.dir)
+            .map_err(|e| format!("{}: {e}", args.dir.display()))?;
+        let store: Arc<dyn ArtifactStore> = match (&args.layout, args.registry) {
+            (Some(dir), _) => Arc::new(LayoutStore::new(dir.clone())),
+            (None, true) => Arc::new(RegistryStore::new(registry_options(&args.insecure))),
+            (None, false) => return Err("give --layout DIR or --registry".into()),
+        };
+        let resolved = store
+            .push_model(&args.repository, args.tag.as_deref(), &args.dir, &files)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(resolved.digest)
+    });
+    match result {
+        Ok(digest) => {
+            println!("{digest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `provenant attest`: a TrainingRun executed on this host (a notebook server, a CI job, a
+//! workstation) instead of a cluster. Same API, same engine: the run's command runs here with the
+//! same environment contract, the materials observable here are recorded (dataset and model
+//! digests by hashing, the code's git commit, the host's accelerators), and the statement is
+//! signed and stored like the controller's — in an OCI image layout directory by default, or in a
+//! registry.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+
+use crate::api::validation::Admission;
+use crate::api::{
+    DatasetMaterial, Materials, NamedDigest, OutputRecord, Phase, ReportRecord, Source, TrainingRun,
+    TrainingRunStatus, WorkerRecord,
+};
+use crate::attest::{self, SignedRecord};
+use crate::hashing::{self, FileDigest};
+use crate::labels;
+use crate::observe::{self, host, report};
+use crate::provenance::{self, BuilderIdentity, LocalInvocation};
+use crate::signing::{CosignKey, Signer};
+use crate::storage::{ArtifactStore, LayoutStore, RegistryOptions, RegistryStore, Subject};
+
+/// Where `attest` stores the model and its attestations.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// An OCI image layout directory (the embedded store).
+    Layout(PathBuf),
+    /// The registry named by `spec.output.repository`; hosts in the list are plain HTTP.
+    Registry { insecure: Vec<String> },
+}
+
+/// Options of `provenant attest`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub file: PathBuf,
+    pub key: PathBuf,
+    pub password: Vec<u8>,
+    pub destination: Destination,
+    /// Directory the training writes its model to (`PROVENANT_OUTPUT_DIR`); must be empty.
+    pub model_dir: PathBuf,
+    pub builder_id: String,
+    /// Registry credentials (the user's Docker config), for `Destination::Registry`.
+    pub credentials: Option<crate::storage::DockerConfig>,
+}
+
+/// What `attest` produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub subject: Subject,
+    pub record: SignedRecord,
+    pub references: Vec<String>,
+    pub files: Vec<FileDigest>,
+    pub statement: Value,
+}
+
+/// Why `attest` stopped. Usage errors (exit 2) are distinguished from a failed training (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("the training command failed: {0}")]
+    Training(String),
+    #[error("{0}")]
+    Material(String),
+    #[error("{0}")]
+    Attest(#[from] attest::AttestError),
+    #[error("storing: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+impl LocalError {
+    /// Exit code of `provenant attest`: 1 for a refused or failed run, 2 for usage and I/O.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LocalError::Usage(_) | LocalError::Storage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> LocalError {
+    LocalError::Usage(message.into())
+}
+
+/// Read and check a TrainingRun file exactly as the API server would.
+pub fn load_run(path: &Path) -> Result<TrainingRun, LocalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let value: Value = serde_saphyr::from_str(&text).map_err(|e| LocalError::Invalid {
+        path: path.display().to_string(),
+        reason: format!("not valid YAML: {e}"),
+    })?;
+    let admission = Admission::new().map_err(|e| usage(e.to_string()))?;
+    admission.check(&value, None).map_err(|e| LocalError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_value(value).map_err(|e| LocalError::Invalid {
+        path: path.display().to_string(),
+        reason: format!("does not match the TrainingRun API: {e}"),
+    })
+}
+
+/// A dataset URI this host can hash: `file://...` or a path without scheme.
+fn local_path(uri: &str) -> Option<PathBuf> {
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Some(PathBuf::from(path));
+    }
+    (!uri.contains("://")).then(|| PathBuf::from(uri))
+}
+
+fn uuid_v4() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-4{}-{:x}{}-{}", &h[0..8], &h[8..12], &h[13..16], (b[8] & 0x3) | 0x8, &h[17..20], &h[20..32])
+}
+
+/// Run the TrainingRun here and attest its model.
+pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
+    let mut run = load_run(&options.file)?;
+    let spec = run.spec.clone();
+    let work_dir = std::env::current_dir().map_err(|e| usage(format!("no working directory: {e}")))?;
+    if spec.command.is_empty() {
+        return Err(LocalError::Invalid {
+            path: options.file.display().to_string(),
+            reason: "spec.command: attest runs the command on this host (not the image's entrypoint); give one".into(),
+        });
+    }
+    if let Some(e) = spec.env.iter().find(|e| e.value_from.is_some()) {
+        return Err(LocalError::Invalid {
+            path: options.file.display().to_string(),
+            reason: format!("spec.env {}: valueFrom needs a cluster; give a value to run it locally", e.name),
+        });
+    }
+
+    // The signing key first: a wrong password must not cost a training run.
+    let key_pem = std::fs::read(&options.key).map_err(|e| usage(format!("cannot read key {}: {e}", options.key.display())))?;
+    let key = CosignKey::from_pem(&options.key.display().to_string(), &key_pem, &options.password).map_err(|e| usage(e.to_string()))?;
+
+    // The code: the working tree's commit, which must be the declared revision when there is one.
+    let git = host::git_revision(&work_dir);
+    if let (Some(declared), Some(git)) = (spec.code.as_ref().and_then(|c| c.revision.as_ref()), git.as_ref())
+        && declared != &git.commit
+    {
+        return Err(LocalError::Material(format!(
+            "spec.code.revision is {declared}, but the working directory is at {}",
+            git.commit
+        )));
+    }
+
+    // Datasets on this host are hashed (observed); remote ones stay as declared.
+    let mut datasets = Vec::new();
+    for d in &spec.datasets {
+        let mut material = DatasetMaterial {
+            name: d.name.clone(),
+            uri: Some(d.uri.clone()),
+            digest: d.digest.clone(),
+            sources: vec![Source::Declared],
+        };
+        if let Some(path) = local_path(&d.uri) {
+            let (digest, _) = hashing::dataset_digest(&path)
+                .map_err(|e| LocalError::Material(format!("dataset {} ({}): {e}", d.name, path.display())))?;
+            if let Some(declared) = &d.digest
+                && declared != &digest
+            {
+                return Err(LocalError::Material(format!(
+                    "dataset {}: spec.datasets declares {declared}, but {} hashes to {digest}",
+                    d.name,
+                    path.display()
+                )));
+            }
+            material.digest = Some(digest);
+            material.sources.push(Source::Observed);
+        }
+        datasets.push(material);
+    }
+
+    // Run the training with the same environment contract as a worker pod.
+    prepare_model_dir(&options.model_dir)?;
+    let report_file = tempfile::NamedTempFile::new().map_err(|e| usage(format!("cannot create the report file: {e}")))?;
+    let hyperparameters = serde_json::to_string(&spec.hyperparameters.clone().unwrap_or_default()).unwrap_or_else(|_| "{}".into());
+    let name = run.metadata.name.clone().unwrap_or_else(|| "local".into());
+    let mut command = tokio::process::Command::new(&spec.command[0]);
+    command
+        .args(&spec.command[1..])
+        .args(&spec.args)
+        .env(labels::env::RANK, "0")
+        .env(labels::env::WORLD_SIZE, "1")
+        .env(labels::env::MASTER_ADDR, "localhost")
+        .env(labels::env::MASTER_PORT, labels::RENDEZVOUS_PORT.to_string())
+        .env(labels::env::SEED, spec.seed.to_string())
+        .env(labels::env::HYPERPARAMETERS, &hyperparameters)
+        .env(labels::env::OUTPUT_REPOSITORY, &spec.output.repository)
+        .env(labels::env::RUN_NAME, &name)
+        .env(labels::env::REPORT_PATH, report_file.path())
+        .env("PROVENANT_OUTPUT_DIR", &options.model_dir)
+        .stdin(Stdio::null());
+    for e in &spec.env {
+        command.env(&e.name, e.value.clone().unwrap_or_default());
+    }
+    let argv: Vec<String> = spec.command.iter().chain(spec.args.iter()).cloned().collect();
+    let started = Timestamp::now();
+    let status = command
+        .status()
+        .await
+        .map_err(|e| LocalError::Training(format!("cannot start {:?}: {e}", spec.command[0])))?;
+    let finished = Timestamp::now();
+    let exit_code = status.code().unwrap_or(-1);
+    if !status.success() {
+        return Err(LocalError::Training(format!("{} exited with {status}", argv.join(" "))));
+    }
+
+    // What the workload reported (metrics, dataset digests). Outputs are what attest packages.
+    let message = std::fs::read_to_string(report_file.path()).unwrap_or_default();
+    let reported = report::parse(&message, &spec.output.repository).map_err(|e| LocalError::Material(format!("workload report: {e}")))?;
+    let mut report_record = None;
+    if let Some((parsed, _outputs)) = &reported {
+        for r in &parsed.datasets {
+            match datasets.iter_mut().find(|d| d.name == r.name) {
+                Some(d) => {
+                    if d.digest.as_ref().is_some_and(|digest| digest != &r.digest) {
+                        return Err(LocalError::Material(format!(
+                            "dataset {}: the workload reported {}, but {} was recorded",
+                            r.name,
+                            r.digest,
+                            d.digest.clone().unwrap_or_default()
+                        )));
+                    }
+                    d.digest = Some(r.digest.clone());
+                    d.sources.push(Source::Reported);
+                }
+                None => datasets.push(DatasetMaterial {
+                    name: r.name.clone(),
+                    uri: None,
+                    digest: Some(r.digest.clone()),
+                    sources: vec![Source::Reported],
+                }),
+            }
+        }
+        report_record = Some(ReportRecord {
+            outputs: vec![],
+            datasets: parsed
+                .datasets
+                .iter()
+                .map(|d| NamedDigest {
+                    name: d.name.clone(),
+                    digest: d.digest.clone(),
+                })
+                .collect(),
+            metrics: parsed.metrics.clone(),
+        });
+    }
+
+    // The model: hash it, package it, store it.
+    let files = hashing::hash_tree(&options.model_dir).map_err(|e| LocalError::Material(format!("model directory: {e}")))?;
+    if files.is_empty() {
+        return Err(LocalError::Training(format!(
+            "the training wrote nothing to {} (PROVENANT_OUTPUT_DIR)",
+            options.model_dir.display()
+        )));
+    }
+    let store: Arc<dyn ArtifactStore> = match &options.destination {
+        Destination::Layout(dir) => Arc::new(LayoutStore::new(dir.clone())),
+        Destination::Registry { insecure } => Arc::new(RegistryStore::new(RegistryOptions {
+            insecure_registries: insecure.clone(),
+            credentials: options.credentials.clone(),
+            ..RegistryOptions::default()
+        })),
+    };
+    let model = store
+        .push_model(&spec.output.repository, Some(&name), &options.model_dir, &files)
+        .await?;
+
+    // The run as the controller would have recorded it, with this host as its only worker.
+    let host_facts = host::host_facts();
+    let accelerator = host::host_accelerator();
+    let message_digest = (!message.trim().is_empty()).then(|| observe::sha256_digest(message.as_bytes()));
+    run.metadata.uid = Some(uuid_v4());
+    run.status = Some(TrainingRunStatus {
+        phase: Some(Phase::Succeeded),
+        start_time: Some(Time(started)),
+        completion_time: Some(Time(finished)),
+        workers: vec![WorkerRecord {
+            pod_name: "local".into(),
+            rank: 0,
+            node_name: Some(host_facts.hostname.clone()),
+            phase: Some("Succeeded".into()),
+            exit_code: Some(exit_code),
+            reason: Some("Completed".into()),
+            started_at: Some(Time(started)),
+            finished_at: Some(Time(finished)),
+            containers: vec![],
+            accelerator,
+            report_digest: message_digest,
+            report: report_record,
+            report_error: None,
+        }],
+        materials: Some(Materials { datasets, images: vec![] }),
+        outputs: vec![OutputRecord {
+            uri: format!("{}@{}", spec.output.repository, model.digest),
+            repository: spec.output.repository.clone(),
+            digest: model.digest.clone(),
+            verified: true,
+        }],
+        ..Default::default()
+    });
+    let invocation = LocalInvocation {
+        host: serde_json::to_value(&host_facts).unwrap_or(Value::Null),
+        working_directory: work_dir.display().to_string(),
+        command: argv,
+        code: git.map(|g| {
+            let uri = spec
+                .code
+                .as_ref()
+                .map(|c| c.uri.clone())
+                .or(g.remote.clone())
+                .unwrap_or_else(|| format!("file://{}", work_dir.display()));
+            (uri, g.commit, g.dirty)
+        }),
+    };
+    let builder = BuilderIdentity {
+        id: options.builder_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let statement = provenance::statement_for_local_run(&run, &invocation, &builder)
+        .map_err(|e| LocalError::Material(e.to_string()))?;
+    let record = attest::sign(&statement, &key)?;
+    let references = attest::attach(&record, store.as_ref()).await?;
+    Ok(Outcome {
+        subject: Subject::new(spec.output.repository.clone(), model.digest),
+        record,
+        references,
+        files,
+        statement: serde_json::from_slice(&statement.to_bytes()).unwrap_or(json!({})),
+    })
+}
+
+/// The model directory must not hold anything the training did not write.
+fn prepare_model_dir(dir: &Path) -> Result<(), LocalError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(usage(format!(
+                    "{} is not empty: give an empty or new --model-dir so that only what the training writes is attested",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| usage(format!("cannot create {}: {e}", dir.display()))),
+    }
+}
+
+/// Key id of the signing key (for messages).
+pub fn key_id(key: &CosignKey) -> String {
+    key.key_id().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_remote_uris() {
+        assert_eq!(local_path("data/x.csv"), Some(PathBuf::from("data/x.csv")));
+        assert_eq!(local_path("file:///data/x.csv"), Some(PathBuf::from("/data/x.csv")));
+        assert_eq!(local_path("gs://bucket/x"), None);
+        let id = uuid_v4();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+}

@@ -1,0 +1,357 @@
+//! `provenant verify`: decide whether an artifact's attestations prove what a security team
+//! requires. Pure over the envelopes found (the storage layer finds them): signature, statement
+//! shape, subject digest, then the policy flags. Every failed check is a reason in words.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement};
+use crate::signing::PublicKey;
+use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
+
+/// What the verifier requires beyond a valid signature over a statement about the artifact.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `runDetails.builder.id` must equal this.
+    pub builder_id: Option<String>,
+    /// Each of these digests must be a dataset dependency.
+    pub datasets: Vec<String>,
+    /// Each of these digests must be an image dependency.
+    pub images: Vec<String>,
+    /// The build must have finished at most this long ago.
+    pub max_age: Option<SignedDuration>,
+}
+
+/// One attestation as found, with the outcome of its checks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checked {
+    /// Where it was found (`...:sha256-<hex>.att`, a referrer digest, ...).
+    pub found_at: String,
+    /// `sha256:` of the envelope bytes.
+    pub envelope_digest: String,
+    /// Why it does not verify; empty when it does.
+    pub failures: Vec<String>,
+    /// The statement, when the signature verified and it parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<Value>,
+}
+
+impl Checked {
+    pub fn verified(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The verdict on an artifact.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub artifact: String,
+    pub digest: String,
+    pub verified: bool,
+    pub attestations: Vec<Checked>,
+    /// The summary of the first verified statement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+}
+
+/// Check every envelope; the artifact verifies when at least one passes every check.
+pub fn verify(
+    artifact: &str,
+    digest: &str,
+    found: &[(String, Vec<u8>)],
+    key: &PublicKey,
+    policy: &Policy,
+    now: Timestamp,
+) -> Verdict {
+    let attestations: Vec<Checked> = found
+        .iter()
+        .map(|(at, bytes)| check(at, bytes, digest, key, policy, now))
+        .collect();
+    let summary = attestations
+        .iter()
+        .find(|c| c.verified())
+        .and_then(|c| c.statement.as_ref())
+        .map(summarize);
+    Verdict {
+        artifact: artifact.to_string(),
+        digest: digest.to_string(),
+        verified: summary.is_some(),
+        attestations,
+        summary,
+    }
+}
+
+fn check(at: &str, bytes: &[u8], digest: &str, key: &PublicKey, policy: &Policy, now: Timestamp) -> Checked {
+    let mut checked = Checked {
+        found_at: at.to_string(),
+        envelope_digest: crate::observe::sha256_digest(bytes),
+        failures: Vec::new(),
+        statement: None,
+    };
+    let envelope = match Envelope::from_json(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            checked.failures.push(format!("not a DSSE envelope: {e}"));
+            return checked;
+        }
+    };
+    let payload = match verify_envelope(&envelope, key) {
+        Ok(p) => p,
+        Err(e) => {
+            checked.failures.push(format!("signature: {e}"));
+            return checked;
+        }
+    };
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        checked.failures.push(format!("payloadType is {:?}, not {IN_TOTO_PAYLOAD_TYPE}", envelope.payload_type));
+    }
+    let value: Value = match serde_json::from_slice(&payload) {
+        Ok(v) => v,
+        Err(e) => {
+            checked.failures.push(format!("payload is not JSON: {e}"));
+            return checked;
+        }
+    };
+    match serde_json::from_value::<Statement>(value.clone()) {
+        Err(e) => checked.failures.push(format!("payload is not an in-toto Statement with a SLSA v1 predicate: {e}")),
+        Ok(statement) => {
+            if statement.type_ != STATEMENT_TYPE {
+                checked.failures.push(format!("_type is {:?}, not {STATEMENT_TYPE}", statement.type_));
+            }
+            if statement.predicate_type != SLSA_PROVENANCE_V1 {
+                checked.failures.push(format!("predicateType is {:?}, not {SLSA_PROVENANCE_V1}", statement.predicate_type));
+            }
+            let hex = digest.trim_start_matches("sha256:");
+            if !statement.subject.iter().any(|s| s.digest.get("sha256").is_some_and(|d| d == hex)) {
+                let about: Vec<String> = statement
+                    .subject
+                    .iter()
+                    .filter_map(|s| s.digest.get("sha256").map(|d| format!("sha256:{d}")))
+                    .collect();
+                checked.failures.push(format!(
+                    "subject digest mismatch: the statement is about {}, the artifact is {digest}",
+                    about.join(", ")
+                ));
+            }
+            checked.failures.extend(policy_failures(&statement, policy, now));
+        }
+    }
+    checked.statement = Some(value);
+    checked
+}
+
+fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Vec<String> {
+    let mut failures = Vec::new();
+    let p = &statement.predicate;
+    if let Some(want) = &policy.builder_id
+        && &p.run_details.builder.id != want
+    {
+        failures.push(format!("builder id is {:?}, required {want:?}", p.run_details.builder.id));
+    }
+    let digests_of = |prefix: &str| -> Vec<String> {
+        p.build_definition
+            .resolved_dependencies
+            .iter()
+            .filter(|d| d.name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .filter_map(|d| d.digest.get("sha256").map(|h| format!("sha256:{h}")))
+            .collect()
+    };
+    let datasets = digests_of("dataset:");
+    for want in &policy.datasets {
+        if !datasets.contains(want) {
+            failures.push(format!("required dataset {want} is not among the datasets ({})", list(&datasets)));
+        }
+    }
+    let images = digests_of("image");
+    for want in &policy.images {
+        if !images.contains(want) {
+            failures.push(format!("required image {want} is not among the images ({})", list(&images)));
+        }
+    }
+    if let Some(max_age) = policy.max_age {
+        let finished = p
+            .run_details
+            .metadata
+            .finished_on
+            .as_deref()
+            .or(p.run_details.metadata.started_on.as_deref());
+        match finished.and_then(|t| t.parse::<Timestamp>().ok()) {
+            None => failures.push("max age: the statement has no finishedOn time".into()),
+            Some(t) => {
+                let age = now.duration_since(t);
+                if age > max_age {
+                    failures.push(format!("built {}s ago, older than the maximum age {}s", age.as_secs(), max_age.as_secs()));
+                }
+            }
+        }
+    }
+    failures
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+/// What a security engineer wants to read about a verified model.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub models: Vec<String>,
+    pub build_type: String,
+    pub builder: String,
+    pub invocation: String,
+    pub started_on: Option<String>,
+    pub finished_on: Option<String>,
+    /// name → (digest or "-", sources)
+    pub datasets: Vec<(String, String, String)>,
+    pub images: Vec<String>,
+    pub code: Option<String>,
+    pub base_model: Option<String>,
+    pub seed: Option<Value>,
+    pub hyperparameters: Option<Value>,
+    /// worker → accelerator description
+    pub accelerators: Vec<(String, String)>,
+    /// worker → metrics
+    pub metrics: BTreeMap<String, Value>,
+}
+
+/// Pull the summary out of a statement (best effort: missing fields stay empty).
+pub fn summarize(statement: &Value) -> Summary {
+    let p = &statement["predicate"];
+    let deps = p["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+    let digest = |d: &Value| -> String {
+        d["digest"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("")))
+            .unwrap_or_else(|| "-".into())
+    };
+    let sources = |d: &Value| -> String {
+        d["annotations"]["source"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("+"))
+            .unwrap_or_default()
+    };
+    let mut s = Summary {
+        models: statement["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{}@{}", s["name"].as_str().unwrap_or("?"), digest(s)))
+            .collect(),
+        build_type: p["buildDefinition"]["buildType"].as_str().unwrap_or_default().into(),
+        builder: p["runDetails"]["builder"]["id"].as_str().unwrap_or_default().into(),
+        invocation: p["runDetails"]["metadata"]["invocationId"].as_str().unwrap_or_default().into(),
+        started_on: p["runDetails"]["metadata"]["startedOn"].as_str().map(Into::into),
+        finished_on: p["runDetails"]["metadata"]["finishedOn"].as_str().map(Into::into),
+        seed: p["buildDefinition"]["externalParameters"].get("seed").cloned(),
+        hyperparameters: p["buildDefinition"]["externalParameters"].get("hyperparameters").cloned(),
+        ..Default::default()
+    };
+    for d in &deps {
+        let name = d["name"].as_str().unwrap_or_default();
+        if let Some(dataset) = name.strip_prefix("dataset:") {
+            s.datasets.push((dataset.to_string(), digest(d), sources(d)));
+        } else if name == "image" {
+            s.images.push(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+        } else if name == "code" {
+            s.code = Some(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+        } else if name == "baseModel" {
+            s.base_model = Some(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+        }
+    }
+    for b in p["runDetails"]["byproducts"].as_array().into_iter().flatten() {
+        let worker = b["name"].as_str().unwrap_or("?").trim_start_matches("worker/").to_string();
+        let acc = &b["annotations"]["observed"]["accelerator"];
+        let text = if acc.is_object() {
+            let field = |k: &str| acc[k].as_str().map(String::from).or_else(|| acc[k].as_i64().map(|n| n.to_string()));
+            let mut parts = vec![field("product").unwrap_or_else(|| "unknown accelerator".into())];
+            if let Some(n) = field("allocated") {
+                parts.push(format!("x{n}"));
+            }
+            if let Some(d) = field("driverVersion") {
+                parts.push(format!("driver {d}"));
+            }
+            if let Some(c) = field("cudaVersion") {
+                parts.push(format!("CUDA {c}"));
+            }
+            if let Some(t) = field("tpuTopology") {
+                parts.push(format!("topology {t}"));
+            }
+            parts.join(", ")
+        } else {
+            "none (CPU)".into()
+        };
+        s.accelerators.push((worker.clone(), text));
+        if let Some(m) = b["annotations"]["reported"].get("metrics").filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+            s.metrics.insert(worker, m.clone());
+        }
+    }
+    s
+}
+
+/// The human form of a verdict.
+pub fn render(verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    if let Some(s) = &verdict.summary {
+        line(&mut out, format!("Verified: {}@{}", verdict.artifact, verdict.digest));
+        for m in &s.models {
+            line(&mut out, format!("  model         {m}"));
+        }
+        line(&mut out, format!("  builder       {} ({})", s.builder, s.build_type));
+        line(&mut out, format!("  run           {}", s.invocation));
+        line(
+            &mut out,
+            format!(
+                "  when          {} → {}",
+                s.started_on.as_deref().unwrap_or("?"),
+                s.finished_on.as_deref().unwrap_or("?")
+            ),
+        );
+        for (name, digest, sources) in &s.datasets {
+            line(&mut out, format!("  dataset       {name} {digest} ({sources})"));
+        }
+        for image in &s.images {
+            line(&mut out, format!("  image         {image}"));
+        }
+        if let Some(code) = &s.code {
+            line(&mut out, format!("  code          {code}"));
+        }
+        if let Some(base) = &s.base_model {
+            line(&mut out, format!("  base model    {base}"));
+        }
+        if let Some(seed) = &s.seed {
+            line(&mut out, format!("  seed          {seed}"));
+        }
+        if let Some(hp) = &s.hyperparameters {
+            line(&mut out, format!("  hyperparams   {hp}"));
+        }
+        for (worker, acc) in &s.accelerators {
+            line(&mut out, format!("  accelerator   {worker}: {acc}"));
+        }
+        for (worker, metrics) in &s.metrics {
+            line(&mut out, format!("  metrics       {worker}: {metrics} (reported)"));
+        }
+    } else {
+        line(&mut out, format!("NOT verified: {}@{}", verdict.artifact, verdict.digest));
+        if verdict.attestations.is_empty() {
+            line(&mut out, "  no attestation found (looked under the .att tag and the OCI referrers)".into());
+        }
+    }
+    for c in verdict.attestations.iter().filter(|c| !c.verified()) {
+        line(&mut out, format!("  attestation {} ({}) rejected:", c.envelope_digest, c.found_at));
+        for f in &c.failures {
+            line(&mut out, format!("    - {f}"));
+        }
+    }
+    out
+}
