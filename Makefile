@@ -65,10 +65,29 @@ e2e:
 	$(CARGO) test -p provenant --test scenarios
 	$(CARGO) test -p provenant-testbed --test kubelet --test registry
 
-## bench / bench-full: benchmarks (issue 7)
-bench bench-full:
-	@echo "make $@: not implemented yet (issue 7: benchmarks)" >&2
-	@exit 2
+## bench: benchmarks of issue 7, short mode (< 5 min on 2 cores): engine, attach, hashing
+## (provenant-bench), then end to end and cache scale (provenant-bench-cluster, when present).
+## Tables on stdout, raw numbers in target/bench/*.json; docs/benchmarks.md. bench-full: full mode.
+BENCH_BIN := target/release/provenant-bench
+CLUSTER_BENCH_SRC := bench/src/bin/cluster.rs
+
+bench:
+	$(CARGO) build --release -p provenant-bench
+	$(BENCH_BIN) --short
+	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
+		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --short; \
+	else \
+		echo "make bench: $(CLUSTER_BENCH_SRC) not present: skipping benchmarks 3 (end to end) and 4 (cache scale)" >&2; \
+	fi
+
+bench-full:
+	$(CARGO) build --release -p provenant-bench
+	$(BENCH_BIN) --full
+	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
+		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --full; \
+	else \
+		echo "make bench-full: $(CLUSTER_BENCH_SRC) not present: skipping benchmarks 3 (end to end) and 4 (cache scale)" >&2; \
+	fi
 
 clean:
 	$(CARGO) clean

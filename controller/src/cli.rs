@@ -208,9 +208,9 @@ pub fn parse_age(text: &str) -> Result<SignedDuration, String> {
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let n: i64 = number.parse().map_err(|_| {
-        format!("--max-age {text:?}: expected a number and a unit (s, m, h, d)")
-    })?;
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("--max-age {text:?}: expected a number and a unit (s, m, h, d)"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -227,7 +227,9 @@ fn docker_config() -> Option<DockerConfig> {
     let path = std::env::var_os("REGISTRY_AUTH_FILE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("DOCKER_CONFIG").map(|d| PathBuf::from(d).join("config.json")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
+        })?;
     let bytes = std::fs::read(path).ok()?;
     DockerConfig::from_json(&bytes).ok()
 }
@@ -283,8 +285,8 @@ pub fn package(args: PackageArgs) -> ExitCode {
         Err(code) => return code,
     };
     let result: Result<String, String> = rt.block_on(async {
-        let files = hashing::hash_tree(&args.dir)
-            .map_err(|e| format!("{}: {e}", args.dir.display()))?;
+        let files =
+            hashing::hash_tree(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
         let store: Arc<dyn ArtifactStore> = match (&args.layout, args.registry) {
             (Some(dir), _) => Arc::new(LayoutStore::new(dir.clone())),
             (None, true) => Arc::new(RegistryStore::new(registry_options(&args.insecure))),

@@ -21,8 +21,8 @@ use std::sync::{Mutex, mpsc};
 use sha2_hw::{Digest, Sha256};
 
 /// Read size of the streaming hash. Measured (release, warm cache, SHA-NI, 2 cores), median MB/s
-/// for 256 KiB / 1 MiB / 4 MiB: 1 GiB file 1633 / 1717 / 1732, 8 × 128 MiB tree 2898 / 3008 /
-/// 2911. 1 MiB: as fast as larger buffers, and little memory per worker.
+/// for 256 KiB / 1 MiB / 4 MiB: 1 GiB file 1643 / 1735 / 1729, 8 × 128 MiB tree 2944 / 3062 /
+/// 2970. 1 MiB: as fast as larger buffers, and little memory per worker.
 pub const BUFFER_SIZE: usize = 1 << 20;
 
 /// The digest of one regular file.

@@ -4,8 +4,8 @@
 //! ([`controller`]) and the CLI share everything below it.
 
 pub mod api;
-pub mod cli;
 pub mod attest;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;

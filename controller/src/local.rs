@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::api::validation::Admission;
 use crate::api::{
-    DatasetMaterial, Materials, NamedDigest, OutputRecord, Phase, ReportRecord, Source, TrainingRun,
-    TrainingRunStatus, WorkerRecord,
+    DatasetMaterial, Materials, NamedDigest, OutputRecord, Phase, ReportRecord, Source,
+    TrainingRun, TrainingRunStatus, WorkerRecord,
 };
 use crate::attest::{self, SignedRecord};
 use crate::hashing::{self, FileDigest};
@@ -92,16 +92,19 @@ fn usage(message: impl Into<String>) -> LocalError {
 
 /// Read and check a TrainingRun file exactly as the API server would.
 pub fn load_run(path: &Path) -> Result<TrainingRun, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let value: Value = serde_saphyr::from_str(&text).map_err(|e| LocalError::Invalid {
         path: path.display().to_string(),
         reason: format!("not valid YAML: {e}"),
     })?;
     let admission = Admission::new().map_err(|e| usage(e.to_string()))?;
-    admission.check(&value, None).map_err(|e| LocalError::Invalid {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    admission
+        .check(&value, None)
+        .map_err(|e| LocalError::Invalid {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     serde_json::from_value(value).map_err(|e| LocalError::Invalid {
         path: path.display().to_string(),
         reason: format!("does not match the TrainingRun API: {e}"),
@@ -119,14 +122,23 @@ fn local_path(uri: &str) -> Option<PathBuf> {
 fn uuid_v4() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-4{}-{:x}{}-{}", &h[0..8], &h[8..12], &h[13..16], (b[8] & 0x3) | 0x8, &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-{:x}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        (b[8] & 0x3) | 0x8,
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// Run the TrainingRun here and attest its model.
 pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     let mut run = load_run(&options.file)?;
     let spec = run.spec.clone();
-    let work_dir = std::env::current_dir().map_err(|e| usage(format!("no working directory: {e}")))?;
+    let work_dir =
+        std::env::current_dir().map_err(|e| usage(format!("no working directory: {e}")))?;
     if spec.command.is_empty() {
         return Err(LocalError::Invalid {
             path: options.file.display().to_string(),
@@ -136,18 +148,29 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     if let Some(e) = spec.env.iter().find(|e| e.value_from.is_some()) {
         return Err(LocalError::Invalid {
             path: options.file.display().to_string(),
-            reason: format!("spec.env {}: valueFrom needs a cluster; give a value to run it locally", e.name),
+            reason: format!(
+                "spec.env {}: valueFrom needs a cluster; give a value to run it locally",
+                e.name
+            ),
         });
     }
 
     // The signing key first: a wrong password must not cost a training run.
-    let key_pem = std::fs::read(&options.key).map_err(|e| usage(format!("cannot read key {}: {e}", options.key.display())))?;
-    let key = CosignKey::from_pem(&options.key.display().to_string(), &key_pem, &options.password).map_err(|e| usage(e.to_string()))?;
+    let key_pem = std::fs::read(&options.key)
+        .map_err(|e| usage(format!("cannot read key {}: {e}", options.key.display())))?;
+    let key = CosignKey::from_pem(
+        &options.key.display().to_string(),
+        &key_pem,
+        &options.password,
+    )
+    .map_err(|e| usage(e.to_string()))?;
 
     // The code: the working tree's commit, which must be the declared revision when there is one.
     let git = host::git_revision(&work_dir);
-    if let (Some(declared), Some(git)) = (spec.code.as_ref().and_then(|c| c.revision.as_ref()), git.as_ref())
-        && declared != &git.commit
+    if let (Some(declared), Some(git)) = (
+        spec.code.as_ref().and_then(|c| c.revision.as_ref()),
+        git.as_ref(),
+    ) && declared != &git.commit
     {
         return Err(LocalError::Material(format!(
             "spec.code.revision is {declared}, but the working directory is at {}",
@@ -165,8 +188,9 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             sources: vec![Source::Declared],
         };
         if let Some(path) = local_path(&d.uri) {
-            let (digest, _) = hashing::dataset_digest(&path)
-                .map_err(|e| LocalError::Material(format!("dataset {} ({}): {e}", d.name, path.display())))?;
+            let (digest, _) = hashing::dataset_digest(&path).map_err(|e| {
+                LocalError::Material(format!("dataset {} ({}): {e}", d.name, path.display()))
+            })?;
             if let Some(declared) = &d.digest
                 && declared != &digest
             {
@@ -184,8 +208,10 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
 
     // Run the training with the same environment contract as a worker pod.
     prepare_model_dir(&options.model_dir)?;
-    let report_file = tempfile::NamedTempFile::new().map_err(|e| usage(format!("cannot create the report file: {e}")))?;
-    let hyperparameters = serde_json::to_string(&spec.hyperparameters.clone().unwrap_or_default()).unwrap_or_else(|_| "{}".into());
+    let report_file = tempfile::NamedTempFile::new()
+        .map_err(|e| usage(format!("cannot create the report file: {e}")))?;
+    let hyperparameters = serde_json::to_string(&spec.hyperparameters.clone().unwrap_or_default())
+        .unwrap_or_else(|_| "{}".into());
     let name = run.metadata.name.clone().unwrap_or_else(|| "local".into());
     let mut command = tokio::process::Command::new(&spec.command[0]);
     command
@@ -194,7 +220,10 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
         .env(labels::env::RANK, "0")
         .env(labels::env::WORLD_SIZE, "1")
         .env(labels::env::MASTER_ADDR, "localhost")
-        .env(labels::env::MASTER_PORT, labels::RENDEZVOUS_PORT.to_string())
+        .env(
+            labels::env::MASTER_PORT,
+            labels::RENDEZVOUS_PORT.to_string(),
+        )
         .env(labels::env::SEED, spec.seed.to_string())
         .env(labels::env::HYPERPARAMETERS, &hyperparameters)
         .env(labels::env::OUTPUT_REPOSITORY, &spec.output.repository)
@@ -205,7 +234,12 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     for e in &spec.env {
         command.env(&e.name, e.value.clone().unwrap_or_default());
     }
-    let argv: Vec<String> = spec.command.iter().chain(spec.args.iter()).cloned().collect();
+    let argv: Vec<String> = spec
+        .command
+        .iter()
+        .chain(spec.args.iter())
+        .cloned()
+        .collect();
     let started = Timestamp::now();
     let status = command
         .status()
@@ -214,12 +248,16 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     let finished = Timestamp::now();
     let exit_code = status.code().unwrap_or(-1);
     if !status.success() {
-        return Err(LocalError::Training(format!("{} exited with {status}", argv.join(" "))));
+        return Err(LocalError::Training(format!(
+            "{} exited with {status}",
+            argv.join(" ")
+        )));
     }
 
     // What the workload reported (metrics, dataset digests). Outputs are what attest packages.
     let message = std::fs::read_to_string(report_file.path()).unwrap_or_default();
-    let reported = report::parse(&message, &spec.output.repository).map_err(|e| LocalError::Material(format!("workload report: {e}")))?;
+    let reported = report::parse(&message, &spec.output.repository)
+        .map_err(|e| LocalError::Material(format!("workload report: {e}")))?;
     let mut report_record = None;
     if let Some((parsed, _outputs)) = &reported {
         for r in &parsed.datasets {
@@ -259,7 +297,8 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     }
 
     // The model: hash it, package it, store it.
-    let files = hashing::hash_tree(&options.model_dir).map_err(|e| LocalError::Material(format!("model directory: {e}")))?;
+    let files = hashing::hash_tree(&options.model_dir)
+        .map_err(|e| LocalError::Material(format!("model directory: {e}")))?;
     if files.is_empty() {
         return Err(LocalError::Training(format!(
             "the training wrote nothing to {} (PROVENANT_OUTPUT_DIR)",
@@ -275,13 +314,19 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
         })),
     };
     let model = store
-        .push_model(&spec.output.repository, Some(&name), &options.model_dir, &files)
+        .push_model(
+            &spec.output.repository,
+            Some(&name),
+            &options.model_dir,
+            &files,
+        )
         .await?;
 
     // The run as the controller would have recorded it, with this host as its only worker.
     let host_facts = host::host_facts();
     let accelerator = host::host_accelerator();
-    let message_digest = (!message.trim().is_empty()).then(|| observe::sha256_digest(message.as_bytes()));
+    let message_digest =
+        (!message.trim().is_empty()).then(|| observe::sha256_digest(message.as_bytes()));
     run.metadata.uid = Some(uuid_v4());
     run.status = Some(TrainingRunStatus {
         phase: Some(Phase::Succeeded),
@@ -302,7 +347,10 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             report: report_record,
             report_error: None,
         }],
-        materials: Some(Materials { datasets, images: vec![] }),
+        materials: Some(Materials {
+            datasets,
+            images: vec![],
+        }),
         outputs: vec![OutputRecord {
             uri: format!("{}@{}", spec.output.repository, model.digest),
             repository: spec.output.repository.clone(),
@@ -354,7 +402,8 @@ fn prepare_model_dir(dir: &Path) -> Result<(), LocalError> {
             }
             Ok(())
         }
-        Err(_) => std::fs::create_dir_all(dir).map_err(|e| usage(format!("cannot create {}: {e}", dir.display()))),
+        Err(_) => std::fs::create_dir_all(dir)
+            .map_err(|e| usage(format!("cannot create {}: {e}", dir.display()))),
     }
 }
 
@@ -370,7 +419,10 @@ mod tests {
     #[test]
     fn local_paths_and_remote_uris() {
         assert_eq!(local_path("data/x.csv"), Some(PathBuf::from("data/x.csv")));
-        assert_eq!(local_path("file:///data/x.csv"), Some(PathBuf::from("/data/x.csv")));
+        assert_eq!(
+            local_path("file:///data/x.csv"),
+            Some(PathBuf::from("/data/x.csv"))
+        );
         assert_eq!(local_path("gs://bucket/x"), None);
         let id = uuid_v4();
         assert_eq!(id.len(), 36);

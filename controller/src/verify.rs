@@ -86,7 +86,14 @@ pub fn verify(
     }
 }
 
-fn check(at: &str, bytes: &[u8], digest: &str, key: &PublicKey, policy: &Policy, now: Timestamp) -> Checked {
+fn check(
+    at: &str,
+    bytes: &[u8],
+    digest: &str,
+    key: &PublicKey,
+    policy: &Policy,
+    now: Timestamp,
+) -> Checked {
     let mut checked = Checked {
         found_at: at.to_string(),
         envelope_digest: crate::observe::sha256_digest(bytes),
@@ -108,7 +115,10 @@ fn check(at: &str, bytes: &[u8], digest: &str, key: &PublicKey, policy: &Policy,
         }
     };
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        checked.failures.push(format!("payloadType is {:?}, not {IN_TOTO_PAYLOAD_TYPE}", envelope.payload_type));
+        checked.failures.push(format!(
+            "payloadType is {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
+            envelope.payload_type
+        ));
     }
     let value: Value = match serde_json::from_slice(&payload) {
         Ok(v) => v,
@@ -118,16 +128,28 @@ fn check(at: &str, bytes: &[u8], digest: &str, key: &PublicKey, policy: &Policy,
         }
     };
     match serde_json::from_value::<Statement>(value.clone()) {
-        Err(e) => checked.failures.push(format!("payload is not an in-toto Statement with a SLSA v1 predicate: {e}")),
+        Err(e) => checked.failures.push(format!(
+            "payload is not an in-toto Statement with a SLSA v1 predicate: {e}"
+        )),
         Ok(statement) => {
             if statement.type_ != STATEMENT_TYPE {
-                checked.failures.push(format!("_type is {:?}, not {STATEMENT_TYPE}", statement.type_));
+                checked.failures.push(format!(
+                    "_type is {:?}, not {STATEMENT_TYPE}",
+                    statement.type_
+                ));
             }
             if statement.predicate_type != SLSA_PROVENANCE_V1 {
-                checked.failures.push(format!("predicateType is {:?}, not {SLSA_PROVENANCE_V1}", statement.predicate_type));
+                checked.failures.push(format!(
+                    "predicateType is {:?}, not {SLSA_PROVENANCE_V1}",
+                    statement.predicate_type
+                ));
             }
             let hex = digest.trim_start_matches("sha256:");
-            if !statement.subject.iter().any(|s| s.digest.get("sha256").is_some_and(|d| d == hex)) {
+            if !statement
+                .subject
+                .iter()
+                .any(|s| s.digest.get("sha256").is_some_and(|d| d == hex))
+            {
                 let about: Vec<String> = statement
                     .subject
                     .iter()
@@ -138,7 +160,9 @@ fn check(at: &str, bytes: &[u8], digest: &str, key: &PublicKey, policy: &Policy,
                     about.join(", ")
                 ));
             }
-            checked.failures.extend(policy_failures(&statement, policy, now));
+            checked
+                .failures
+                .extend(policy_failures(&statement, policy, now));
         }
     }
     checked.statement = Some(value);
@@ -151,7 +175,10 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
     if let Some(want) = &policy.builder_id
         && &p.run_details.builder.id != want
     {
-        failures.push(format!("builder id is {:?}, required {want:?}", p.run_details.builder.id));
+        failures.push(format!(
+            "builder id is {:?}, required {want:?}",
+            p.run_details.builder.id
+        ));
     }
     let digests_of = |prefix: &str| -> Vec<String> {
         p.build_definition
@@ -164,28 +191,37 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
     let datasets = digests_of("dataset:");
     for want in &policy.datasets {
         if !datasets.contains(want) {
-            failures.push(format!("required dataset {want} is not among the datasets ({})", list(&datasets)));
+            failures.push(format!(
+                "required dataset {want} is not among the datasets ({})",
+                list(&datasets)
+            ));
         }
     }
     let images = digests_of("image");
     for want in &policy.images {
         if !images.contains(want) {
-            failures.push(format!("required image {want} is not among the images ({})", list(&images)));
+            failures.push(format!(
+                "required image {want} is not among the images ({})",
+                list(&images)
+            ));
         }
     }
     if let Some(max_age) = policy.max_age {
-        let finished = p
+        let finished = p.run_details.metadata.finished_on.as_deref().or(p
             .run_details
             .metadata
-            .finished_on
-            .as_deref()
-            .or(p.run_details.metadata.started_on.as_deref());
+            .started_on
+            .as_deref());
         match finished.and_then(|t| t.parse::<Timestamp>().ok()) {
             None => failures.push("max age: the statement has no finishedOn time".into()),
             Some(t) => {
                 let age = now.duration_since(t);
                 if age > max_age {
-                    failures.push(format!("built {}s ago, older than the maximum age {}s", age.as_secs(), max_age.as_secs()));
+                    failures.push(format!(
+                        "built {}s ago, older than the maximum age {}s",
+                        age.as_secs(),
+                        max_age.as_secs()
+                    ));
                 }
             }
         }
@@ -194,7 +230,11 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
 }
 
 fn list(items: &[String]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// What a security engineer wants to read about a verified model.
@@ -223,7 +263,10 @@ pub struct Summary {
 /// Pull the summary out of a statement (best effort: missing fields stay empty).
 pub fn summarize(statement: &Value) -> Summary {
     let p = &statement["predicate"];
-    let deps = p["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+    let deps = p["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let digest = |d: &Value| -> String {
         d["digest"]
             .as_object()
@@ -234,7 +277,12 @@ pub fn summarize(statement: &Value) -> Summary {
     let sources = |d: &Value| -> String {
         d["annotations"]["source"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("+"))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
             .unwrap_or_default()
     };
     let mut s = Summary {
@@ -244,32 +292,75 @@ pub fn summarize(statement: &Value) -> Summary {
             .flatten()
             .map(|s| format!("{}@{}", s["name"].as_str().unwrap_or("?"), digest(s)))
             .collect(),
-        build_type: p["buildDefinition"]["buildType"].as_str().unwrap_or_default().into(),
-        builder: p["runDetails"]["builder"]["id"].as_str().unwrap_or_default().into(),
-        invocation: p["runDetails"]["metadata"]["invocationId"].as_str().unwrap_or_default().into(),
-        started_on: p["runDetails"]["metadata"]["startedOn"].as_str().map(Into::into),
-        finished_on: p["runDetails"]["metadata"]["finishedOn"].as_str().map(Into::into),
-        seed: p["buildDefinition"]["externalParameters"].get("seed").cloned(),
-        hyperparameters: p["buildDefinition"]["externalParameters"].get("hyperparameters").cloned(),
+        build_type: p["buildDefinition"]["buildType"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        builder: p["runDetails"]["builder"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        invocation: p["runDetails"]["metadata"]["invocationId"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        started_on: p["runDetails"]["metadata"]["startedOn"]
+            .as_str()
+            .map(Into::into),
+        finished_on: p["runDetails"]["metadata"]["finishedOn"]
+            .as_str()
+            .map(Into::into),
+        seed: p["buildDefinition"]["externalParameters"]
+            .get("seed")
+            .cloned(),
+        hyperparameters: p["buildDefinition"]["externalParameters"]
+            .get("hyperparameters")
+            .cloned(),
         ..Default::default()
     };
     for d in &deps {
         let name = d["name"].as_str().unwrap_or_default();
         if let Some(dataset) = name.strip_prefix("dataset:") {
-            s.datasets.push((dataset.to_string(), digest(d), sources(d)));
+            s.datasets
+                .push((dataset.to_string(), digest(d), sources(d)));
         } else if name == "image" {
-            s.images.push(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+            s.images.push(format!(
+                "{} {}",
+                d["uri"].as_str().unwrap_or("?"),
+                digest(d)
+            ));
         } else if name == "code" {
-            s.code = Some(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+            s.code = Some(format!(
+                "{} {}",
+                d["uri"].as_str().unwrap_or("?"),
+                digest(d)
+            ));
         } else if name == "baseModel" {
-            s.base_model = Some(format!("{} {}", d["uri"].as_str().unwrap_or("?"), digest(d)));
+            s.base_model = Some(format!(
+                "{} {}",
+                d["uri"].as_str().unwrap_or("?"),
+                digest(d)
+            ));
         }
     }
-    for b in p["runDetails"]["byproducts"].as_array().into_iter().flatten() {
-        let worker = b["name"].as_str().unwrap_or("?").trim_start_matches("worker/").to_string();
+    for b in p["runDetails"]["byproducts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let worker = b["name"]
+            .as_str()
+            .unwrap_or("?")
+            .trim_start_matches("worker/")
+            .to_string();
         let acc = &b["annotations"]["observed"]["accelerator"];
         let text = if acc.is_object() {
-            let field = |k: &str| acc[k].as_str().map(String::from).or_else(|| acc[k].as_i64().map(|n| n.to_string()));
+            let field = |k: &str| {
+                acc[k]
+                    .as_str()
+                    .map(String::from)
+                    .or_else(|| acc[k].as_i64().map(|n| n.to_string()))
+            };
             let mut parts = vec![field("product").unwrap_or_else(|| "unknown accelerator".into())];
             if let Some(n) = field("allocated") {
                 parts.push(format!("x{n}"));
@@ -288,7 +379,10 @@ pub fn summarize(statement: &Value) -> Summary {
             "none (CPU)".into()
         };
         s.accelerators.push((worker.clone(), text));
-        if let Some(m) = b["annotations"]["reported"].get("metrics").filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+        if let Some(m) = b["annotations"]["reported"]
+            .get("metrics")
+            .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+        {
             s.metrics.insert(worker, m.clone());
         }
     }
@@ -303,11 +397,17 @@ pub fn render(verdict: &Verdict) -> String {
         out.push('\n');
     };
     if let Some(s) = &verdict.summary {
-        line(&mut out, format!("Verified: {}@{}", verdict.artifact, verdict.digest));
+        line(
+            &mut out,
+            format!("Verified: {}@{}", verdict.artifact, verdict.digest),
+        );
         for m in &s.models {
             line(&mut out, format!("  model         {m}"));
         }
-        line(&mut out, format!("  builder       {} ({})", s.builder, s.build_type));
+        line(
+            &mut out,
+            format!("  builder       {} ({})", s.builder, s.build_type),
+        );
         line(&mut out, format!("  run           {}", s.invocation));
         line(
             &mut out,
@@ -318,7 +418,10 @@ pub fn render(verdict: &Verdict) -> String {
             ),
         );
         for (name, digest, sources) in &s.datasets {
-            line(&mut out, format!("  dataset       {name} {digest} ({sources})"));
+            line(
+                &mut out,
+                format!("  dataset       {name} {digest} ({sources})"),
+            );
         }
         for image in &s.images {
             line(&mut out, format!("  image         {image}"));
@@ -339,16 +442,31 @@ pub fn render(verdict: &Verdict) -> String {
             line(&mut out, format!("  accelerator   {worker}: {acc}"));
         }
         for (worker, metrics) in &s.metrics {
-            line(&mut out, format!("  metrics       {worker}: {metrics} (reported)"));
+            line(
+                &mut out,
+                format!("  metrics       {worker}: {metrics} (reported)"),
+            );
         }
     } else {
-        line(&mut out, format!("NOT verified: {}@{}", verdict.artifact, verdict.digest));
+        line(
+            &mut out,
+            format!("NOT verified: {}@{}", verdict.artifact, verdict.digest),
+        );
         if verdict.attestations.is_empty() {
-            line(&mut out, "  no attestation found (looked under the .att tag and the OCI referrers)".into());
+            line(
+                &mut out,
+                "  no attestation found (looked under the .att tag and the OCI referrers)".into(),
+            );
         }
     }
     for c in verdict.attestations.iter().filter(|c| !c.verified()) {
-        line(&mut out, format!("  attestation {} ({}) rejected:", c.envelope_digest, c.found_at));
+        line(
+            &mut out,
+            format!(
+                "  attestation {} ({}) rejected:",
+                c.envelope_digest, c.found_at
+            ),
+        );
         for f in &c.failures {
             line(&mut out, format!("    - {f}"));
         }

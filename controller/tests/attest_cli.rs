@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn provenant(args: &[&str]) -> Output {
@@ -19,7 +22,11 @@ fn provenant(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 struct Attested {
@@ -54,7 +61,10 @@ fn attest_demo() -> Attested {
     ]);
     assert!(out.status.success(), "attest failed: {}", text(&out));
     let digest = std::fs::read_to_string(digest_file).unwrap();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
     Attested { dir, digest }
 }
 
@@ -64,16 +74,45 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
     let reference = format!("oci:{}@{}", a.path("layout"), a.digest);
     let key = a.path("keys/cosign.pub");
     let data_digest = {
-        let out = Command::new("sha256sum").arg(repo_root().join("hack/demo/data/churn.csv")).output().unwrap();
-        format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+        let out = Command::new("sha256sum")
+            .arg(repo_root().join("hack/demo/data/churn.csv"))
+            .output()
+            .unwrap();
+        format!(
+            "sha256:{}",
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+        )
     };
 
     // Verified, with the dataset hashed on this host recorded as observed.
-    let out = provenant(&["verify", &reference, "--key", &key, "--require-dataset", &data_digest, "--builder-id", "https://provenant.dev/attest/v1", "--max-age", "1h"]);
+    let out = provenant(&[
+        "verify",
+        &reference,
+        "--key",
+        &key,
+        "--require-dataset",
+        &data_digest,
+        "--builder-id",
+        "https://provenant.dev/attest/v1",
+        "--max-age",
+        "1h",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let summary = text(&out);
-    for expected in ["Verified:", "seed          7", "(declared+observed)", "accuracy", "https://provenant.dev/TrainingRun/local/v1"] {
-        assert!(summary.contains(expected), "missing {expected:?} in\n{summary}");
+    for expected in [
+        "Verified:",
+        "seed          7",
+        "(declared+observed)",
+        "accuracy",
+        "https://provenant.dev/TrainingRun/local/v1",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "missing {expected:?} in\n{summary}"
+        );
     }
     let out = provenant(&["verify", &reference, "--key", &key, "--output", "json"]);
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -81,14 +120,30 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
 
     // A wrong key.
     let other = a.dir.path().join("other");
-    assert!(provenant(&["keys", "generate", "--output-dir", other.to_str().unwrap()]).status.success());
-    let out = provenant(&["verify", &reference, "--key", other.join("cosign.pub").to_str().unwrap()]);
+    assert!(
+        provenant(&["keys", "generate", "--output-dir", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = provenant(&[
+        "verify",
+        &reference,
+        "--key",
+        other.join("cosign.pub").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("signature:"), "{}", text(&out));
 
     // A policy not satisfied.
     let missing = "sha256:5555555555555555555555555555555555555555555555555555555555555555";
-    let out = provenant(&["verify", &reference, "--key", &key, "--require-dataset", missing]);
+    let out = provenant(&[
+        "verify",
+        &reference,
+        "--key",
+        &key,
+        "--require-dataset",
+        missing,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("required dataset"), "{}", text(&out));
 
@@ -96,12 +151,28 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
     let tampered = a.dir.path().join("tampered");
     std::fs::create_dir_all(&tampered).unwrap();
     std::fs::write(tampered.join("model.json"), b"{\"weights\": [\"0.0\"]}\n").unwrap();
-    let out = provenant(&["package", tampered.to_str().unwrap(), "--layout", &a.path("layout"), "--repository", "localhost/demo/churn-logreg"]);
+    let out = provenant(&[
+        "package",
+        tampered.to_str().unwrap(),
+        "--layout",
+        &a.path("layout"),
+        "--repository",
+        "localhost/demo/churn-logreg",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let other_digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let out = provenant(&["verify", &format!("oci:{}@{other_digest}", a.path("layout")), "--key", &key]);
+    let out = provenant(&[
+        "verify",
+        &format!("oci:{}@{other_digest}", a.path("layout")),
+        "--key",
+        &key,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("no attestation found"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no attestation found"),
+        "{}",
+        text(&out)
+    );
 
     // Usage errors are 2.
     let out = provenant(&["verify", &reference, "--key", "/nonexistent/cosign.pub"]);
@@ -120,27 +191,50 @@ fn independent_tools_read_the_layout_and_the_envelope() {
     let a = attest_demo();
     // skopeo reads the layout (the model is tagged with the run's name).
     let out = Command::new("skopeo")
-        .args(["inspect", "--raw", &format!("oci:{}:churn-demo", a.path("layout"))])
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:churn-demo", a.path("layout")),
+        ])
         .output()
         .expect("install skopeo (.ci/install-registry.sh)");
     assert!(out.status.success(), "skopeo: {}", text(&out));
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(manifest["artifactType"], "application/vnd.provenant.model.v1");
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.provenant.model.v1"
+    );
 
     // securesystemslib verifies the envelope stored in the layout.
     let tag = a.digest.replace(':', "-") + ".att";
     let out = Command::new("skopeo")
-        .args(["inspect", "--raw", &format!("oci:{}:{tag}", a.path("layout"))])
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{tag}", a.path("layout")),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "skopeo .att: {}", text(&out));
     let att: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let blob = att["layers"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+    let blob = att["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace("sha256:", "");
     let envelope = a.dir.path().join("layout/blobs/sha256").join(blob);
     let script = repo_root().join("test/python/verify_dsse.py");
-    let out = Command::new("python3").arg(script).arg(&envelope).arg(a.path("keys/cosign.pub")).output().unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&envelope)
+        .arg(a.path("keys/cosign.pub"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "securesystemslib: {}", text(&out));
     let script = repo_root().join("test/python/check_statement.py");
-    let out = Command::new("python3").arg(script).arg(&envelope).output().unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&envelope)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "in-toto-attestation: {}", text(&out));
 }

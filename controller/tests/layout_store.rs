@@ -446,7 +446,7 @@ async fn push_model_matches_the_fixture_and_is_reproducible() -> Result<()> {
     // Again, untagged, and from a layout: the same digest.
     assert_eq!(
         store
-            .push_model(&repository, None, model.path(), &files)
+            .push_model(repository, None, model.path(), files)
             .await?,
         ours
     );
@@ -454,13 +454,13 @@ async fn push_model_matches_the_fixture_and_is_reproducible() -> Result<()> {
     let layout = LayoutStore::new(tmp.path());
     assert_eq!(
         layout
-            .push_model("", Some("v1"), model.path(), &files)
+            .push_model("", Some("v1"), model.path(), files)
             .await?,
         ours
     );
     assert_eq!(
         layout
-            .push_model("", Some("v1"), model.path(), &files)
+            .push_model("", Some("v1"), model.path(), files)
             .await?,
         ours
     );
@@ -469,7 +469,7 @@ async fn push_model_matches_the_fixture_and_is_reproducible() -> Result<()> {
     std::fs::write(model.path().join("config.json"), br#"{"layers":3}"#)?;
     let other = tempfile::tempdir()?;
     let err = LayoutStore::new(other.path())
-        .push_model("", Some("v1"), model.path(), &files)
+        .push_model("", Some("v1"), model.path(), files)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
@@ -485,7 +485,7 @@ async fn layout_and_registry_hold_identical_attestations() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let layout = LayoutStore::new(tmp.path());
     layout
-        .push_model("", Some("v1"), model.path(), &files)
+        .push_model("", Some("v1"), model.path(), files)
         .await?;
     // One attestation (same envelope, same signature) attached to both.
     let att = attestation(&Subject::new(repository, &pushed.digest), 1)?;

@@ -394,20 +394,57 @@ async fn provenance_is_attached_and_verifies_with_independent_tools() -> Result<
     let pubkey = dir.join("cosign.pub");
     // (tokio's Command: the proxy lives on this test's runtime and must keep serving.)
     let verify = |extra: &[&str]| {
-        let mut args: Vec<String> = ["verify", reference.as_str(), "--key", pubkey.to_str().unwrap(), "--insecure-registry", world.proxy.host()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = [
+            "verify",
+            reference.as_str(),
+            "--key",
+            pubkey.to_str().unwrap(),
+            "--insecure-registry",
+            world.proxy.host(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        async move { tokio::process::Command::new(binary()).args(&args).output().await.unwrap() }
+        async move {
+            tokio::process::Command::new(binary())
+                .args(&args)
+                .output()
+                .await
+                .unwrap()
+        }
     };
-    let out = verify(&["--builder-id", "https://provenant.dev/controller/v1", "--require-dataset", DATA_DIGEST, "--require-image", IMAGE_DIGEST]).await;
+    let out = verify(&[
+        "--builder-id",
+        "https://provenant.dev/controller/v1",
+        "--require-dataset",
+        DATA_DIGEST,
+        "--require-image",
+        IMAGE_DIGEST,
+    ])
+    .await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "verify failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("seed          1234") && text.contains("NVIDIA-H100-80GB-HBM3"), "{text}");
+    assert!(
+        out.status.success(),
+        "verify failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("seed          1234") && text.contains("NVIDIA-H100-80GB-HBM3"),
+        "{text}"
+    );
     // ...and refuses an unmet policy with exit code 1.
-    let out = verify(&["--builder-id", "https://provenant.dev/controller/v1/other-cluster"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = verify(&[
+        "--builder-id",
+        "https://provenant.dev/controller/v1/other-cluster",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // The finalizer is released once attached; metrics tell the story.
     let api = world.cluster.api::<TrainingRun>();

@@ -235,8 +235,11 @@ pub fn accelerators_with(nvidia_smi: &Path) -> Vec<AcceleratorFacts> {
     parse_nvidia_smi(&csv, summary.as_deref(), visible.as_deref())
 }
 
+/// A GPU line of the query: name, memory.total (MiB, if known), driver_version.
+type GpuLine<'a> = (&'a str, Option<&'a str>, &'a str);
+
 /// One GPU line of the query: `name, memory.total (MiB), driver_version`.
-fn parse_gpu_line(line: &str) -> Option<(&str, Option<&str>, &str)> {
+fn parse_gpu_line(line: &str) -> Option<GpuLine<'_>> {
     // From the right: the fixed fields are numbers, a product name could hold a comma.
     let mut fields = line.rsplitn(3, ',').map(str::trim);
     let driver = fields.next()?;
@@ -303,7 +306,7 @@ pub fn parse_nvidia_smi(
     cuda_visible_devices: Option<&str>,
 ) -> Vec<AcceleratorFacts> {
     let cuda = summary.and_then(parse_cuda_version);
-    let gpus: Vec<(&str, (&str, Option<&str>, &str))> = csv
+    let gpus: Vec<(&str, GpuLine)> = csv
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

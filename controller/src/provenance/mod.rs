@@ -156,10 +156,17 @@ pub fn statement_for_local_run(
     if subject.is_empty() {
         return Err(ProvenanceError::NoOutputs);
     }
-    let uid = run.metadata.uid.clone().ok_or(ProvenanceError::Missing("uid"))?;
+    let uid = run
+        .metadata
+        .uid
+        .clone()
+        .ok_or(ProvenanceError::Missing("uid"))?;
     let mut internal = BTreeMap::new();
     internal.insert("host".to_string(), local.host.clone());
-    internal.insert("workingDirectory".to_string(), json!(local.working_directory));
+    internal.insert(
+        "workingDirectory".to_string(),
+        json!(local.working_directory),
+    );
     internal.insert("command".to_string(), json!(local.command));
     let mut deps = resolved_dependencies(&run.spec, status);
     if let Some((uri, commit, dirty)) = &local.code {
@@ -167,17 +174,33 @@ pub fn statement_for_local_run(
         // when a declared revision disagrees).
         deps.retain(|d| d.name.as_deref() != Some("code"));
         let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
-        let source = if declared { json!(["declared", "observed"]) } else { json!(["observed"]) };
-        let uri = if uri.starts_with("git+") { uri.clone() } else { format!("git+{uri}") };
+        let source = if declared {
+            json!(["declared", "observed"])
+        } else {
+            json!(["observed"])
+        };
+        let uri = if uri.starts_with("git+") {
+            uri.clone()
+        } else {
+            format!("git+{uri}")
+        };
         deps.push(ResourceDescriptor {
             name: Some("code".into()),
             uri: Some(uri),
             digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
-            annotations: BTreeMap::from([("source".into(), source), ("dirty".into(), json!(dirty))]),
+            annotations: BTreeMap::from([
+                ("source".into(), source),
+                ("dirty".into(), json!(dirty)),
+            ]),
             ..Default::default()
         });
     }
-    let host = local.host.get("hostname").and_then(Value::as_str).unwrap_or("localhost").to_string();
+    let host = local
+        .host
+        .get("hostname")
+        .and_then(Value::as_str)
+        .unwrap_or("localhost")
+        .to_string();
     Ok(Statement {
         type_: STATEMENT_TYPE.into(),
         subject,
@@ -385,7 +408,10 @@ pub fn resolved_dependencies(
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
 /// timings, images) apart from what the workload reported (metrics), and the digest of the
 /// worker's termination message.
-pub fn byproducts(status: &TrainingRunStatus, uri_of: impl Fn(&str) -> String) -> Vec<ResourceDescriptor> {
+pub fn byproducts(
+    status: &TrainingRunStatus,
+    uri_of: impl Fn(&str) -> String,
+) -> Vec<ResourceDescriptor> {
     status
         .workers
         .iter()

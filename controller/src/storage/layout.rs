@@ -6,8 +6,8 @@
 //!
 //! - Tags are `index.json` entries annotated `org.opencontainers.image.ref.name`; a manifest put
 //!   by digest (a referrer, an untagged model) gets an entry without the annotation, so every
-//!   manifest is reachable from `index.json` (tools that garbage-collect or walk layouts, e.g.
-//!   oras, find it).
+//!   manifest is reachable from `index.json` (where tools that walk or garbage-collect a layout
+//!   start).
 //! - The store is bound to one directory: a [`Subject`]'s `repository` is not used to address
 //!   anything (it may be `oci:<dir>` or a registry name the model will be copied to); returned
 //!   references name the layout as `oci:<dir>:<tag>` / `oci:<dir>@<digest>`.
