@@ -238,3 +238,54 @@ fn independent_tools_read_the_layout_and_the_envelope() {
         .unwrap();
     assert!(out.status.success(), "in-toto-attestation: {}", text(&out));
 }
+
+/// `--registry`: the model and its attestations go to the registry of spec.output.repository,
+/// and `provenant verify` reads them back from there.
+#[tokio::test]
+async fn attest_into_a_registry_and_verify_from_it() {
+    let registry = provenant_testbed::registry::Registry::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    assert!(provenant(&["keys", "generate", "--output-dir", keys.to_str().unwrap()]).status.success());
+    let yaml = std::fs::read_to_string(repo_root().join("hack/demo/trainingrun.yaml"))
+        .unwrap()
+        .replace("localhost/demo/churn-logreg", &format!("{}/demo/churn-logreg", registry.host()));
+    let file = dir.path().join("run.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let digest_file = dir.path().join("digest");
+    // tokio's Command: the registry fixture's process is independent, but keep the runtime free.
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_provenant"))
+            .args(&args)
+            .current_dir(repo_root())
+            .env("COSIGN_PASSWORD", "test")
+            .output()
+            .await
+            .unwrap()
+    };
+    let s = |v: &str| v.to_string();
+    let out = run(vec![
+        s("attest"), s("-f"), file.display().to_string(), s("--key"), keys.join("cosign.key").display().to_string(),
+        s("--registry"), s("--insecure-registry"), s(registry.host()),
+        s("--model-dir"), dir.path().join("model").display().to_string(),
+        s("--output-digest"), digest_file.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "attest --registry: {}", text(&out));
+    let digest = std::fs::read_to_string(&digest_file).unwrap();
+    let tags = registry.list_tags("demo/churn-logreg").await.unwrap();
+    assert!(tags.contains(&format!("{}.att", digest.replace(':', "-"))), "{tags:?}");
+    let out = run(vec![
+        s("verify"), format!("{}/demo/churn-logreg@{digest}", registry.host()),
+        s("--key"), keys.join("cosign.pub").display().to_string(), s("--insecure-registry"), s(registry.host()),
+    ])
+    .await;
+    assert!(out.status.success(), "verify from the registry: {}", text(&out));
+    // The tag written by attest (the run's name) resolves too.
+    let out = run(vec![
+        s("verify"), format!("{}/demo/churn-logreg:churn-demo", registry.host()),
+        s("--key"), keys.join("cosign.pub").display().to_string(), s("--insecure-registry"), s(registry.host()),
+    ])
+    .await;
+    assert!(out.status.success(), "verify by tag: {}", text(&out));
+}
