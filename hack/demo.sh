@@ -38,11 +38,19 @@ say "4. Verify the model in the OCI layout with the public key"
   --builder-id https://provenant.dev/attest/v1
 
 say "5. A tampered model fails verification"
-cp -r "$OUT/model-1" "$OUT/model-tampered"
-sed -i 's/"bias": "/"bias": "1/' "$OUT/model-tampered/model.json"
-TAMPERED="$("$BIN" package "$OUT/model-tampered" --layout "$OUT/layout" --repository localhost/demo/churn-logreg)"
-echo "tampered model: $TAMPERED"
-if "$BIN" verify "oci:$OUT/layout@$TAMPERED" --key "$OUT/keys/cosign.pub"; then
+# Change one weight inside the stored model, in place, as an attacker with write access would.
+BLOB="$(python3 - "$OUT/layout" "$DIGEST" <<'PY'
+import json, sys
+layout, digest = sys.argv[1], sys.argv[2].split(":")[1]
+manifest = json.load(open(f"{layout}/blobs/sha256/{digest}"))
+layer = next(l for l in manifest["layers"] if l["annotations"]["org.opencontainers.image.title"] == "model.json")
+print(f"{layout}/blobs/sha256/{layer['digest'].split(':')[1]}")
+PY
+)"
+chmod u+w "$BLOB"
+sed -i 's/"bias": "/"bias": "1/' "$BLOB"
+echo "changed the bias in $BLOB"
+if "$BIN" verify "oci:$OUT/layout@$DIGEST" --key "$OUT/keys/cosign.pub"; then
   echo "the tampered model verified: that is a bug" >&2
   exit 1
 fi

@@ -88,6 +88,10 @@ async fn prepare(
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let base = provenance::statement_for_run(&run, &placement, &builder)?;
+    // The empty config first: concurrent first uploads of one blob race in distribution 2.8.
+    registry
+        .push_blob(repo, provenant_testbed::registry::OCI_EMPTY_BLOB)
+        .await?;
     let models: Vec<Result<ModelRef>> = futures::stream::iter(0..n)
         .map(|i| async move {
             let content = format!("{salt} model {i} weights");

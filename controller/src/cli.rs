@@ -211,13 +211,16 @@ pub fn parse_age(text: &str) -> Result<SignedDuration, String> {
     let n: i64 = number
         .parse()
         .map_err(|_| format!("--max-age {text:?}: expected a number and a unit (s, m, h, d)"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("--max-age {text:?}: unit must be s, m, h or d")),
     };
+    let secs = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("--max-age {text:?} is too large"))?;
     Ok(SignedDuration::from_secs(secs))
 }
 
@@ -268,14 +271,49 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         .into_iter()
         .map(|f| (f.reference, f.envelope))
         .collect();
-    Ok(verify::verify(
+    let verdict = verify::verify(
         &reference.repository(),
         &resolved.digest,
         &found,
         &key,
         &policy,
         Timestamp::now(),
-    ))
+    );
+    // In a layout the model's files sit on disk: check them against the manifest that was
+    // attested. (A registry checks blob digests itself on upload, and clients on pull.)
+    let content = match &reference.location {
+        storage::Location::Layout(dir) => layout_content_failures(dir, &resolved.digest)?,
+        storage::Location::Registry(_) => Vec::new(),
+    };
+    Ok(verdict.with_content_failures(content))
+}
+
+/// Every layer of the manifest `digest` in the layout `dir`, re-hashed against its descriptor.
+fn layout_content_failures(dir: &std::path::Path, digest: &str) -> Result<Vec<String>, String> {
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest =
+        std::fs::read(blob(digest)).map_err(|e| format!("cannot read manifest {digest}: {e}"))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)
+        .map_err(|e| format!("manifest {digest} is not JSON: {e}"))?;
+    let mut failures = Vec::new();
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        let want = layer["digest"].as_str().unwrap_or_default();
+        let title = layer["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .unwrap_or(want);
+        match hashing::hash_file(&blob(want)) {
+            Ok(found) if found.digest == want && Some(found.size) == layer["size"].as_u64() => {}
+            Ok(found) => failures.push(format!(
+                "model file {title} was modified in the layout: it hashes to {} ({} bytes), the attested manifest says {want}",
+                found.digest, found.size
+            )),
+            Err(e) => failures.push(format!("model file {title} ({want}) cannot be read: {e}")),
+        }
+    }
+    Ok(failures)
 }
 
 /// `provenant package`: print the manifest digest of the stored model.

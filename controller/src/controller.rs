@@ -230,23 +230,26 @@ async fn lead_and_reconcile(
             let _ = leading_watch.wait_for(|l| !*l).await;
             let _ = lost_tx.send(true);
         });
-        let mut stop_or_lost = stop.clone();
-        let mut lost = lost_rx.clone();
+        let mut stop_only = stop.clone();
         let halt = async move {
-            tokio::select! {
-                _ = stop_or_lost.wait_for(|s| *s) => {}
-                _ = lost.wait_for(|l| *l) => {}
-            }
+            let _ = stop_only.wait_for(|s| *s).await;
         };
-        run_controller_until(
-            client.clone(),
-            config.clone(),
-            attestor.clone(),
-            &options,
-            state.clone(),
-            halt,
-        )
-        .await;
+        let mut lost = lost_rx.clone();
+        // A shutdown lets in-flight reconciles finish; a lost Lease drops them at once, so two
+        // instances never act together.
+        tokio::select! {
+            () = run_controller_until(
+                client.clone(),
+                config.clone(),
+                attestor.clone(),
+                &options,
+                state.clone(),
+                halt,
+            ) => {}
+            _ = lost.wait_for(|l| *l) => {
+                state.set_runs(None);
+            }
+        }
         watch_loss.abort();
         state.set_leader(false);
         if *stop.borrow() {
@@ -312,6 +315,7 @@ async fn run_controller_until(
         recorder: Recorder::new(client, reporter),
         metrics: state.metrics.clone(),
         attestor,
+        controller_namespace: options.controller_namespace.clone(),
     });
     let controller = Controller::new(runs, watcher::Config::default())
         .owns(pods, owned.clone())

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 use crate::signing::Signer;
@@ -95,7 +95,8 @@ pub async fn watch_signing_key(
     key.set(Err(format!("Secret {label} not loaded yet")));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut seen_in_init = false;
-    let mut events = watcher(api, config).boxed();
+    // Backoff on errors: a 403 (RBAC, wrong namespace) must not become a tight loop.
+    let mut events = watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Init) => seen_in_init = false,
@@ -140,7 +141,8 @@ pub async fn watch_registry_credentials(
 ) {
     let label = format!("{namespace}/{name}");
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, config).boxed();
+    // Backoff on errors: a 403 (RBAC, wrong namespace) must not become a tight loop.
+    let mut events = watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::InitApply(secret) | watcher::Event::Apply(secret)) => {

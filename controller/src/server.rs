@@ -39,6 +39,10 @@ impl State {
         self.leader.load(Ordering::Relaxed)
     }
     pub fn set_runs(&self, store: Option<Store<TrainingRun>>) {
+        if store.is_none() {
+            // A standby reports no runs: two replicas must not both count them.
+            self.metrics.count_phases(std::iter::empty());
+        }
         if let Ok(mut runs) = self.runs.lock() {
             *runs = store;
         }

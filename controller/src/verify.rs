@@ -53,6 +53,9 @@ pub struct Verdict {
     pub artifact: String,
     pub digest: String,
     pub verified: bool,
+    /// Problems with the artifact's own content (files that do not match their digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_failures: Vec<String>,
     pub attestations: Vec<Checked>,
     /// The summary of the first verified statement.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,8 +84,21 @@ pub fn verify(
         artifact: artifact.to_string(),
         digest: digest.to_string(),
         verified: summary.is_some(),
+        content_failures: Vec::new(),
         attestations,
         summary,
+    }
+}
+
+impl Verdict {
+    /// Add problems found in the artifact's content; any of them fails the verdict (a valid
+    /// attestation of a manifest proves nothing if the files it names were changed).
+    pub fn with_content_failures(mut self, failures: Vec<String>) -> Self {
+        if !failures.is_empty() {
+            self.verified = false;
+        }
+        self.content_failures.extend(failures);
+        self
     }
 }
 
@@ -188,11 +204,25 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
             .filter_map(|d| d.digest.get("sha256").map(|h| format!("sha256:{h}")))
             .collect()
     };
-    let datasets = digests_of("dataset:");
+    // A dataset named only by the workload (source "reported") does not satisfy a requirement:
+    // the workload is not the trusted builder.
+    let datasets: Vec<String> = p
+        .build_definition
+        .resolved_dependencies
+        .iter()
+        .filter(|d| d.name.as_deref().is_some_and(|n| n.starts_with("dataset:")))
+        .filter(|d| {
+            d.annotations
+                .get("source")
+                .and_then(Value::as_array)
+                .is_none_or(|s| s.iter().any(|v| v != "reported"))
+        })
+        .filter_map(|d| d.digest.get("sha256").map(|h| format!("sha256:{h}")))
+        .collect();
     for want in &policy.datasets {
         if !datasets.contains(want) {
             failures.push(format!(
-                "required dataset {want} is not among the datasets ({})",
+                "required dataset {want} is not among the declared or observed datasets ({})",
                 list(&datasets)
             ));
         }
@@ -214,6 +244,9 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
             .as_deref());
         match finished.and_then(|t| t.parse::<Timestamp>().ok()) {
             None => failures.push("max age: the statement has no finishedOn time".into()),
+            Some(t) if t > now => {
+                failures.push(format!("max age: finishedOn {t} is in the future"))
+            }
             Some(t) => {
                 let age = now.duration_since(t);
                 if age > max_age {
@@ -396,7 +429,7 @@ pub fn render(verdict: &Verdict) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    if let Some(s) = &verdict.summary {
+    if let (Some(s), true) = (&verdict.summary, verdict.verified) {
         line(
             &mut out,
             format!("Verified: {}@{}", verdict.artifact, verdict.digest),
@@ -452,6 +485,9 @@ pub fn render(verdict: &Verdict) -> String {
             &mut out,
             format!("NOT verified: {}@{}", verdict.artifact, verdict.digest),
         );
+        for f in &verdict.content_failures {
+            line(&mut out, format!("  - {f}"));
+        }
         if verdict.attestations.is_empty() {
             line(
                 &mut out,

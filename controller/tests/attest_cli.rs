@@ -174,6 +174,38 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
         text(&out)
     );
 
+    // A model file changed in place in the layout: the attestation is intact, the model is not.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            a.dir
+                .path()
+                .join("layout/blobs/sha256")
+                .join(a.digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = a.dir.path().join("layout/blobs/sha256").join(layer);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = provenant(&["verify", &reference, "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("was modified in the layout"),
+        "{}",
+        text(&out)
+    );
+
     // Usage errors are 2.
     let out = provenant(&["verify", &reference, "--key", "/nonexistent/cosign.pub"]);
     assert_eq!(out.status.code(), Some(2));
@@ -243,13 +275,22 @@ fn independent_tools_read_the_layout_and_the_envelope() {
 /// and `provenant verify` reads them back from there.
 #[tokio::test]
 async fn attest_into_a_registry_and_verify_from_it() {
-    let registry = provenant_testbed::registry::Registry::start().await.unwrap();
+    let registry = provenant_testbed::registry::Registry::start()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    assert!(provenant(&["keys", "generate", "--output-dir", keys.to_str().unwrap()]).status.success());
+    assert!(
+        provenant(&["keys", "generate", "--output-dir", keys.to_str().unwrap()])
+            .status
+            .success()
+    );
     let yaml = std::fs::read_to_string(repo_root().join("hack/demo/trainingrun.yaml"))
         .unwrap()
-        .replace("localhost/demo/churn-logreg", &format!("{}/demo/churn-logreg", registry.host()));
+        .replace(
+            "localhost/demo/churn-logreg",
+            &format!("{}/demo/churn-logreg", registry.host()),
+        );
     let file = dir.path().join("run.yaml");
     std::fs::write(&file, yaml).unwrap();
     let digest_file = dir.path().join("digest");
@@ -265,26 +306,49 @@ async fn attest_into_a_registry_and_verify_from_it() {
     };
     let s = |v: &str| v.to_string();
     let out = run(vec![
-        s("attest"), s("-f"), file.display().to_string(), s("--key"), keys.join("cosign.key").display().to_string(),
-        s("--registry"), s("--insecure-registry"), s(registry.host()),
-        s("--model-dir"), dir.path().join("model").display().to_string(),
-        s("--output-digest"), digest_file.display().to_string(),
+        s("attest"),
+        s("-f"),
+        file.display().to_string(),
+        s("--key"),
+        keys.join("cosign.key").display().to_string(),
+        s("--registry"),
+        s("--insecure-registry"),
+        s(registry.host()),
+        s("--model-dir"),
+        dir.path().join("model").display().to_string(),
+        s("--output-digest"),
+        digest_file.display().to_string(),
     ])
     .await;
     assert!(out.status.success(), "attest --registry: {}", text(&out));
     let digest = std::fs::read_to_string(&digest_file).unwrap();
     let tags = registry.list_tags("demo/churn-logreg").await.unwrap();
-    assert!(tags.contains(&format!("{}.att", digest.replace(':', "-"))), "{tags:?}");
+    assert!(
+        tags.contains(&format!("{}.att", digest.replace(':', "-"))),
+        "{tags:?}"
+    );
     let out = run(vec![
-        s("verify"), format!("{}/demo/churn-logreg@{digest}", registry.host()),
-        s("--key"), keys.join("cosign.pub").display().to_string(), s("--insecure-registry"), s(registry.host()),
+        s("verify"),
+        format!("{}/demo/churn-logreg@{digest}", registry.host()),
+        s("--key"),
+        keys.join("cosign.pub").display().to_string(),
+        s("--insecure-registry"),
+        s(registry.host()),
     ])
     .await;
-    assert!(out.status.success(), "verify from the registry: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "verify from the registry: {}",
+        text(&out)
+    );
     // The tag written by attest (the run's name) resolves too.
     let out = run(vec![
-        s("verify"), format!("{}/demo/churn-logreg:churn-demo", registry.host()),
-        s("--key"), keys.join("cosign.pub").display().to_string(), s("--insecure-registry"), s(registry.host()),
+        s("verify"),
+        format!("{}/demo/churn-logreg:churn-demo", registry.host()),
+        s("--key"),
+        keys.join("cosign.pub").display().to_string(),
+        s("--insecure-registry"),
+        s(registry.host()),
     ])
     .await;
     assert!(out.status.success(), "verify by tag: {}", text(&out));

@@ -317,53 +317,67 @@ async fn bad_reports_get_their_reasons_while_other_runs_complete() -> Result<()>
     init_logs();
     let cluster = Cluster::start().await?;
     let other = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+    // Each report is wrong in one way only; the condition's message must say which.
+    let over_cap = {
+        let metrics: serde_json::Map<String, serde_json::Value> = (0..40)
+            .map(|i| (format!("metric-{i:03}-{}", "x".repeat(100)), json!(i)))
+            .collect();
+        json!({"metrics": metrics}).to_string()
+    };
+    assert!(over_cap.len() > 4096 && over_cap.len() < 8192);
     let cases = [
         (
             "not-json",
             "this is not json".to_string(),
             "InvalidWorkloadReport",
+            "not valid JSON",
         ),
         (
             "over-cap",
-            format!(
-                "{{\"metrics\":{{\"x\":1}},\"pad\":\"{}\"}}",
-                "x".repeat(5000)
-            ),
+            over_cap,
             "InvalidWorkloadReport",
+            "over the 4096-byte cap",
         ),
         (
             "bad-digest",
             json!({"datasets": [{"name": "wiki", "digest": "md5:abc"}]}).to_string(),
             "InvalidWorkloadReport",
+            "datasets[0].digest",
         ),
         (
             "outside",
             json!({"outputs": [{"uri": format!("evil.example.com/x@{MODEL_DIGEST}")}]}).to_string(),
             "OutputOutsideRepository",
+            "outside spec.output.repository",
         ),
         (
             "contradicts",
             json!({"datasets": [{"name": "wiki", "digest": other}]}).to_string(),
             "DatasetDigestMismatch",
+            "spec.datasets declares",
         ),
     ];
     let mut scenario = gpu_scenario(&cluster).default_outcome(ok_outcome());
-    for (name, message, _) in &cases {
+    for (name, message, _, _) in &cases {
         scenario = scenario.pod(&format!("{name}-0"), ok_outcome().message(message.clone()));
     }
     let sim = KubeletSim::start(cluster.client.clone(), scenario).await?;
     let _controller = start_controller(&cluster, "a").await?;
-    for (name, _, _) in &cases {
+    for (name, _, _, _) in &cases {
         let spec =
             json!({"datasets": [{"name": "wiki", "uri": "gs://data/wiki", "digest": DATA_DIGEST}]});
         create(&cluster, &run(name, spec)).await?;
     }
     create(&cluster, &run("good", json!({}))).await?;
 
-    for (name, _, reason) in &cases {
+    for (name, _, reason, hint) in &cases {
         let failed = wait_phase(&cluster, name, Phase::Failed).await?;
         let (_, got, message) = condition(&failed, "Succeeded").unwrap();
         assert_eq!(&got, reason, "{name}: {message}");
+        assert!(
+            message.contains(hint),
+            "{name}: the message does not say what was wrong: {message}"
+        );
         assert_eq!(
             condition(&failed, "MaterialsRecorded").unwrap().1,
             *reason,
@@ -447,7 +461,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
     )
     .await?;
     let leader = start_controller(&cluster, "leader").await?;
-    let leases = cluster.api::<Lease>();
+    let leases = cluster.controller_api::<Lease>();
     eventually(TIMEOUT, "the first instance holds the Lease", || {
         let leases = leases.clone();
         async move {
@@ -553,6 +567,49 @@ async fn deadline_and_unknown_accelerator_fail_with_reasons() -> Result<()> {
         "{message}"
     );
     assert!(pods_of(&cluster, "exotic").await?.is_empty());
+    // A run in the controller's namespace could mount the signing key: refused, no pod created.
+    // (A second instance watches that namespace; the first one only watches the test's.)
+    let ns_flag = format!("--namespace={}", cluster.controller_namespace);
+    let mut watcher_of_ctl_ns = ControllerProcess::start(
+        binary(),
+        &cluster,
+        "ctl-ns",
+        &[&ns_flag, "--leader-elect=false"],
+    )?;
+    watcher_of_ctl_ns
+        .wait_ready(Duration::from_secs(30))
+        .await?;
+    let sneaky = cluster.controller_api::<TrainingRun>();
+    sneaky
+        .create(&kube::api::PostParams::default(), &run("sneaky", json!({"volumes": [{"name": "key", "secret": {"secretName": "provenant-signing-key"}}], "volumeMounts": [{"name": "key", "mountPath": "/key"}]})))
+        .await?;
+    let refused = eventually(
+        TIMEOUT,
+        "the run in the controller namespace refused",
+        || {
+            let sneaky = sneaky.clone();
+            async move {
+                let run = sneaky.get("sneaky").await?;
+                Ok(
+                    (run.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed))
+                        .then_some(run),
+                )
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        condition(&refused, "Succeeded").unwrap().1,
+        "ForbiddenNamespace"
+    );
+    let pods = cluster
+        .controller_api::<Pod>()
+        .list(&ListParams::default().labels("provenant.dev/run=sneaky"))
+        .await?;
+    assert!(
+        pods.items.is_empty(),
+        "a pod was created in the controller namespace"
+    );
     sim.shutdown().await?;
     Ok(())
 }

@@ -77,7 +77,7 @@ impl World {
             ..Default::default()
         };
         self.cluster
-            .api::<Secret>()
+            .controller_api::<Secret>()
             .create(&PostParams::default(), &secret)
             .await?;
         Ok(())

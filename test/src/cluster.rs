@@ -24,8 +24,10 @@ pub fn crds_dir() -> PathBuf {
 /// A cluster for one test.
 pub struct Cluster {
     pub client: Client,
-    /// The test's own namespace.
+    /// The test's own namespace (where runs go).
     pub namespace: String,
+    /// The controller's namespace (its Lease and Secrets): `<namespace>-system`.
+    pub controller_namespace: String,
     /// The double, when not running against a real cluster.
     pub server: Option<ApiServer>,
     kubeconfig: PathBuf,
@@ -57,11 +59,14 @@ impl Cluster {
         };
         install_crds(&client).await?;
         let namespace = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .context("creating the test namespace")?;
+        let controller_namespace = format!("{namespace}-system");
+        for name in [&namespace, &controller_namespace] {
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &ns)
+                .await
+                .context("creating the test namespaces")?;
+        }
         // A real API server without a controller-manager has no `default` ServiceAccount, and the
         // ServiceAccount admission plugin refuses pods without it.
         let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
@@ -75,6 +80,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             namespace,
+            controller_namespace,
             server,
             kubeconfig,
             dir,
@@ -88,6 +94,14 @@ impl Cluster {
 
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// An API in the controller's namespace.
+    pub fn controller_api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.controller_namespace)
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -167,7 +181,7 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     /// Start `binary controller` with the cluster's kubeconfig, acting on the test namespace, with
-    /// its leader Lease in that namespace. `extra` adds flags.
+    /// its Lease and Secrets in the controller namespace. `extra` adds flags.
     pub fn start(
         binary: &Path,
         cluster: &Cluster,
@@ -177,11 +191,20 @@ impl ControllerProcess {
         let port = free_port()?;
         let log = cluster.dir().join(format!("controller-{identity}.log"));
         let stderr = std::fs::File::create(&log)?;
+        // `extra` may name another namespace to watch.
+        let namespace = if extra.iter().any(|a| a.starts_with("--namespace")) {
+            None
+        } else {
+            Some(format!("--namespace={}", cluster.namespace))
+        };
         let child = Command::new(binary)
             .arg("controller")
-            .arg(format!("--namespace={}", cluster.namespace))
+            .args(namespace)
             .arg(format!("--health-addr=127.0.0.1:{port}"))
-            .arg(format!("--controller-namespace={}", cluster.namespace))
+            .arg(format!(
+                "--controller-namespace={}",
+                cluster.controller_namespace
+            ))
             .arg(format!("--leader-election-identity={identity}"))
             .arg("--lease-duration-seconds=3")
             .args(extra)

@@ -271,6 +271,10 @@ fn fmt_ms(v: f64) -> String {
 struct Times {
     submitted: HashMap<String, f64>,
     finished: HashMap<String, f64>,
+    /// Phase `Succeeded` first seen (the controller recorded the worker).
+    succeeded: HashMap<String, f64>,
+    /// Provenance `Signed` first seen (signed and persisted in the ConfigMap).
+    signed: HashMap<String, f64>,
     attached: HashMap<String, f64>,
     /// Runs that ended without provenance: name → why.
     failed: HashMap<String, String>,
@@ -455,6 +459,15 @@ async fn watch_runs(api: Api<TrainingRun>, times: Shared, t0: Instant) {
         let status = run.status.as_ref();
         let state = status.and_then(|s| s.provenance.as_ref()).map(|p| p.state);
         let mut t = lock(&times);
+        if status.and_then(|s| s.phase) == Some(Phase::Succeeded) {
+            t.succeeded.entry(name.clone()).or_insert(now);
+        }
+        if matches!(
+            state,
+            Some(ProvenanceState::Signed | ProvenanceState::Attached)
+        ) {
+            t.signed.entry(name.clone()).or_insert(now);
+        }
         match state {
             Some(ProvenanceState::Attached) => {
                 t.attached.entry(name).or_insert(now);
@@ -603,6 +616,15 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
     let final_metrics = get_metrics(&http, controller.port)
         .await
         .unwrap_or_default();
+    let incomplete = lock(&times).attached.len() < n;
+    if incomplete {
+        let log = controller.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "e2e: not every run was attached; controller log tail:\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
     watch.abort();
     let _ = controller.terminate(Duration::from_secs(20)).await;
     let _ = sim.shutdown().await;
@@ -618,6 +640,15 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
                 "finished_ms": finished, "attached_ms": attached}));
         }
     }
+    // Where the lag goes: finished → Succeeded seen → Signed seen → Attached seen.
+    let segment = |from: &HashMap<String, f64>, to: &HashMap<String, f64>| -> Vec<f64> {
+        from.iter()
+            .filter_map(|(k, a)| to.get(k).map(|b| b - a))
+            .collect()
+    };
+    let seg_observe = segment(&t.finished, &t.succeeded);
+    let seg_sign = segment(&t.succeeded, &t.signed);
+    let seg_attach = segment(&t.signed, &t.attached);
     let attached = t.attached.len();
     let failed: BTreeMap<String, String> = t.failed.clone().into_iter().collect();
     let first_submit = t.submitted.values().copied().fold(f64::INFINITY, f64::min);
@@ -654,7 +685,7 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
         let fig = p(&lags, q);
         let b = base(q);
         let target = if q == 99.0 {
-            Some(("< 2000 ms", fig < LAG_TARGET_MS))
+            Some(("< 2000 ms", !lags.is_empty() && fig < LAG_TARGET_MS))
         } else {
             None
         };
@@ -718,6 +749,25 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
         target: String::new(),
         met: None,
     });
+    let seg = |v: &[f64]| {
+        format!(
+            "p50 {:.0} / p99 {:.0} ms",
+            percentile(v, 50.0),
+            percentile(v, 99.0)
+        )
+    };
+    rows.push(Row::info(
+        "lag split: pod done → Succeeded seen",
+        seg(&seg_observe),
+    ));
+    rows.push(Row::info(
+        "lag split: Succeeded → Signed (resolve, sign, persist)",
+        seg(&seg_sign),
+    ));
+    rows.push(Row::info(
+        "lag split: Signed → Attached (registry writes)",
+        seg(&seg_attach),
+    ));
     print_table(
         &format!(
             "Benchmark 3: end to end, {n} runs (controller --kube-api-qps={QPS} --kube-api-burst={BURST})"
@@ -745,6 +795,11 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
             "bare_cpu_ms_per_op_incl_signing": bare_cpu_ms,
             "status_patch_ms": {"p50": patch_p50, "p95": p(&patch_ms, 95.0),
                 "p99": p(&patch_ms, 99.0), "max": p(&patch_ms, 100.0), "n": patch_ms.len()},
+        },
+        "lag_split_ms": {
+            "finished_to_succeeded": {"p50": p(&seg_observe, 50.0), "p99": p(&seg_observe, 99.0)},
+            "succeeded_to_signed": {"p50": p(&seg_sign, 50.0), "p99": p(&seg_sign, 99.0)},
+            "signed_to_attached": {"p50": p(&seg_attach, 50.0), "p99": p(&seg_attach, 99.0)},
         },
         "attestations_per_s": attest_per_s,
         "submitted_per_s": submit_per_s,
@@ -1020,14 +1075,14 @@ async fn scale(full: bool, binary: &Path) -> Result<()> {
             "< 150 MiB",
             rss_10k < RSS_TARGET_MIB,
         ),
-        Row::check(
-            format!("controller peak RSS (VmHWM) at {RSS_TARGET_RUNS} runs ({how})"),
-            format!("{hwm_10k:.1} MiB"),
-            format!("{:.1} MiB with 0 runs", mib(empty.vm_hwm_kib)),
-            hwm_10k / mib(empty.vm_hwm_kib).max(1e-9),
-            "< 150 MiB",
-            hwm_10k < RSS_TARGET_MIB,
-        ),
+        Row {
+            metric: format!("controller peak RSS (VmHWM) at {RSS_TARGET_RUNS} runs ({how})"),
+            figure: format!("{hwm_10k:.1} MiB"),
+            baseline: format!("{:.1} MiB with 0 runs", mib(empty.vm_hwm_kib)),
+            ratio: Some(hwm_10k / mib(empty.vm_hwm_kib).max(1e-9)),
+            target: "(info: includes the start-up peak)".into(),
+            met: None,
+        },
         Row::info(
             format!("measured at {m} runs: VmRSS / VmHWM"),
             format!("{rss:.1} / {hwm:.1} MiB ({per_run_kib:.2} KiB/run RSS)"),

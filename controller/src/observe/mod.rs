@@ -37,11 +37,11 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// The digest part of a kubelet `imageID` (`docker-pullable://repo@sha256:..`, `repo@sha256:..`
-/// or a bare `sha256:..`).
+/// The manifest digest in a kubelet `imageID` (`docker-pullable://repo@sha256:..` or
+/// `repo@sha256:..`). A bare `sha256:..` is the image *config* id (an image loaded locally, not
+/// pulled by digest): not a registry digest, so not recorded as one (the raw `imageID` is kept).
 pub fn digest_from_image_id(image_id: &str) -> Option<String> {
-    let digest = image_id.rsplit('@').next()?;
-    let digest = digest.rsplit("://").next()?;
+    let (_, digest) = image_id.rsplit_once('@')?;
     let hex = digest.strip_prefix("sha256:")?;
     (hex.len() == 64
         && hex
@@ -149,7 +149,8 @@ mod tests {
         );
         assert_eq!(
             digest_from_image_id(&format!("sha256:{hex}")),
-            Some(format!("sha256:{hex}"))
+            None,
+            "a config id, not a manifest digest"
         );
         assert_eq!(digest_from_image_id("reg.io/x:latest"), None);
         assert_eq!(digest_from_image_id("sha256:abc"), None);

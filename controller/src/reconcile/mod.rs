@@ -52,6 +52,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Signs and attaches provenance; None when provenance is disabled.
     pub attestor: Option<Arc<Attestor>>,
+    /// The controller's own namespace (signing key, credentials): no run may execute there.
+    pub controller_namespace: String,
 }
 
 /// A reconcile failed; it is retried. Variant names read well as metric labels.
@@ -124,9 +126,34 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         return Ok(Action::await_change());
     }
 
+    // Pods can mount any Secret of their namespace: a run in the controller's namespace could
+    // read the signing key or use the controller's service account. Refused outright.
+    if namespace == ctx.controller_namespace {
+        let message = format!(
+            "TrainingRuns may not run in {namespace}, the controller's namespace: its Secrets hold the signing key; use another namespace"
+        );
+        let mut status = status;
+        finish(
+            &mut status,
+            Phase::Failed,
+            Some(("ForbiddenNamespace".into(), message.clone())),
+            ctx,
+        );
+        write_status(run, namespace, status, ctx).await?;
+        publish(ctx, run, EventType::Warning, "ForbiddenNamespace", &message).await;
+        return Ok(Action::await_change());
+    }
+
     let plan = match execute::plan(run, &ctx.config) {
         Ok(plan) => plan,
         Err(e) => {
+            // A configuration change after the start (a profile removed) must not leave the
+            // workers running unobserved: stop them too.
+            if status.start_time.is_some() {
+                let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+                let pods = list_workers(&pods_api, run).await?;
+                stop_workers(&pods_api, &pods).await;
+            }
             let mut status = status;
             finish(
                 &mut status,
@@ -707,7 +734,7 @@ async fn release_finalizer_if_done(
     status: &TrainingRunStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
-    if !run.finalizers().iter().any(|f| f == labels::FINALIZER) || !provenance_done(status) {
+    if !run.finalizers().iter().any(|f| f == labels::FINALIZER) || !provenance_done(status, ctx) {
         return Ok(());
     }
     let finalizers: Vec<String> = run
@@ -733,9 +760,11 @@ fn owes_provenance<'a>(status: &TrainingRunStatus, ctx: &'a Context) -> Option<&
 }
 
 /// Nothing left to attest: a failed run, provenance disabled, attached, or failed permanently.
-fn provenance_done(status: &TrainingRunStatus) -> bool {
+fn provenance_done(status: &TrainingRunStatus, ctx: &Context) -> bool {
     match status.phase {
         Some(Phase::Failed) => true,
+        // Provenance switched off since the run finished: nothing will ever attest it.
+        Some(Phase::Succeeded) if ctx.attestor.is_none() => true,
         Some(Phase::Succeeded) => status.provenance.as_ref().is_some_and(|p| {
             matches!(
                 p.state,
@@ -759,7 +788,7 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
     }
     let finished = matches!(status.phase, Some(Phase::Succeeded | Phase::Failed));
     if run.finalizers().iter().any(|f| f == labels::FINALIZER)
-        && (!finished || provenance_done(&status))
+        && (!finished || provenance_done(&status, ctx))
     {
         let finalizers: Vec<String> = run
             .finalizers()

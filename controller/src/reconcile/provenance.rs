@@ -96,7 +96,7 @@ impl Attestor {
         let n = failures.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         // 2 s, 4 s, ... capped at 5 minutes.
-        Duration::from_secs((1u64 << (*n).min(8)).min(300))
+        Duration::from_secs((1u64 << (*n).min(9)).min(300))
     }
 
     fn forget(&self, uid: &str) {
@@ -280,10 +280,29 @@ async fn sign_and_persist(
 
     // Resolve: every output must exist in the registry with the reported digest.
     let store = attestor.store();
+    // Always re-checked here, never taken from the status (which others could have written):
+    // the repository must be inside spec.output.repository and the manifest must resolve.
+    let allowed = run.spec.output.repository.clone();
     for output in status.outputs.iter_mut() {
-        if output.verified {
-            continue;
+        let inside =
+            output.repository == allowed || output.repository.starts_with(&format!("{allowed}/"));
+        if !inside {
+            let message = format!(
+                "output {} is outside spec.output.repository {allowed}",
+                output.uri
+            );
+            return fail(
+                run,
+                namespace,
+                status.clone(),
+                ctx,
+                "OutputOutsideRepository",
+                &message,
+            )
+            .await
+            .map(Err);
         }
+        output.verified = false;
         let subject = Subject::new(output.repository.clone(), output.digest.clone());
         match store.resolve(&subject).await {
             Ok(_) => output.verified = true,
@@ -412,7 +431,22 @@ async fn sign_and_persist(
         .observe(started.elapsed().as_secs_f64());
 
     // Persist before any registry write.
-    let record = persist(run, namespace, cm_api, record).await?;
+    let Some(record) = persist(run, namespace, cm_api, record).await? else {
+        let message = format!(
+            "ConfigMap {} exists and does not belong to this run: delete or rename it, then recreate the run",
+            record_config_map(run)
+        );
+        return fail(
+            run,
+            namespace,
+            status.clone(),
+            ctx,
+            "ProvenanceRecordConflict",
+            &message,
+        )
+        .await
+        .map(Err);
+    };
     mark_signed(run, status, &record);
     write_status(run, namespace, status.clone(), ctx).await?;
     publish(
@@ -532,7 +566,7 @@ async fn persist(
     namespace: &str,
     api: &Api<ConfigMap>,
     record: SignedRecord,
-) -> Result<SignedRecord, Error> {
+) -> Result<Option<SignedRecord>, Error> {
     let name = record_config_map(run);
     let mut cm_labels = BTreeMap::from([
         (labels::RUN.to_string(), run.name_any()),
@@ -559,14 +593,9 @@ async fn persist(
         ..Default::default()
     };
     match api.create(&PostParams::default(), &cm).await {
-        Ok(_) => Ok(record),
-        Err(kube::Error::Api(s)) if s.code == 409 => match existing_record(run, api).await? {
-            Some(existing) => Ok(existing),
-            None => Err(Error::Kube {
-                action: format!("create ConfigMap {name}"),
-                source: kube::Error::Api(s),
-            }),
-        },
+        Ok(_) => Ok(Some(record)),
+        // Ours (another attempt won the race): use what it holds. Someone else's: None.
+        Err(kube::Error::Api(s)) if s.code == 409 => existing_record(run, api).await,
         Err(e) => Err(kube_err(format!("create ConfigMap {name}"))(e)),
     }
 }
