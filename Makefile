@@ -5,6 +5,7 @@ CARGO ?= cargo
 BIN := target/debug/provenant
 CRD_FILE := crds/trainingruns.provenant.dev.yaml
 
+.PHONY: image
 .PHONY: all build build-debug test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean
 
 all: build
@@ -88,6 +89,11 @@ bench-full:
 	else \
 		echo "make bench-full: $(CLUSTER_BENCH_SRC) not present: skipping benchmarks 3 (end to end) and 4 (cache scale)" >&2; \
 	fi
+
+## image: the controller image (needs a Docker engine; none on the CI machines)
+IMAGE ?= ghcr.io/provenant-dev/provenant:v0.1.0
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	$(CARGO) clean
