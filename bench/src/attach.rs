@@ -42,6 +42,8 @@ pub const PROTOCOL_MINIMUM: u64 = 10;
 /// Target: store throughput ≥ 0.8 × the ceiling.
 const TARGET: f64 = 0.8;
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
+/// Store and minimal client alternate in this many rounds per concurrency level.
+const ROUNDS: usize = 4;
 
 /// cosign's constant config of `.att`/`.sig` manifests (docs/registry-layout.md).
 const COSIGN_CONFIG: &[u8] =
@@ -138,6 +140,10 @@ struct Measured {
 }
 
 impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.wall += other.wall;
+        self.latencies_ms.extend(other.latencies_ms);
+    }
     fn per_s(&self, n: usize) -> f64 {
         n as f64 / self.wall.as_secs_f64()
     }
@@ -339,8 +345,12 @@ async fn run_async(full: bool) -> Result<()> {
     let observed = Arc::clone(&counter);
     let store = RegistryStore::new(RegistryOptions {
         insecure_registries: vec![host.clone()],
-        observer: Some(Arc::new(move |op: &str, _elapsed: Duration, _ok: bool| {
-            observed.add(op)
+        observer: Some(Arc::new(move |op: &str, _elapsed: Duration, ok: bool| {
+            if ok {
+                observed.add(op)
+            } else {
+                observed.add(&format!("{op} (failed)"))
+            }
         })),
         ..RegistryOptions::default()
     });
@@ -362,31 +372,57 @@ async fn run_async(full: bool) -> Result<()> {
         };
         let store_repo = format!("bench/attach-c{c}");
         let min_repo = format!("bench/minimal-c{c}");
-        let store_jobs = prepare(&registry, &store_repo, n, &key, &format!("store{level}")).await?;
-        let min_jobs = prepare(&registry, &min_repo, n, &key, &format!("minimal{level}")).await?;
-        // The cosign config exists in the minimal client's repository, as it does after the
-        // first attestation in a repository for the store.
+        let mut store_jobs = prepare(
+            &registry,
+            &store_repo,
+            n + 1,
+            &key,
+            &format!("store{level}"),
+        )
+        .await?;
+        let mut min_jobs = prepare(
+            &registry,
+            &min_repo,
+            n + 1,
+            &key,
+            &format!("minimal{level}"),
+        )
+        .await?;
+        // Steady state, outside the timed part: one attestation already in each repository (so
+        // the cosign config blob exists, as after the first attestation in a repository; the
+        // first concurrent attaches to a fresh repository race on it, see docs/benchmarks.md),
+        // both clients' connection pools warm, the store's referrers-API probe done.
+        let store_warm = store_jobs.pop().ok_or_else(|| anyhow!("no jobs"))?;
+        let min_warm = min_jobs.pop().ok_or_else(|| anyhow!("no jobs"))?;
+        store.attach(&store_warm.attestation).await?;
         registry.push_blob(&min_repo, COSIGN_CONFIG).await?;
-        // Warm both clients' connection pools and the store's per-registry knowledge (referrers
-        // API probe) outside the timed part, on one extra model each.
-        let warm = prepare(&registry, &format!("bench/warm-c{c}"), 2, &key, "warm").await?;
-        registry
-            .push_blob(&format!("bench/warm-c{c}"), COSIGN_CONFIG)
-            .await?;
-        store.attach(&warm[0].attestation).await?;
-        minimal.attach(&warm[1]).await?;
+        minimal.attach(&min_warm).await?;
         counter.take();
 
-        // Alternate which goes first per level so neither always runs on a fresher registry.
-        let (store_m, min_m) = if level % 2 == 0 {
-            let s = run_store(&store, &store_jobs, c).await?;
-            let m = run_minimal(&minimal, &min_jobs, c).await?;
-            (s, m)
-        } else {
-            let m = run_minimal(&minimal, &min_jobs, c).await?;
-            let s = run_store(&store, &store_jobs, c).await?;
-            (s, m)
+        // Interleaved in rounds, alternating which goes first, so both see the same machine
+        // and registry state (shared, noisy machines).
+        let mut store_m = Measured {
+            wall: Duration::ZERO,
+            latencies_ms: Vec::new(),
         };
+        let mut min_m = Measured {
+            wall: Duration::ZERO,
+            latencies_ms: Vec::new(),
+        };
+        let chunk = n.div_ceil(ROUNDS);
+        for (round, (s_jobs, m_jobs)) in store_jobs
+            .chunks(chunk)
+            .zip(min_jobs.chunks(chunk))
+            .enumerate()
+        {
+            if round % 2 == 0 {
+                store_m.add(run_store(&store, s_jobs, c).await?);
+                min_m.add(run_minimal(&minimal, m_jobs, c).await?);
+            } else {
+                min_m.add(run_minimal(&minimal, m_jobs, c).await?);
+                store_m.add(run_store(&store, s_jobs, c).await?);
+            }
+        }
         let ops = counter.take();
         let store_requests: u64 = ops.values().sum();
         let per_att = store_requests as f64 / n as f64;

@@ -205,7 +205,7 @@ fn write_config(cluster: &Cluster, name: &str, provenance_yaml: &str) -> Result<
     Ok(path)
 }
 
-/// The signing-key Secret in the controller's namespace (the test namespace), as the
+/// The signing-key Secret in the controller's namespace (`Cluster::controller_namespace`), as the
 /// provenance scenarios create it.
 async fn create_key_secret(cluster: &Cluster) -> Result<()> {
     let keys = provenant::signing::keys::generate(KEY_PASSWORD)?;
@@ -232,7 +232,7 @@ async fn create_key_secret(cluster: &Cluster) -> Result<()> {
         ..Default::default()
     };
     cluster
-        .api::<Secret>()
+        .controller_api::<Secret>()
         .create(&PostParams::default(), &secret)
         .await
         .context("creating the signing-key Secret")?;
@@ -472,16 +472,23 @@ async fn watch_runs(api: Api<TrainingRun>, times: Shared, t0: Instant) {
             Some(ProvenanceState::Attached) => {
                 t.attached.entry(name).or_insert(now);
             }
-            Some(ProvenanceState::Failed | ProvenanceState::Disabled) => {
-                t.failed
-                    .entry(name)
-                    .or_insert_with(|| format!("provenance {state:?}"));
-            }
             _ if status.and_then(|s| s.phase) == Some(Phase::Failed) => {
+                // The run failed (e.g. its worker's push failed): say why.
                 let why = status
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
-                    .map(|c| format!("{}: {}", c.reason, c.message))
-                    .unwrap_or_default();
+                    .map(|c| format!("run failed, {}: {}", c.reason, c.message))
+                    .unwrap_or_else(|| "run failed".to_string());
+                t.failed.entry(name).or_insert(why);
+            }
+            Some(ProvenanceState::Failed | ProvenanceState::Disabled) => {
+                let why = status
+                    .and_then(|s| {
+                        s.conditions
+                            .iter()
+                            .find(|c| c.type_ == "ProvenanceAttached" && c.status == "False")
+                    })
+                    .map(|c| format!("provenance {state:?}, {}: {}", c.reason, c.message))
+                    .unwrap_or_else(|| format!("provenance {state:?}"));
                 t.failed.entry(name).or_insert(why);
             }
             _ => {}
@@ -619,7 +626,13 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
     let incomplete = lock(&times).attached.len() < n;
     if incomplete {
         let log = controller.log_text();
-        let lines: Vec<&str> = log.lines().collect();
+        // Warnings, errors and provenance lines first: they say why.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                !l.contains("\"level\":\"INFO\"") || l.contains("provenance") || l.contains("key")
+            })
+            .collect();
         eprintln!(
             "e2e: not every run was attached; controller log tail:\n{}",
             lines[lines.len().saturating_sub(30)..].join("\n")

@@ -341,9 +341,14 @@ fn error_chain(e: &reqwest::Error) -> String {
 /// other 4xx → Permanent; the message is the registry's own (`CODE: message`).
 fn status_error(op: &'static str, target: &str, resp: &Response) -> StorageError {
     let status = resp.status.as_u16();
+    // A manifest PUT racing the upload of a blob it references (concurrent attaches sharing the
+    // config blob of a new repository) is refused as MANIFEST_BLOB_UNKNOWN: worth a retry.
+    let blob_race =
+        status == 400 && String::from_utf8_lossy(&resp.body).contains("MANIFEST_BLOB_UNKNOWN");
     let kind = match status {
         404 => ErrorKind::NotFound,
         408 | 429 | 500..=599 => ErrorKind::Transient,
+        400 if blob_race => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
     let detail = oci::ErrorResponse::summary(&resp.body).unwrap_or_else(|| {
@@ -1382,6 +1387,12 @@ mod tests {
         assert!(status_error("x", "r", &resp(503, "")).is_transient());
         assert!(status_error("x", "r", &resp(429, "")).is_transient());
         assert!(status_error("x", "r", &resp(408, "")).is_transient());
+        let race =
+            r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
+        assert!(
+            status_error("x", "r", &resp(400, race)).is_transient(),
+            "a blob upload race is retried"
+        );
         let e = status_error("x", "r", &resp(400, "bad"));
         assert_eq!(e.kind(), ErrorKind::Permanent);
         assert_eq!(e.message(), "HTTP 400 bad");
