@@ -7,7 +7,7 @@
 //! signature. Transient registry errors retry with capped exponential backoff; permanent ones end in
 //! `Failed` with the registry's message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ pub struct Attestor {
     store: Mutex<Option<(u64, Arc<dyn AttestationStore>)>>,
     /// Consecutive transient failures per run UID, for the backoff between reconciles.
     failures: Mutex<HashMap<String, u32>>,
+    /// Runs this process attached: a reconcile started from a cache that has not seen the
+    /// `Attached` status yet must not attach (and read every tag) again.
+    attached: Mutex<HashSet<String>>,
 }
 
 impl Attestor {
@@ -65,6 +68,7 @@ impl Attestor {
             observer,
             store: Mutex::new(None),
             failures: Mutex::new(HashMap::new()),
+            attached: Mutex::new(HashSet::new()),
         }
     }
 
@@ -140,6 +144,15 @@ pub async fn attest_run(
         .map_or(ProvenanceState::Pending, |p| p.state);
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
 
+    if attestor
+        .attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&uid)
+    {
+        // Already attached by this process; the cache will catch up with the status.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let record = match state {
         ProvenanceState::Pending => match existing_record(run, &cm_api).await? {
             // Signed before a crash, the status not yet updated: reuse, never sign again.
@@ -206,6 +219,12 @@ pub async fn attest_run(
                 run.metadata.generation,
             );
             write_status(run, namespace, status.clone(), ctx).await?;
+            // Only once the status says so: a failed write must let the next reconcile retry.
+            attestor
+                .attached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.clone());
             ctx.metrics
                 .attestations
                 .with_label_values(&["attached"])
