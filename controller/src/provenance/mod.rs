@@ -90,12 +90,10 @@ impl ProvenanceError {
     }
 }
 
-/// The statement for a succeeded run, as the controller ran it with `placement`.
-pub fn statement_for_run(
+/// What every statement needs from a run: it succeeded, it has outputs, it has a UID.
+fn attestable(
     run: &TrainingRun,
-    placement: &Placement,
-    builder: &BuilderIdentity,
-) -> Result<Statement, ProvenanceError> {
+) -> Result<(&TrainingRunStatus, Vec<ResourceDescriptor>, String), ProvenanceError> {
     let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
     if status.phase != Some(crate::api::Phase::Succeeded) {
         return Err(ProvenanceError::NotSucceeded);
@@ -109,6 +107,16 @@ pub fn statement_for_run(
         .uid
         .clone()
         .ok_or(ProvenanceError::Missing("uid"))?;
+    Ok((status, subject, uid))
+}
+
+/// The statement for a succeeded run, as the controller ran it with `placement`.
+pub fn statement_for_run(
+    run: &TrainingRun,
+    placement: &Placement,
+    builder: &BuilderIdentity,
+) -> Result<Statement, ProvenanceError> {
+    let (status, subject, uid) = attestable(run)?;
     let namespace = run
         .metadata
         .namespace
@@ -148,19 +156,7 @@ pub fn statement_for_local_run(
     local: &LocalInvocation,
     builder: &BuilderIdentity,
 ) -> Result<Statement, ProvenanceError> {
-    let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
-    if status.phase != Some(crate::api::Phase::Succeeded) {
-        return Err(ProvenanceError::NotSucceeded);
-    }
-    let subject = subjects(status);
-    if subject.is_empty() {
-        return Err(ProvenanceError::NoOutputs);
-    }
-    let uid = run
-        .metadata
-        .uid
-        .clone()
-        .ok_or(ProvenanceError::Missing("uid"))?;
+    let (status, subject, uid) = attestable(run)?;
     let mut internal = BTreeMap::new();
     internal.insert("host".to_string(), local.host.clone());
     internal.insert(
