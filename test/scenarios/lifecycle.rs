@@ -39,14 +39,6 @@ async fn start_controller(cluster: &Cluster, identity: &str) -> Result<Controlle
     Ok(controller)
 }
 
-/// A metric's value from the exposition text (first line that starts with `series`).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn four_gpu_workers_are_scheduled_observed_and_recorded() -> Result<()> {
     init_logs();

@@ -245,13 +245,6 @@ fn python(script: &str, args: &[&Path]) -> Result<(bool, String)> {
     Ok((out.status.success(), text))
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn provenance_is_attached_and_verifies_with_independent_tools() -> Result<()> {
     let world = World::start(true).await?;

@@ -107,3 +107,11 @@ pub fn controller_config(
 
 /// Provenance off: runs release their finalizer once materials are recorded.
 pub const PROVENANCE_DISABLED: &str = "provenance:\n  enabled: false\n";
+
+/// A metric's value from the Prometheus exposition text (the line that starts with `series`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -90,6 +90,27 @@ impl ProvenanceError {
     }
 }
 
+/// `runDetails`: who built it, which run, when, and the per-worker byproducts.
+fn run_details(
+    builder: &BuilderIdentity,
+    invocation_id: String,
+    status: &TrainingRunStatus,
+    byproducts: Vec<ResourceDescriptor>,
+) -> RunDetails {
+    RunDetails {
+        builder: Builder {
+            id: builder.id.clone(),
+            version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
+        },
+        metadata: BuildMetadata {
+            invocation_id,
+            started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
+            finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
+        },
+        byproducts,
+    }
+}
+
 /// What every statement needs from a run: it succeeded, it has outputs, it has a UID.
 fn attestable(
     run: &TrainingRun,
@@ -133,18 +154,12 @@ pub fn statement_for_run(
                 internal_parameters: internal_parameters(&run.spec, &namespace, placement),
                 resolved_dependencies: resolved_dependencies(&run.spec, status),
             },
-            run_details: RunDetails {
-                builder: Builder {
-                    id: builder.id.clone(),
-                    version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
-                },
-                metadata: BuildMetadata {
-                    invocation_id: uid,
-                    started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
-                    finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
-                },
-                byproducts: byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
-            },
+            run_details: run_details(
+                builder,
+                uid,
+                status,
+                byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
+            ),
         },
     })
 }
@@ -208,18 +223,12 @@ pub fn statement_for_local_run(
                 internal_parameters: internal,
                 resolved_dependencies: deps,
             },
-            run_details: RunDetails {
-                builder: Builder {
-                    id: builder.id.clone(),
-                    version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
-                },
-                metadata: BuildMetadata {
-                    invocation_id: uid,
-                    started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
-                    finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
-                },
-                byproducts: byproducts(status, |worker| format!("local://{host}/{worker}")),
-            },
+            run_details: run_details(
+                builder,
+                uid,
+                status,
+                byproducts(status, |worker| format!("local://{host}/{worker}")),
+            ),
         },
     })
 }
