@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -23,6 +23,7 @@ use crate::client::{self, ClientError, RateLimit};
 use crate::config::{ConfigError, ControllerConfig};
 use crate::provenance::BuilderIdentity;
 use crate::reconcile::provenance::Attestor;
+use crate::reconcile::queue::{self, ProvenanceQueue};
 use crate::reconcile::{self, Context};
 use crate::secrets::{self, RegistryCredentials, SigningKey};
 use crate::{labels, server};
@@ -42,6 +43,8 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// Runs reconciled at most at once (0 = unbounded).
     pub concurrency: u16,
+    /// Provenance steps (resolve, sign, attach) at most at once, apart from the reconciles.
+    pub provenance_workers: u16,
     /// The controller's namespace: the signing key and registry credentials Secrets.
     pub controller_namespace: String,
 }
@@ -309,6 +312,7 @@ async fn run_controller_until(
         controller: "provenant".into(),
         instance: options.leader_election.as_ref().map(|l| l.identity.clone()),
     };
+    let (provenance_queue, queued) = ProvenanceQueue::new();
     let context = Arc::new(Context {
         client: client.clone(),
         config,
@@ -316,14 +320,27 @@ async fn run_controller_until(
         metrics: state.metrics.clone(),
         attestor,
         controller_namespace: options.controller_namespace.clone(),
+        queue: provenance_queue,
     });
+    let halt = halt.shared();
     let controller = Controller::new(runs, watcher::Config::default())
         .owns(pods, owned.clone())
         .owns(services, owned)
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     state.set_runs(Some(controller.store()));
-    info!("reconciling TrainingRuns");
-    controller
+    let provenance_workers = queue::work(
+        queued,
+        context.clone(),
+        controller.store(),
+        usize::from(options.provenance_workers),
+        halt.clone(),
+    );
+    info!(
+        reconcilers = options.concurrency,
+        provenance_workers = options.provenance_workers,
+        "reconciling TrainingRuns"
+    );
+    let reconcilers = controller
         .graceful_shutdown_on(halt)
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -333,8 +350,9 @@ async fn run_controller_until(
                     other => warn!(error = %other, "controller event"),
                 }
             }
-        })
-        .await;
+        });
+    // Both live in this future: a lost Lease drops them together.
+    tokio::join!(reconcilers, provenance_workers);
     state.set_runs(None);
     info!("stopped reconciling");
 }

@@ -102,6 +102,10 @@ struct ControllerArgs {
     /// Runs reconciled at most at once (0 = unbounded).
     #[arg(long, env = "PROVENANT_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
+    /// Provenance steps (resolve, sign, attach) at most at once. They run apart from the
+    /// reconciles, so a slow registry never delays recording finished workers.
+    #[arg(long, env = "PROVENANT_PROVENANCE_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    provenance_workers: u16,
     /// Elect a leader over a Lease so that only one replica acts (off: a single instance).
     #[arg(long, env = "PROVENANT_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -234,6 +238,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
             lease_duration: args.lease_duration_seconds.max(2),
         }),
         concurrency: args.concurrency,
+        provenance_workers: args.provenance_workers,
         controller_namespace: args.controller_namespace,
     };
     match runtime.block_on(controller::run(options, shutdown_signal())) {

@@ -89,13 +89,19 @@ impl World {
     }
 
     async fn controller(&self, identity: &str) -> Result<ControllerProcess> {
+        self.controller_with(identity, &[]).await
+    }
+
+    async fn controller_with(&self, identity: &str, extra: &[&str]) -> Result<ControllerProcess> {
         let provenance = format!(
             "provenance:\n  enabled: true\n  registry:\n    insecure: [\"{}\"]\n    attempts: 2\n",
             self.proxy.host()
         );
         let config = controller_config(&self.cluster, "provenance", &provenance);
         let flag = format!("--config={}", config.display());
-        let mut controller = ControllerProcess::start(binary(), &self.cluster, identity, &[&flag])?;
+        let mut flags = vec![flag.as_str()];
+        flags.extend_from_slice(extra);
+        let mut controller = ControllerProcess::start(binary(), &self.cluster, identity, &flags)?;
         controller.wait_ready(Duration::from_secs(30)).await?;
         Ok(controller)
     }
@@ -533,6 +539,58 @@ async fn registry_down_when_the_run_finishes_then_back() -> Result<()> {
         }
     })
     .await?;
+    sim.shutdown().await?;
+    Ok(())
+}
+
+/// Registry I/O runs on the provenance workers: a registry that hangs (no answer at all) must not
+/// keep other runs from being executed and recorded, even with one reconcile at a time.
+#[tokio::test]
+async fn a_hung_registry_does_not_hold_up_other_runs() -> Result<()> {
+    let world = World::start(true).await?;
+    let sim = world.kubelet(|| {}).await?;
+    let _controller = world
+        .controller_with("a", &["--concurrency=1", "--provenance-workers=1"])
+        .await?;
+    world.proxy.set_mode(Mode::Stall);
+    create(&world.cluster, &world.run("first")).await?;
+    wait_phase(&world.cluster, "first", Phase::Succeeded).await?;
+    eventually(
+        TIMEOUT,
+        "the controller's registry requests to hang",
+        || {
+            let proxy = &world.proxy;
+            async move { Ok((proxy.stalled() > 0).then_some(())) }
+        },
+    )
+    .await?;
+
+    // While the only provenance worker waits on the registry, a second run is created, run and
+    // recorded: the reconciler never waits for the registry.
+    create(&world.cluster, &world.run("second")).await?;
+    let second = wait_phase(&world.cluster, "second", Phase::Succeeded).await?;
+    let status = second.status.unwrap();
+    assert_eq!(status.workers.len(), 2, "both workers recorded");
+    assert_eq!(status.provenance.unwrap().state, ProvenanceState::Pending);
+    let first = world.cluster.api::<TrainingRun>().get("first").await?;
+    assert_eq!(
+        first.status.unwrap().provenance.unwrap().state,
+        ProvenanceState::Pending,
+        "the first run's provenance is still waiting on the hung registry"
+    );
+
+    // The registry answers again: both runs get their provenance, each attached once.
+    world.proxy.set_mode(Mode::Pass);
+    for name in ["first", "second"] {
+        let run = world
+            .wait_provenance(name, ProvenanceState::Attached)
+            .await?;
+        assert_eq!(
+            world.att_envelopes(&World::model_digest(&run)).await?.len(),
+            1,
+            "{name}: one attestation"
+        );
+    }
     sim.shutdown().await?;
     Ok(())
 }

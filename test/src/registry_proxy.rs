@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
@@ -25,12 +26,16 @@ pub enum Mode {
     /// Forward, but serve manifests with one extra byte: content that no longer matches its
     /// digest, as a broken or malicious registry would.
     TamperManifests = 3,
+    /// Hold every request without an answer while this mode lasts, then forward it: a hung
+    /// registry (clients wait until their own timeout or until it recovers).
+    Stall = 4,
 }
 
 struct Shared {
     upstream: String,
     mode: AtomicU8,
     refused: AtomicUsize,
+    stalled: AtomicUsize,
     client: reqwest::Client,
 }
 
@@ -52,6 +57,7 @@ impl RegistryProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             mode: AtomicU8::new(Mode::Pass as u8),
             refused: AtomicUsize::new(0),
+            stalled: AtomicUsize::new(0),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
@@ -72,6 +78,11 @@ impl RegistryProxy {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Requests held in `Stall` mode so far.
+    pub fn stalled(&self) -> usize {
+        self.shared.stalled.load(Ordering::SeqCst)
     }
 
     /// Requests answered with 503 so far.
@@ -100,6 +111,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             r#"{"errors":[{"code":"UNAVAILABLE","message":"registry unavailable (injected by the test proxy)"}]}"#,
         )
             .into_response();
+    }
+    if mode == Mode::Stall as u8 {
+        shared.stalled.fetch_add(1, Ordering::SeqCst);
+        while shared.mode.load(Ordering::SeqCst) == Mode::Stall as u8 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     match relay(&shared, request).await {
         Ok(response) => response,

@@ -3,12 +3,16 @@
 //! (`target/release/provenant`, or `PROVENANT_BIN`) run as a process on the test bed: the
 //! API-server double, the kubelet simulator and the real distribution registry fixture.
 //!
-//! - `e2e`: N TrainingRuns (short 100 at 20/s, full 1,000 as fast as the API double takes them),
-//!   1 CPU replica each, whose pod pushes a distinct 4 KiB model in its `before_exit` hook and
+//! - `e2e`: N TrainingRuns (short 100, full 1,000) submitted at a steady 20/s (72,000 runs an
+//!   hour, 70× the ~1k/hour of the Tekton Chains reports in issue 7), 1 CPU replica each, whose pod pushes a distinct 4 KiB model in its `before_exit` hook and
 //!   reports it. Completion (the hook returned) → `Attached` (seen by a watcher in this process)
 //!   lag p50/p95/p99/max, attestations/s, the backlog every 500 ms from /metrics, the controller's
 //!   peak RSS and CPU seconds. Baselines in the same run: one attestation resolved + attached by
 //!   `RegistryStore` from this process, and the API double's round trip of a status patch.
+//! - `burst`: the same N runs submitted at once (as fast as the API double takes them): a
+//!   capacity test. Completions then arrive faster than any registry can take attestations, so
+//!   the lag and backlog targets (which assume runs finish no faster than they can be attested)
+//!   are reported for information; the figures are the drain rate and the time to drain.
 //! - `scale`: controller RSS with M finished runs and their succeeded pods in the API double
 //!   (short 2,000 extrapolated linearly to 10,000, full 10,000), beside the same binary's RSS with 0
 //!   runs, same run.
@@ -64,7 +68,7 @@ struct Args {
     /// Full mode: 1,000 runs end to end, 10,000 runs in the cache.
     #[arg(long)]
     full: bool,
-    /// Which benchmarks: e2e, scale (default: both).
+    /// Which benchmarks: e2e, burst, scale (default: e2e and scale; full mode adds burst).
     #[arg(value_name = "BENCH")]
     benches: Vec<String>,
 }
@@ -72,18 +76,27 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     for b in &args.benches {
-        if !["e2e", "scale"].contains(&b.as_str()) {
-            bail!("unknown benchmark {b:?} (e2e, scale)");
+        if !["e2e", "burst", "scale"].contains(&b.as_str()) {
+            bail!("unknown benchmark {b:?} (e2e, burst, scale)");
         }
     }
-    let wants = |name: &str| args.benches.is_empty() || args.benches.iter().any(|b| b == name);
+    let wants = |name: &str| {
+        if args.benches.is_empty() {
+            name != "burst" || args.full
+        } else {
+            args.benches.iter().any(|b| b == name)
+        }
+    };
     let binary = controller_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         if wants("e2e") {
-            e2e(args.full, &binary).await?;
+            e2e(args.full, false, &binary).await?;
+        }
+        if wants("burst") {
+            e2e(args.full, true, &binary).await?;
         }
         if wants("scale") {
             scale(args.full, &binary).await?;
@@ -496,13 +509,14 @@ async fn watch_runs(api: Api<TrainingRun>, times: Shared, t0: Instant) {
     }
 }
 
-async fn e2e(full: bool, binary: &Path) -> Result<()> {
+async fn e2e(full: bool, burst: bool, binary: &Path) -> Result<()> {
     let n: usize = if full { 1000 } else { 100 };
-    // Short: a steady 20 runs/s. Full: as fast as the API double takes them (32 creates in flight).
-    let rate: Option<f64> = if full { None } else { Some(20.0) };
+    // A steady 20 runs/s; a burst: as fast as the API double takes them (32 creates in flight).
+    let rate: Option<f64> = if burst { None } else { Some(20.0) };
+    let name = if burst { "burst" } else { "e2e" };
     let timeout = Duration::from_secs(if full { 300 } else { 60 });
     println!(
-        "e2e: {n} runs ({}), controller {} --kube-api-qps={QPS} --kube-api-burst={BURST}",
+        "{name}: {n} runs ({}), controller {} --kube-api-qps={QPS} --kube-api-burst={BURST}",
         rate.map_or("as fast as the API takes them".to_string(), |r| format!(
             "{r}/s"
         )),
@@ -697,7 +711,8 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
     for (label, q) in [("p50", 50.0), ("p95", 95.0), ("p99", 99.0)] {
         let fig = p(&lags, q);
         let b = base(q);
-        let target = if q == 99.0 {
+        // A burst outruns any registry by construction: its targets are information only.
+        let target = if q == 99.0 && !burst {
             Some(("< 2000 ms", !lags.is_empty() && fig < LAG_TARGET_MS))
         } else {
             None
@@ -741,9 +756,17 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
         ),
         baseline: String::new(),
         ratio: None,
-        target: "never grows, drains to 0".into(),
-        met: Some(drains),
+        target: if burst {
+            "(burst: information)".into()
+        } else {
+            "never grows, drains to 0".into()
+        },
+        met: (!burst).then_some(drains),
     });
+    rows.push(Row::info(
+        "last submission → last attached",
+        fmt_ms(last_attached - submit_end),
+    ));
     rows.push(Row {
         metric: "controller peak RSS (VmHWM)".into(),
         figure: format!("{:.1} MiB", mib(stats.vm_hwm_kib)),
@@ -783,7 +806,8 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
     ));
     print_table(
         &format!(
-            "Benchmark 3: end to end, {n} runs (controller --kube-api-qps={QPS} --kube-api-burst={BURST})"
+            "Benchmark 3: end to end, {n} runs {} (controller --kube-api-qps={QPS} --kube-api-burst={BURST})",
+            if burst { "in one burst" } else { "at 20/s" }
         ),
         &rows,
     );
@@ -793,6 +817,7 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
 
     let raw = json!({
         "runs": n,
+        "burst": burst,
         "submit_rate_per_s": rate,
         "kube_api_qps": QPS,
         "kube_api_burst": BURST,
@@ -834,7 +859,8 @@ async fn e2e(full: bool, binary: &Path) -> Result<()> {
         },
         "per_run": per_run,
     });
-    write_report("e2e", if full { "full" } else { "short" }, &rows, raw)?;
+    let report = if burst { "e2e-burst" } else { "e2e" };
+    write_report(report, if full { "full" } else { "short" }, &rows, raw)?;
     Ok(())
 }
 

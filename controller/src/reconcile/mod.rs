@@ -30,6 +30,7 @@ use crate::execute::{self, WorkerPlan};
 use crate::labels;
 
 pub mod provenance;
+pub mod queue;
 
 use self::provenance::Attestor;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct Context {
     pub attestor: Option<Arc<Attestor>>,
     /// The controller's own namespace (signing key, credentials): no run may execute there.
     pub controller_namespace: String,
+    /// Succeeded runs handed over to the provenance workers.
+    pub queue: queue::ProvenanceQueue,
 }
 
 /// A reconcile failed; it is retried. Variant names read well as metric labels.
@@ -119,8 +122,10 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     let status = run.status.clone().unwrap_or_default();
     let old_phase = status.phase.unwrap_or_default();
     if matches!(old_phase, Phase::Succeeded | Phase::Failed) {
-        if let Some(attestor) = owes_provenance(&status, ctx) {
-            return provenance::attest_run(run, namespace, ctx, attestor).await;
+        if owes_provenance(&status, ctx).is_some() {
+            // Registry I/O happens on the provenance workers, never in a reconcile slot.
+            ctx.queue.submit(run);
+            return Ok(Action::await_change());
         }
         release_finalizer_if_done(run, namespace, &status, ctx).await?;
         return Ok(Action::await_change());
@@ -749,7 +754,10 @@ async fn release_finalizer_if_done(
 }
 
 /// The attestor, when this succeeded run still owes its provenance (signing or attaching).
-fn owes_provenance<'a>(status: &TrainingRunStatus, ctx: &'a Context) -> Option<&'a Attestor> {
+pub(super) fn owes_provenance<'a>(
+    status: &TrainingRunStatus,
+    ctx: &'a Context,
+) -> Option<&'a Attestor> {
     let attestor = ctx.attestor.as_deref()?;
     let pending = status.phase == Some(Phase::Succeeded)
         && status
@@ -783,8 +791,9 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
     stop_workers(&pods_api, &pods).await;
     let status = run.status.clone().unwrap_or_default();
     // A finished run keeps its finalizer until its provenance is done, even while being deleted.
-    if let Some(attestor) = owes_provenance(&status, ctx) {
-        return provenance::attest_run(run, namespace, ctx, attestor).await;
+    if owes_provenance(&status, ctx).is_some() {
+        ctx.queue.submit(run);
+        return Ok(Action::await_change());
     }
     let finished = matches!(status.phase, Some(Phase::Succeeded | Phase::Failed));
     if run.finalizers().iter().any(|f| f == labels::FINALIZER)

@@ -15,11 +15,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::queue::Next;
 use super::{Context, Error, kube_err, now, publish, upsert, write_status};
 use crate::api::{ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus};
 use crate::attest::{self, SignedRecord};
@@ -129,13 +129,14 @@ fn provenance_status(status: &mut TrainingRunStatus) -> &mut ProvenanceStatus {
     })
 }
 
-/// Drive a succeeded run's provenance one step further. Returns the next action.
+/// Drive a succeeded run's provenance one step further (on a provenance worker, see
+/// [`super::queue`]). Returns when to come back.
 pub async fn attest_run(
     run: &TrainingRun,
     namespace: &str,
     ctx: &Context,
     attestor: &Attestor,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     let mut status = run.status.clone().unwrap_or_default();
     let uid = run.uid().unwrap_or_default();
     let state = status
@@ -151,7 +152,7 @@ pub async fn attest_run(
         .contains(&uid)
     {
         // Already attached by this process; the cache will catch up with the status.
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Ok(Next::Done);
     }
     let record = match state {
         ProvenanceState::Pending => match existing_record(run, &cm_api).await? {
@@ -164,7 +165,7 @@ pub async fn attest_run(
             None => {
                 match sign_and_persist(run, namespace, &mut status, ctx, attestor, &cm_api).await? {
                     Ok(record) => record,
-                    Err(action) => return Ok(action),
+                    Err(next) => return Ok(next),
                 }
             }
         },
@@ -187,10 +188,10 @@ pub async fn attest_run(
                 .await;
                 provenance_status(&mut status).state = ProvenanceState::Pending;
                 write_status(run, namespace, status, ctx).await?;
-                return Ok(Action::requeue(Duration::from_secs(1)));
+                return Ok(Next::RetryIn(Duration::from_secs(1)));
             }
         },
-        _ => return Ok(Action::await_change()),
+        _ => return Ok(Next::Done),
     };
 
     // Attach.
@@ -245,7 +246,7 @@ pub async fn attest_run(
                 &format!("attached: {}", references.join(", ")),
             )
             .await;
-            Ok(Action::await_change())
+            Ok(Next::Done)
         }
         Err(attest::AttestError::Storage(e)) if e.is_transient() => {
             let wait = attestor.backoff(&uid);
@@ -259,7 +260,7 @@ pub async fn attest_run(
             );
             write_status(run, namespace, status, ctx).await?;
             warn!(error = %e, retry_in = ?wait, "registry unavailable; attach pending");
-            Ok(Action::requeue(wait))
+            Ok(Next::RetryIn(wait))
         }
         Err(e) => {
             attestor.forget(&uid);
@@ -279,12 +280,12 @@ pub async fn attest_run(
                 .with_label_values(&["failed"])
                 .inc();
             publish(ctx, run, EventType::Warning, "RegistryRejected", &message).await;
-            Ok(Action::await_change())
+            Ok(Next::Done)
         }
     }
 }
 
-/// Resolve the outputs, build and sign the statement, persist it. Err(action) when the run must
+/// Resolve the outputs, build and sign the statement, persist it. Err(next) when the run must
 /// wait (key or registry unavailable) or failed permanently (status already written).
 async fn sign_and_persist(
     run: &TrainingRun,
@@ -293,7 +294,7 @@ async fn sign_and_persist(
     ctx: &Context,
     attestor: &Attestor,
     cm_api: &Api<ConfigMap>,
-) -> Result<Result<SignedRecord, Action>, Error> {
+) -> Result<Result<SignedRecord, Next>, Error> {
     let uid = run.uid().unwrap_or_default();
     let generation = run.metadata.generation;
 
@@ -351,7 +352,7 @@ async fn sign_and_persist(
                     generation,
                 );
                 write_status(run, namespace, status, ctx).await?;
-                return Ok(Err(Action::requeue(wait)));
+                return Ok(Err(Next::RetryIn(wait)));
             }
             Err(e) => {
                 let message = format!("output {subject}: {e}");
@@ -425,7 +426,7 @@ async fn sign_and_persist(
                 &reason,
             )
             .await;
-            return Ok(Err(Action::requeue(Duration::from_secs(15))));
+            return Ok(Err(Next::RetryIn(Duration::from_secs(15))));
         }
     };
     let started = Instant::now();
@@ -442,7 +443,7 @@ async fn sign_and_persist(
                 generation,
             );
             write_status(run, namespace, status, ctx).await?;
-            return Ok(Err(Action::requeue(Duration::from_secs(30))));
+            return Ok(Err(Next::RetryIn(Duration::from_secs(30))));
         }
     };
     ctx.metrics
@@ -527,7 +528,7 @@ async fn fail(
     ctx: &Context,
     reason: &str,
     message: &str,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     provenance_status(&mut status).state = ProvenanceState::Failed;
     upsert(
         &mut status,
@@ -551,7 +552,7 @@ async fn fail(
         .with_label_values(&["failed"])
         .inc();
     publish(ctx, run, EventType::Warning, reason, message).await;
-    Ok(Action::await_change())
+    Ok(Next::Done)
 }
 
 /// The record persisted for this run, if any (only a ConfigMap the run owns counts).
