@@ -3,15 +3,17 @@
 //! referrers. The registry store implements it with HTTP requests (one request per call, so the
 //! documented request counts hold), the layout store with files.
 //!
-//! Here: the read-modify-write of a tag (append a layer, add an index entry, verify, retry), the
-//! attach sequence (`.att`, `.sig`, referrer + fallback index), model pushes, and the read side
-//! (`attestations`, resolving a tag or digest).
+//! Here: the read-modify-write of a tag (append a layer, add an index entry), the attach
+//! sequence (`.att`, `.sig`, referrer + fallback index, concurrently), which blobs are checked
+//! and which are simply uploaded, model pushes, and the read side (`attestations`, resolving a
+//! tag or digest).
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt as _, Shared};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,8 +32,11 @@ use super::{Attached, Attestation, ErrorKind, ResolvedArtifact, StorageError, Su
 /// Manifests, indexes and envelopes are small; anything bigger is not what we asked for.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 8 << 20;
 /// Rounds of read-modify-write on one tag before giving up (only concurrent writers in other
-/// processes make a round fail).
+/// processes make a round fail; only backends that verify their tag writes retry).
 const MAX_TAG_ROUNDS: u32 = 8;
+/// Attempts of a manifest PUT the store refuses for an unknown blob, each after storing the
+/// blobs again.
+const BLOB_UNKNOWN_ATTEMPTS: u32 = 3;
 
 /// A manifest as a backend returns it.
 pub(crate) struct Fetched {
@@ -69,8 +74,19 @@ pub(crate) trait Backend: Send + Sync {
         bytes: &[u8],
     ) -> Result<Option<String>, StorageError>;
     async fn blob_exists(&self, digest: &str) -> Result<bool, StorageError>;
-    /// Stores a blob known to be absent; the store checks the content against `digest`.
+    /// Stores a blob; the store checks the content against `digest`. Storing content the store
+    /// already has is accepted (blobs new by construction are not checked first).
     async fn put_blob(&self, digest: &str, blob: Blob<'_>) -> Result<(), StorageError>;
+    /// The once-initialized record that constant blob `digest` (cosign config, `{}`) exists in
+    /// this repository, shared by the store's operations so it is checked once, not per attach.
+    /// A backend that remembers nothing returns a new cell.
+    fn known_blob(&self, digest: &str) -> Arc<tokio::sync::OnceCell<()>>;
+    /// Forgets the repository's known blobs (the store refused a manifest for an unknown blob:
+    /// wiped or garbage-collected since).
+    fn forget_known_blobs(&self);
+    /// Whether a tag update is re-read after its write and written again if a concurrent writer
+    /// dropped our entry (see `update_tag`).
+    fn verifies_tag_writes(&self) -> bool;
     /// A small blob (at most [`MAX_DOCUMENT_BYTES`]); `None` when absent.
     async fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Whether the store serves the OCI 1.1 referrers API (probed once, then known).
@@ -161,6 +177,8 @@ trait TagDocument: Serialize + DeserializeOwned + Send + Sync {
     /// Media types it may be stored as; the first is used when creating the tag.
     const MEDIA_TYPES: &'static [&'static str];
     fn media_type_field(&self) -> Option<&str>;
+    /// Whether the document references blob or manifest `digest`.
+    fn references(&self, digest: &str) -> bool;
 }
 
 impl TagDocument for ImageManifest {
@@ -169,6 +187,9 @@ impl TagDocument for ImageManifest {
     fn media_type_field(&self) -> Option<&str> {
         self.media_type.as_deref()
     }
+    fn references(&self, digest: &str) -> bool {
+        self.config.digest == digest || self.layers.iter().any(|l| l.digest == digest)
+    }
 }
 
 impl TagDocument for ImageIndex {
@@ -176,23 +197,73 @@ impl TagDocument for ImageIndex {
     fn media_type_field(&self) -> Option<&str> {
         self.media_type.as_deref()
     }
+    fn references(&self, digest: &str) -> bool {
+        self.contains(digest)
+    }
 }
 
-/// What must exist before a tag may reference it (done once per attach, only when a write is
-/// actually needed).
+/// The subject's descriptor, resolved at most once per attach and awaited by every write that
+/// needs it (nothing is written for a subject that does not resolve).
+type Model<'a> = Shared<BoxFuture<'a, Result<ResolvedArtifact, StorageError>>>;
+
+/// A blob that is new by construction (an envelope, a simple-signing payload: unique per
+/// attestation), so it is uploaded without asking first: that HEAD would be a 404 in practice,
+/// and re-uploading content the store has is accepted. Uploaded once per attach even though two
+/// concurrent writes (the `.att` layer, the referrer) need the envelope.
+struct NewBlob<'a> {
+    bytes: &'a [u8],
+    digest: String,
+    stored: tokio::sync::OnceCell<()>,
+}
+
+impl<'a> NewBlob<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        NewBlob {
+            bytes,
+            digest: sha256_digest(bytes),
+            stored: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Uploads it unless this attach did; `again`: upload anyway (the store said it is unknown).
+    async fn store(&self, b: &dyn Backend, again: bool) -> Result<(), StorageError> {
+        let upload = || b.put_blob(&self.digest, Blob::Bytes(self.bytes));
+        if again {
+            return upload().await;
+        }
+        self.stored.get_or_try_init(upload).await.map(|_| ())
+    }
+}
+
+/// What must exist before a manifest referencing it is accepted.
 enum Prerequisite<'a> {
-    /// A cosign `.att` / `.sig` layer blob, plus the config blob if the tag is being created.
-    CosignLayer { config: &'a [u8], layer: &'a [u8] },
+    /// A cosign `.att` / `.sig` layer blob, plus the constant config if the tag is being created.
+    CosignLayer {
+        config: &'a [u8],
+        layer: &'a NewBlob<'a>,
+    },
+    /// The referrer manifest's blobs: the empty config `{}` and the envelope.
+    ReferrerBlobs { envelope: &'a NewBlob<'a> },
     /// The referrer manifest (and its blobs) before the fallback index lists it.
-    Referrer(&'a Referrer),
+    Referrer(&'a Referrer<'a>),
+}
+
+impl Prerequisite<'_> {
+    /// The layer blob a tag may already reference (then it exists and is not uploaded).
+    fn layer_digest(&self) -> Option<&str> {
+        match self {
+            Prerequisite::CosignLayer { layer, .. } => Some(&layer.digest),
+            _ => None,
+        }
+    }
 }
 
 /// The OCI 1.1 referrer for one attestation.
-struct Referrer {
+struct Referrer<'a> {
     manifest: ImageManifest,
     bytes: Vec<u8>,
     digest: String,
-    envelope: Vec<u8>,
+    envelope: &'a NewBlob<'a>,
 }
 
 /// Reads the document under `tag` (`None` if the tag does not exist). Content of another kind
@@ -230,17 +301,22 @@ async fn read_tag<T: TagDocument>(
     Ok(Some(TagContent { doc, media_type }))
 }
 
-/// Adds an entry to the document under `tag` unless it is there: read, add, write, re-read to
-/// verify, and repeat (with jitter, bounded) if a concurrent writer dropped it. Writers in this
-/// process are serialized per tag; other processes are only caught by the verification (a
-/// registry has no conditional PUT). Returns whether it wrote.
+/// Adds an entry to the document under `tag` unless it is there: read (to keep every entry
+/// other writers put there), add, write. Writers in this process are serialized per tag. A
+/// registry has no conditional PUT, so another process writing the same tag between our read
+/// and our write can drop our entry. With `recheck` (the referrers fallback index, which
+/// DESIGN.md requires to be re-checked; every layout tag, where a re-read is a file read) the
+/// tag is read back and written again, with jitter, bounded, if our entry is gone; the cosign
+/// tags of a registry are not (one GET each per attestation, for a window of milliseconds; see
+/// docs/registry-layout.md). Returns whether it wrote.
 async fn update_tag<T: TagDocument>(
     b: &dyn Backend,
     tag: &str,
+    recheck: bool,
     new: impl Fn() -> T + Send + Sync,
     add: impl Fn(&mut T) -> bool + Send + Sync,
     prerequisite: &Prerequisite<'_>,
-    ensured: &mut HashSet<String>,
+    model: &Model<'_>,
 ) -> Result<bool, StorageError> {
     let lock = b.tag_lock(tag);
     let _guard = lock.lock().await;
@@ -248,20 +324,28 @@ async fn update_tag<T: TagDocument>(
         Some(c) => (c.doc, c.media_type, false),
         None => (new(), T::MEDIA_TYPES[0].to_string(), true),
     };
+    // A layer the tag already references exists (same payload signed again): no upload.
+    let listed = prerequisite
+        .layer_digest()
+        .is_some_and(|d| doc.references(d));
     if !add(&mut doc) {
         return Ok(false);
     }
+    model.clone().await?;
     // Whether the prerequisite is met, and whether that included a new tag's needs.
     let mut satisfied: Option<bool> = None;
     for round in 1..=MAX_TAG_ROUNDS {
         if satisfied.is_none() || (created && satisfied == Some(false)) {
-            satisfy(b, prerequisite, created, ensured).await?;
+            satisfy(b, prerequisite, created, listed, false).await?;
             satisfied = Some(created);
         }
         let bytes = oci::to_bytes(&doc).map_err(|e| {
             StorageError::permanent(op::MANIFEST_PUT, b.tag_ref(tag), e.to_string())
         })?;
-        b.put_manifest(tag, &media_type, &bytes).await?;
+        put_manifest_checked(b, tag, &media_type, &bytes, prerequisite, created).await?;
+        if !recheck && !b.verifies_tag_writes() {
+            return Ok(true);
+        }
         // Verify; if our entry is gone, the re-read (with our entry added) is the next write.
         match read_tag::<T>(b, tag).await? {
             Some(mut c) => {
@@ -288,20 +372,69 @@ async fn update_tag<T: TagDocument>(
     ))
 }
 
+/// Makes what `prerequisite` names exist. `created`: the tag is new, so our config is referenced
+/// too; `listed`: the tag already references the layer; `again`: the store refused the manifest
+/// for an unknown blob, so everything is stored again and nothing is taken as known.
 async fn satisfy(
     b: &dyn Backend,
     prerequisite: &Prerequisite<'_>,
     created: bool,
-    ensured: &mut HashSet<String>,
+    listed: bool,
+    again: bool,
 ) -> Result<(), StorageError> {
     match prerequisite {
         Prerequisite::CosignLayer { config, layer } => {
-            if created {
-                ensure_bytes(b, config, ensured).await?;
-            }
-            ensure_bytes(b, layer, ensured).await
+            let config = async {
+                if created {
+                    ensure_constant(b, config).await?;
+                }
+                Ok::<_, StorageError>(())
+            };
+            let layer = async {
+                if again || !listed {
+                    layer.store(b, again).await?;
+                }
+                Ok::<_, StorageError>(())
+            };
+            futures::try_join!(config, layer).map(|_| ())
         }
-        Prerequisite::Referrer(r) => push_referrer(b, r, ensured).await.map(|_| ()),
+        Prerequisite::ReferrerBlobs { envelope } => {
+            futures::try_join!(ensure_constant(b, EMPTY_BLOB), envelope.store(b, again)).map(|_| ())
+        }
+        // Boxed: pushing the referrer puts a manifest, which may come back here.
+        Prerequisite::Referrer(r) => Box::pin(push_referrer(b, r)).await.map(|_| ()),
+    }
+}
+
+/// A manifest PUT; when the store refuses it for an unknown blob (registry wiped or
+/// garbage-collected since this store remembered the blob, or a concurrent upload of it not
+/// finished), forgets what the store remembered about the repository's blobs, stores the
+/// prerequisite again and retries, a bounded number of times; then the error (transient).
+async fn put_manifest_checked(
+    b: &dyn Backend,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    prerequisite: &Prerequisite<'_>,
+    created: bool,
+) -> Result<Option<String>, StorageError> {
+    let mut attempt = 1;
+    loop {
+        match b.put_manifest(reference, media_type, bytes).await {
+            Err(e) if e.is_blob_unknown() && attempt < BLOB_UNKNOWN_ATTEMPTS => {
+                tracing::info!(error = %e, attempt, "manifest refused for an unknown blob, storing its blobs again");
+                b.forget_known_blobs();
+                if attempt > 1 {
+                    // Someone else's upload of the blob may still be committing.
+                    let delay =
+                        Duration::from_millis(rand::random_range(10..=50) * u64::from(attempt));
+                    tokio::time::sleep(delay).await;
+                }
+                satisfy(b, prerequisite, created, false, true).await?;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -323,26 +456,38 @@ async fn ensure_blob(
     Ok(())
 }
 
-async fn ensure_bytes(
-    b: &dyn Backend,
-    bytes: &[u8],
-    ensured: &mut HashSet<String>,
-) -> Result<(), StorageError> {
-    ensure_blob(b, &sha256_digest(bytes), Blob::Bytes(bytes), ensured).await
+/// A constant blob (the cosign config, `{}`): checked (and stored when missing) once per
+/// repository for the store's lifetime, shared by concurrent attaches, then taken as known
+/// without a request ([`Backend::known_blob`]).
+async fn ensure_constant(b: &dyn Backend, bytes: &[u8]) -> Result<(), StorageError> {
+    let digest = sha256_digest(bytes);
+    b.known_blob(&digest)
+        .get_or_try_init(|| async {
+            if !b.blob_exists(&digest).await? {
+                b.put_blob(&digest, Blob::Bytes(bytes)).await?;
+            }
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .map(|_| ())
 }
 
 /// Pushes the referrer manifest (by digest) and its blobs; returns whether the store said it
 /// indexed the subject (`OCI-Subject`).
-async fn push_referrer(
-    b: &dyn Backend,
-    r: &Referrer,
-    ensured: &mut HashSet<String>,
-) -> Result<bool, StorageError> {
-    ensure_bytes(b, EMPTY_BLOB, ensured).await?;
-    ensure_bytes(b, &r.envelope, ensured).await?;
-    let indexed = b
-        .put_manifest(&r.digest, OCI_MANIFEST_MEDIA_TYPE, &r.bytes)
-        .await?;
+async fn push_referrer(b: &dyn Backend, r: &Referrer<'_>) -> Result<bool, StorageError> {
+    let blobs = Prerequisite::ReferrerBlobs {
+        envelope: r.envelope,
+    };
+    satisfy(b, &blobs, false, false, false).await?;
+    let indexed = put_manifest_checked(
+        b,
+        &r.digest,
+        OCI_MANIFEST_MEDIA_TYPE,
+        &r.bytes,
+        &blobs,
+        false,
+    )
+    .await?;
     let subject = r.manifest.subject.as_ref().map(|s| s.digest.as_str());
     let indexed = indexed.is_some_and(|h| Some(h.as_str()) == subject);
     if indexed {
@@ -365,37 +510,38 @@ impl CosignTag<'_> {
         &self,
         b: &dyn Backend,
         tag: &str,
-        layer: Descriptor,
+        layer: &Descriptor,
         same: fn(&Descriptor, &Descriptor) -> bool,
-        blob: &[u8],
-        ensured: &mut HashSet<String>,
+        blob: &NewBlob<'_>,
+        model: &Model<'_>,
     ) -> Result<bool, StorageError> {
         update_tag(
             b,
             tag,
+            false,
             || ImageManifest::cosign(self.config_descriptor.clone()),
             |m: &mut ImageManifest| m.append_layer(layer.clone(), same),
             &Prerequisite::CosignLayer {
                 config: self.config,
                 layer: blob,
             },
-            ensured,
+            model,
         )
         .await
     }
 }
 
-/// Attaches a validated attestation (`hex` = its subject's digest hex): `.att`, `.sig`, then the
-/// OCI 1.1 referrer and, without a referrers API, the fallback index.
+/// Attaches a validated attestation (`hex` = its subject's digest hex): `.att`, `.sig`, and the
+/// OCI 1.1 referrer plus, without a referrers API, the fallback index. The three are independent
+/// (different tags), so they run concurrently; within each, blobs are stored before the manifest
+/// referencing them and the referrer before the index listing it.
 pub(crate) async fn attach(
     b: &dyn Backend,
     attestation: &Attestation,
     hex: &str,
 ) -> Result<Attached, StorageError> {
     let subject = &attestation.subject.digest;
-    let model = b.resolve(subject).await?;
-    let mut ensured = HashSet::new();
-    let mut references = Vec::with_capacity(3);
+    let model: Model<'_> = b.resolve(subject).shared();
     let input_error = |e: serde_json::Error| {
         StorageError::permanent(op::INPUT, b.digest_ref(subject), e.to_string())
     };
@@ -406,63 +552,80 @@ pub(crate) async fn attach(
         config_descriptor: Descriptor::of(OCI_CONFIG_MEDIA_TYPE, &config),
         config: &config,
     };
+    let envelope = NewBlob::new(&attestation.envelope);
 
-    // 1. cosign attestation: our DSSE layer in `sha256-<hex>.att`; 2. cosign signature:
-    // (payload, signature) in `sha256-<hex>.sig`.
-    type Same = fn(&Descriptor, &Descriptor) -> bool;
-    let mut layers: Vec<(String, Descriptor, Same, &[u8])> = vec![(
-        oci::attestation_tag(hex),
-        oci::attestation_layer(&attestation.envelope, &attestation.predicate_type),
+    // 1. cosign attestation: our DSSE layer in `sha256-<hex>.att`.
+    let att_tag = oci::attestation_tag(hex);
+    let att_layer = oci::attestation_layer(&attestation.envelope, &attestation.predicate_type);
+    let att = cosign.append(
+        b,
+        &att_tag,
+        &att_layer,
         oci::same_attestation,
-        &attestation.envelope,
-    )];
-    if let Some(signature) = &attestation.signature {
-        layers.push((
-            oci::signature_tag(hex),
-            oci::signature_layer(&signature.payload, &signature.signature),
-            oci::same_signature,
-            &signature.payload,
-        ));
-    }
-    for (tag, layer, same, blob) in layers {
-        cosign
-            .append(b, &tag, layer, same, blob, &mut ensured)
-            .await?;
-        references.push(b.tag_ref(&tag));
-    }
+        &envelope,
+        &model,
+    );
+
+    // 2. cosign signature: (payload, signature) in `sha256-<hex>.sig`.
+    let sig_tag = oci::signature_tag(hex);
+    let signature = attestation.signature.as_ref().map(|s| {
+        (
+            oci::signature_layer(&s.payload, &s.signature),
+            NewBlob::new(&s.payload),
+        )
+    });
+    let sig = async {
+        if let Some((layer, payload)) = &signature {
+            cosign
+                .append(b, &sig_tag, layer, oci::same_signature, payload, &model)
+                .await?;
+        }
+        Ok::<_, StorageError>(())
+    };
 
     // 3. OCI 1.1 referrer, plus the fallback index where there is no referrers API.
-    let manifest = ImageManifest::referrer(
-        Descriptor::new(&model.media_type, model.digest.clone(), model.size),
-        &attestation.envelope,
-        &attestation.predicate_type,
-    );
-    let bytes = oci::to_bytes(&manifest).map_err(input_error)?;
-    let referrer = Referrer {
-        digest: sha256_digest(&bytes),
-        envelope: attestation.envelope.clone(),
-        manifest,
-        bytes,
+    let referrer = async {
+        let resolved = model.clone().await?;
+        let manifest = ImageManifest::referrer(
+            Descriptor::new(&resolved.media_type, resolved.digest.clone(), resolved.size),
+            &attestation.envelope,
+            &attestation.predicate_type,
+        );
+        let bytes = oci::to_bytes(&manifest).map_err(input_error)?;
+        let referrer = Referrer {
+            digest: sha256_digest(&bytes),
+            envelope: &envelope,
+            manifest,
+            bytes,
+        };
+        if b.has_referrers_api(subject).await? {
+            push_referrer(b, &referrer).await?;
+        } else {
+            let entry = oci::referrer_entry(&referrer.manifest, &referrer.bytes);
+            update_tag(
+                b,
+                &oci::referrers_tag(hex),
+                true,
+                ImageIndex::empty,
+                |i: &mut ImageIndex| i.add(entry.clone()),
+                &Prerequisite::Referrer(&referrer),
+                &model,
+            )
+            .await?;
+        }
+        Ok::<_, StorageError>(referrer.digest)
     };
-    if b.has_referrers_api(subject).await? {
-        push_referrer(b, &referrer, &mut ensured).await?;
-    } else {
-        let entry = oci::referrer_entry(&referrer.manifest, &referrer.bytes);
-        update_tag(
-            b,
-            &oci::referrers_tag(hex),
-            ImageIndex::empty,
-            |i: &mut ImageIndex| i.add(entry.clone()),
-            &Prerequisite::Referrer(&referrer),
-            &mut ensured,
-        )
-        .await?;
+
+    let (_, (), referrer_digest) = futures::try_join!(att, sig, referrer)?;
+    let mut references = vec![b.tag_ref(&att_tag)];
+    if signature.is_some() {
+        references.push(b.tag_ref(&sig_tag));
     }
-    references.push(b.digest_ref(&referrer.digest));
-    tracing::debug!(subject = %attestation.subject, referrer = %referrer.digest, "attestation attached");
+    references.push(b.digest_ref(&referrer_digest));
+    tracing::debug!(subject = %attestation.subject, referrer = %referrer_digest, "attestation attached");
     Ok(Attached {
         references,
-        referrer_digest: referrer.digest,
+        referrer_digest,
     })
 }
 
@@ -485,7 +648,8 @@ pub(crate) async fn push_model(
         ));
     }
     let mut ensured = HashSet::new();
-    ensure_bytes(b, EMPTY_BLOB, &mut ensured).await?;
+    let empty = sha256_digest(EMPTY_BLOB);
+    ensure_blob(b, &empty, Blob::Bytes(EMPTY_BLOB), &mut ensured).await?;
     for file in model.files() {
         let blob = Blob::File {
             path: &file.path,

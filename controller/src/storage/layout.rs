@@ -569,7 +569,15 @@ impl Backend for LayoutStore {
                 size,
             },
         };
-        self.blocking(move |l| l.write_blob(&digest, blob)).await
+        // Checking costs no request here, and a blob file is verified when written: rewriting
+        // it (an attach repeated) would only cost an fsync.
+        self.blocking(move |l| {
+            if l.blob_exists(&digest)? {
+                return Ok(());
+            }
+            l.write_blob(&digest, blob)
+        })
+        .await
     }
 
     async fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -591,6 +599,19 @@ impl Backend for LayoutStore {
     }
 
     fn learned_referrers_api(&self) {}
+
+    /// Nothing remembered: checking a file costs no request.
+    fn known_blob(&self, _digest: &str) -> Arc<tokio::sync::OnceCell<()>> {
+        Arc::default()
+    }
+
+    fn forget_known_blobs(&self) {}
+
+    /// A re-read is a file read: cheap insurance against another process updating the same tag
+    /// of this layout (`index.json` itself is locked, a tag's read-modify-write is not).
+    fn verifies_tag_writes(&self) -> bool {
+        true
+    }
 
     fn tag_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self

@@ -7,6 +7,7 @@
 //! [`open_store`]. [`RegistryStore`] and [`LayoutStore`] share the manifest logic (`backend.rs`).
 
 mod backend;
+mod cache;
 pub mod credentials;
 pub mod discover;
 pub mod layout;
@@ -178,6 +179,9 @@ pub struct StorageError {
     message: String,
     /// The registry's `Retry-After` on a 429/503, honoured by the store's own retries.
     retry_after: Option<std::time::Duration>,
+    /// A manifest PUT refused because a blob (or manifest) it references is unknown to the
+    /// registry (`MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN`): the store stores it again and retries.
+    blob_unknown: bool,
 }
 
 impl StorageError {
@@ -194,6 +198,7 @@ impl StorageError {
             status: None,
             message: message.into(),
             retry_after: None,
+            blob_unknown: false,
         }
     }
 
@@ -221,6 +226,11 @@ impl StorageError {
 
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
+    }
+
+    /// The registry refused a manifest because something it references does not exist there.
+    pub(crate) fn is_blob_unknown(&self) -> bool {
+        self.blob_unknown
     }
 
     /// The step that failed, e.g. `manifest_get`.

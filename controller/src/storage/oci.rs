@@ -213,6 +213,13 @@ pub struct RegistryError {
 }
 
 impl ErrorResponse {
+    /// The error codes in a registry error body (empty when it is not one).
+    pub fn codes(body: &[u8]) -> Vec<String> {
+        serde_json::from_slice::<ErrorResponse>(body)
+            .map(|r| r.errors.into_iter().map(|e| e.code).collect())
+            .unwrap_or_default()
+    }
+
     /// `CODE: message; CODE: message`, or `None` when the body is not a registry error.
     pub fn summary(body: &[u8]) -> Option<String> {
         let parsed: ErrorResponse = serde_json::from_slice(body).ok()?;

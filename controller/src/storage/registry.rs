@@ -21,6 +21,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode, Url};
 
 use super::backend::{self, Backend, Blob, Fetched, MAX_DOCUMENT_BYTES};
+use super::cache::Lru;
 use super::credentials::{Credential, DockerConfig, normalize_host};
 use super::discover::FoundAttestation;
 use super::model::ModelArtifact;
@@ -146,11 +147,17 @@ impl fmt::Debug for RegistryOptions {
     }
 }
 
-/// Subject manifests remembered (content addressed, so never stale); the cache is cleared when
-/// full rather than tracked LRU.
-const RESOLVED_CACHE_ENTRIES: usize = 1024;
+/// Subject descriptors remembered, so `attach` after the caller's `resolve` does not fetch the
+/// manifest again (keyed by repository and digest: content addressed, never stale); LRU.
+const RESOLVED_CACHE_ENTRIES: usize = 4096;
+/// (repository, constant blob) pairs known to exist: two per repository written to, so a few
+/// thousand repositories; LRU. An evicted entry costs one HEAD.
+const KNOWN_BLOBS_ENTRIES: usize = 8192;
 /// Tag locks are pruned (unused ones dropped) when the map grows past this.
 const TAG_LOCKS_PRUNE_AT: usize = 256;
+
+/// (repository, digest) → the once-initialized check that a constant blob exists there.
+type KnownBlobs = Lru<(String, String), Arc<tokio::sync::OnceCell<()>>>;
 
 /// The [`AttestationStore`] on an OCI registry. Create one per process and share it
 /// (`Arc<dyn AttestationStore>`): it holds the connection pool, the token cache, the per-tag
@@ -161,7 +168,9 @@ pub struct RegistryStore {
     auth: Mutex<AuthState>,
     /// Registry API host → whether it serves the OCI 1.1 referrers API.
     referrers_api: Mutex<HashMap<String, bool>>,
-    resolved: Mutex<HashMap<(String, String), ResolvedArtifact>>,
+    resolved: Mutex<Lru<(String, String), ResolvedArtifact>>,
+    /// (repository, digest) → constant blobs (cosign config, `{}`) checked to exist.
+    known_blobs: Mutex<KnownBlobs>,
     tag_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -283,6 +292,11 @@ impl Repo {
         format!("{}@{digest}", self.display)
     }
 
+    /// The repository as the registry sees it (`api_host/path`), for the store's caches.
+    fn key(&self) -> String {
+        format!("{}/{}", self.api_host, self.path)
+    }
+
     fn scope(&self, push: bool) -> String {
         let actions = if push { "pull,push" } else { "pull" };
         format!("repository:{}:{actions}", self.path)
@@ -341,14 +355,17 @@ fn error_chain(e: &reqwest::Error) -> String {
 /// other 4xx → Permanent; the message is the registry's own (`CODE: message`).
 fn status_error(op: &'static str, target: &str, resp: &Response) -> StorageError {
     let status = resp.status.as_u16();
-    // A manifest PUT racing the upload of a blob it references (concurrent attaches sharing the
-    // config blob of a new repository) is refused as MANIFEST_BLOB_UNKNOWN: worth a retry.
-    let blob_race =
-        status == 400 && String::from_utf8_lossy(&resp.body).contains("MANIFEST_BLOB_UNKNOWN");
+    // A manifest PUT referencing a blob the registry does not have: it raced that blob's upload
+    // (another writer's, or ours from another process), or the blob is gone (registry wiped,
+    // garbage-collected) while we remembered it. Storing the blob again and retrying helps.
+    let blob_unknown = status == 400
+        && oci::ErrorResponse::codes(&resp.body)
+            .iter()
+            .any(|c| c == "MANIFEST_BLOB_UNKNOWN" || c == "BLOB_UNKNOWN");
     let kind = match status {
         404 => ErrorKind::NotFound,
         408 | 429 | 500..=599 => ErrorKind::Transient,
-        400 if blob_race => ErrorKind::Transient,
+        400 if blob_unknown => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
     let detail = oci::ErrorResponse::summary(&resp.body).unwrap_or_else(|| {
@@ -365,6 +382,7 @@ fn status_error(op: &'static str, target: &str, resp: &Response) -> StorageError
     });
     let mut e =
         StorageError::new(op, target, kind, format!("HTTP {status} {detail}")).with_status(status);
+    e.blob_unknown = blob_unknown;
     if kind == ErrorKind::Transient {
         e.retry_after = resp
             .header(RETRY_AFTER.as_str())
@@ -469,7 +487,8 @@ impl RegistryStore {
             options,
             auth: Mutex::default(),
             referrers_api: Mutex::default(),
-            resolved: Mutex::default(),
+            resolved: Mutex::new(Lru::new(RESOLVED_CACHE_ENTRIES)),
+            known_blobs: Mutex::new(Lru::new(KNOWN_BLOBS_ENTRIES)),
             tag_locks: Mutex::default(),
         }
     }
@@ -935,11 +954,8 @@ impl RegistryStore {
         digest: &str,
         push: bool,
     ) -> Result<ResolvedArtifact, StorageError> {
-        let key = (
-            format!("{}/{}", repo.api_host, repo.path),
-            digest.to_string(),
-        );
-        let hit = self.lock_resolved().get(&key).cloned();
+        let key = (repo.key(), digest.to_string());
+        let hit = self.lock_resolved().get(&key);
         if let Some(hit) = hit {
             return Ok(hit);
         }
@@ -958,18 +974,16 @@ impl RegistryStore {
             media_type: backend::manifest_media_type(resp.media_type(), &resp.body, &target)?,
             size: resp.body.len() as u64,
         };
-        let mut cache = self.lock_resolved();
-        if cache.len() >= RESOLVED_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, resolved.clone());
+        self.lock_resolved().insert(key, resolved.clone());
         Ok(resolved)
     }
 
-    fn lock_resolved(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), ResolvedArtifact>> {
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, Lru<(String, String), ResolvedArtifact>> {
         self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_known_blobs(&self) -> std::sync::MutexGuard<'_, KnownBlobs> {
+        self.known_blobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // ----- blobs -----------------------------------------------------------------------------
@@ -1077,7 +1091,7 @@ impl RegistryStore {
             locks.retain(|_, l| Arc::strong_count(l) > 1);
         }
         locks
-            .entry(format!("{}/{}:{tag}", repo.api_host, repo.path))
+            .entry(format!("{}:{tag}", repo.key()))
             .or_default()
             .clone()
     }
@@ -1228,6 +1242,27 @@ impl Backend for RegistryBackend<'_> {
 
     fn tag_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.store.tag_lock(&self.repo, tag)
+    }
+
+    fn known_blob(&self, digest: &str) -> Arc<tokio::sync::OnceCell<()>> {
+        self.store
+            .lock_known_blobs()
+            .get_or_insert_with((self.repo.key(), digest.to_string()), Arc::default)
+    }
+
+    fn forget_known_blobs(&self) {
+        let repo = self.repo.key();
+        // A check still in flight (another attach recovering at the same moment) is kept and
+        // joined rather than duplicated: concurrent uploads of one blob race in distribution.
+        self.store
+            .lock_known_blobs()
+            .retain(|(r, _), cell| *r != repo || !cell.initialized());
+    }
+
+    /// No re-read after a tag PUT: without a conditional PUT it cannot make another process's
+    /// concurrent write safe, only narrow the window, at one GET per tag (docs/registry-layout.md).
+    fn verifies_tag_writes(&self) -> bool {
+        false
     }
 
     async fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
@@ -1389,11 +1424,16 @@ mod tests {
         assert!(status_error("x", "r", &resp(408, "")).is_transient());
         let race =
             r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
+        let e = status_error("x", "r", &resp(400, race));
         assert!(
-            status_error("x", "r", &resp(400, race)).is_transient(),
+            e.is_transient() && e.is_blob_unknown(),
             "a blob upload race is retried"
         );
+        // distribution 2.8 lists every problem of a manifest.
+        let several = r#"{"errors":[{"code":"DIGEST_INVALID","message":"x"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
+        assert!(status_error("x", "r", &resp(400, several)).is_blob_unknown());
         let e = status_error("x", "r", &resp(400, "bad"));
+        assert!(!e.is_blob_unknown());
         assert_eq!(e.kind(), ErrorKind::Permanent);
         assert_eq!(e.message(), "HTTP 400 bad");
         assert_eq!(
