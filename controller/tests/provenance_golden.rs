@@ -2,9 +2,14 @@
 //! the mapping table of DESIGN.md. Regenerate after an intended change with
 //! `UPDATE_GOLDEN=1 cargo test -p provenant --test provenance_golden` and review the diff.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use provenant::api::TrainingRun;
 use provenant::config::ControllerConfig;
-use provenant::provenance::{self, BuilderIdentity, ProvenanceError};
+use provenant::provenance::{self, BuilderIdentity, LocalInvocation, ProvenanceError};
 use serde_json::{Value, json};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/statement.json");
@@ -145,6 +150,255 @@ fn statement_carries_every_recorded_fact() {
     );
 }
 
+fn placement_of(run: &TrainingRun) -> provenant::config::Placement {
+    ControllerConfig::defaults()
+        .placement(run.spec.accelerator.as_ref())
+        .unwrap()
+}
+
+fn builder() -> BuilderIdentity {
+    BuilderIdentity {
+        id: "https://provenant.dev/controller/v1".into(),
+        version: "0.1.0".into(),
+    }
+}
+
+fn time(text: &str) -> Time {
+    Time(text.parse::<jiff::Timestamp>().unwrap())
+}
+
+/// The fixture with `n` workers (copies of worker 0 with their own rank, pod and node), as the
+/// engine benchmark builds it.
+fn with_workers(run: &TrainingRun, n: usize) -> TrainingRun {
+    let mut run = run.clone();
+    let status = run.status.as_mut().unwrap();
+    let first = status.workers[0].clone();
+    status.workers = (0..n)
+        .map(|i| {
+            let mut w = first.clone();
+            w.rank = i as i32;
+            w.pod_name = format!("resnet50-finetune-{i}");
+            w.node_name = Some(format!("gpu-node-{i}"));
+            w.report_digest = Some(format!("sha256:{:064x}", i + 1));
+            w
+        })
+        .collect();
+    run.spec.replicas = n as i32;
+    run
+}
+
+/// Every optional field of the spec and of the workers absent.
+fn minimal(run: &TrainingRun) -> TrainingRun {
+    let mut run = run.clone();
+    let spec = &mut run.spec;
+    spec.command.clear();
+    spec.args.clear();
+    spec.env.clear();
+    spec.accelerator = None;
+    spec.hyperparameters = None;
+    spec.datasets.clear();
+    spec.base_model = None;
+    spec.code = None;
+    spec.node_selector = None;
+    let status = run.status.as_mut().unwrap();
+    status.start_time = None;
+    status.completion_time = None;
+    status.materials = None;
+    for w in &mut status.workers {
+        w.node_name = None;
+        w.phase = None;
+        w.exit_code = None;
+        w.reason = None;
+        w.started_at = None;
+        w.finished_at = None;
+        w.containers.clear();
+        w.accelerator = None;
+        w.report_digest = None;
+        w.report = None;
+    }
+    run
+}
+
+/// Every optional field present, odd strings and numbers, and timestamps with fractions and
+/// unusual years.
+fn maximal(run: &TrainingRun) -> TrainingRun {
+    let mut run = run.clone();
+    let spec = &mut run.spec;
+    spec.accelerator.as_mut().unwrap().topology = Some("2x2".into());
+    spec.active_deadline_seconds = Some(86_400);
+    spec.service_account_name = Some("trainer".into());
+    spec.node_selector = Some(BTreeMap::from([
+        ("zone".to_string(), "eu\"west\\1".to_string()),
+        ("pool".to_string(), "override".to_string()),
+    ]));
+    spec.tolerations = Some(vec![Toleration {
+        key: Some("dedicated".into()),
+        operator: Some("Equal".into()),
+        value: Some("ml".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: Some(30),
+    }]);
+    spec.resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([
+            ("memory".to_string(), Quantity("64Gi".into())),
+            ("cpu".to_string(), Quantity("8".into())),
+        ])),
+        requests: Some(BTreeMap::from([("cpu".to_string(), Quantity("4".into()))])),
+        ..Default::default()
+    });
+    spec.code.as_mut().unwrap().uri = "git+https://example.com/x".into();
+    spec.datasets[1].digest = Some("sha256:00".into());
+    let status = run.status.as_mut().unwrap();
+    status.start_time = Some(time("0999-01-02T03:04:05.123456789Z"));
+    status.completion_time = Some(Time(
+        jiff::Timestamp::new(253_402_000_000, 999_000_000).unwrap(),
+    ));
+    let w = &mut status.workers[1];
+    w.pod_name = "pod-\u{e9}-\u{1F680}-\"q\"-\t".into();
+    w.node_name = Some("node\nline\u{7}".into());
+    w.exit_code = Some(-1);
+    w.started_at = Some(Time(jiff::Timestamp::from_second(-62_200_000_000).unwrap()));
+    w.finished_at = Some(time("1000-01-01T00:00:00.5Z"));
+    w.report_error = Some("refused".into());
+    let acc = w.accelerator.as_mut().unwrap();
+    acc.tpu_topology = Some("4x4".into());
+    acc.memory = Some("16384".into());
+    acc.labels.insert("Z-upper".into(), "1".into());
+    acc.labels.insert("a_lower".into(), "2".into());
+    w.containers.push(w.containers[0].clone());
+    w.containers[1].name = "sidecar".into();
+    w.containers[1].digest = None;
+    w.containers[1].image_id = Some("docker.io/x@sha256:11".into());
+    let mut report = status.workers[0].report.clone().unwrap();
+    report.metrics.insert("nan".into(), f64::NAN);
+    report.metrics.insert("inf".into(), f64::INFINITY);
+    report.metrics.insert("tiny".into(), 1e-300);
+    report.metrics.insert("whole".into(), 3.0);
+    report.metrics.insert("negative zero".into(), -0.0);
+    report.datasets.push(provenant::api::NamedDigest {
+        name: "b".into(),
+        digest: "sha256:01".into(),
+    });
+    status.workers[1].report = Some(report);
+    status.workers[0].report.as_mut().unwrap().outputs.clear();
+    status.workers[0].report.as_mut().unwrap().metrics.clear();
+    run
+}
+
+#[test]
+fn typed_builders_give_the_reference_bytes() {
+    let fixture = fixture();
+    let cpu = provenant::config::Placement {
+        resource: None,
+        node_selector: BTreeMap::new(),
+        tolerations: Vec::new(),
+    };
+    let variants = [
+        ("fixture", fixture.clone(), placement_of(&fixture)),
+        (
+            "64 workers",
+            with_workers(&fixture, 64),
+            placement_of(&fixture),
+        ),
+        ("minimal", minimal(&fixture), placement_of(&fixture)),
+        ("minimal on CPU", minimal(&fixture), cpu.clone()),
+        ("maximal", maximal(&fixture), placement_of(&fixture)),
+        ("maximal on CPU", maximal(&fixture), cpu),
+    ];
+    for (name, run, placement) in &variants {
+        let built = provenance::statement_for_run(run, placement, &builder()).unwrap();
+        let bytes = built.to_bytes();
+        let expected =
+            serde_json::to_vec(&reference::statement_for_run(run, placement, &builder()).unwrap())
+                .unwrap();
+        assert!(
+            bytes == expected,
+            "{name}: typed statement differs from the reference\n typed: {}\n   ref: {}",
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&expected)
+        );
+        assert!(
+            built.size_hint() >= bytes.len(),
+            "{name}: size hint {} < {} bytes",
+            built.size_hint(),
+            bytes.len()
+        );
+        // serde_json writes the same bytes (the pre-serialized objects verbatim), and its Value
+        // serializer reads them as JSON.
+        assert!(
+            serde_json::to_vec(&built).unwrap() == bytes,
+            "{name}: serde_json writes other bytes"
+        );
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+            "{name}"
+        );
+        // Read back, the same statement (now plain JSON objects) gives the same bytes again.
+        let parsed: provenance::statement::Statement = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            parsed.to_bytes(),
+            bytes,
+            "{name}: parsed statement re-serializes differently"
+        );
+    }
+}
+
+#[test]
+fn typed_local_builder_gives_the_reference_bytes() {
+    let fixture = fixture();
+    let host = json!({"hostname": "ws-1", "os": "linux", "arch": "x86_64", "cpus": 16});
+    let declared = fixture
+        .spec
+        .code
+        .as_ref()
+        .unwrap()
+        .revision
+        .clone()
+        .unwrap();
+    let invocations = [
+        LocalInvocation {
+            host: host.clone(),
+            working_directory: "/home/me/train".into(),
+            command: vec!["python".into(), "train.py".into()],
+            code: None,
+        },
+        LocalInvocation {
+            host: host.clone(),
+            working_directory: "/w".into(),
+            command: vec![],
+            code: Some((
+                "https://github.com/acme/train-resnet".into(),
+                declared,
+                false,
+            )),
+        },
+        LocalInvocation {
+            host: json!({"os": "linux"}),
+            working_directory: "/w".into(),
+            command: vec!["sh".into()],
+            code: Some(("git+ssh://git@host/x".into(), "0123".into(), true)),
+        },
+    ];
+    for run in [fixture.clone(), minimal(&fixture), maximal(&fixture)] {
+        for local in &invocations {
+            let bytes = provenance::statement_for_local_run(&run, local, &builder())
+                .unwrap()
+                .to_bytes();
+            let expected = serde_json::to_vec(
+                &reference::statement_for_local_run(&run, local, &builder()).unwrap(),
+            )
+            .unwrap();
+            assert!(
+                bytes == expected,
+                "local statement differs from the reference\n typed: {}\n   ref: {}",
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+}
+
 #[test]
 fn runs_without_outputs_or_success_are_not_attested() {
     let mut run = fixture();
@@ -190,4 +444,464 @@ fn in_toto_attestation_accepts_the_statement() {
         out.status.success(),
         "in-toto-attestation refused the statement: {stdout}{stderr}"
     );
+}
+
+/// The Value-based builder the statement bytes were first defined by (before the typed predicate
+/// structs), kept as the reference: the typed builders must give the same bytes for any run.
+#[allow(dead_code, clippy::all)]
+mod reference {
+    use std::collections::BTreeMap;
+
+    use provenant::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
+    use provenant::config::Placement;
+    use provenant::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE};
+    use provenant::provenance::{
+        BUILD_TYPE, BuilderIdentity, LOCAL_BUILD_TYPE, LocalInvocation, ProvenanceError,
+    };
+    use serde::Serialize;
+    use serde_json::{Value, json};
+
+    /// An in-toto Statement v1 carrying a SLSA Provenance v1 predicate.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    pub struct Statement {
+        #[serde(rename = "_type")]
+        pub type_: String,
+        pub subject: Vec<ResourceDescriptor>,
+        #[serde(rename = "predicateType")]
+        pub predicate_type: String,
+        pub predicate: Provenance,
+    }
+
+    /// SLSA Provenance v1 predicate.
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Provenance {
+        pub build_definition: BuildDefinition,
+        pub run_details: RunDetails,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BuildDefinition {
+        pub build_type: String,
+        pub external_parameters: BTreeMap<String, Value>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub internal_parameters: BTreeMap<String, Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub resolved_dependencies: Vec<ResourceDescriptor>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct RunDetails {
+        pub builder: Builder,
+        pub metadata: BuildMetadata,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub byproducts: Vec<ResourceDescriptor>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Builder {
+        pub id: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub version: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BuildMetadata {
+        pub invocation_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub started_on: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub finished_on: Option<String>,
+    }
+
+    /// in-toto ResourceDescriptor v1.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ResourceDescriptor {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub uri: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub digest: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub media_type: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub annotations: BTreeMap<String, Value>,
+    }
+
+    /// `runDetails`: who built it, which run, when, and the per-worker byproducts.
+    fn run_details(
+        builder: &BuilderIdentity,
+        invocation_id: String,
+        status: &TrainingRunStatus,
+        byproducts: Vec<ResourceDescriptor>,
+    ) -> RunDetails {
+        RunDetails {
+            builder: Builder {
+                id: builder.id.clone(),
+                version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
+            },
+            metadata: BuildMetadata {
+                invocation_id,
+                started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
+                finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
+            },
+            byproducts,
+        }
+    }
+
+    /// What every statement needs from a run: it succeeded, it has outputs, it has a UID.
+    fn attestable(
+        run: &TrainingRun,
+    ) -> Result<(&TrainingRunStatus, Vec<ResourceDescriptor>, String), ProvenanceError> {
+        let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
+        if status.phase != Some(provenant::api::Phase::Succeeded) {
+            return Err(ProvenanceError::NotSucceeded);
+        }
+        let subject = subjects(status);
+        if subject.is_empty() {
+            return Err(ProvenanceError::NoOutputs);
+        }
+        let uid = run
+            .metadata
+            .uid
+            .clone()
+            .ok_or(ProvenanceError::Missing("uid"))?;
+        Ok((status, subject, uid))
+    }
+
+    /// The statement for a succeeded run, as the controller ran it with `placement`.
+    pub fn statement_for_run(
+        run: &TrainingRun,
+        placement: &Placement,
+        builder: &BuilderIdentity,
+    ) -> Result<Statement, ProvenanceError> {
+        let (status, subject, uid) = attestable(run)?;
+        let namespace = run
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(ProvenanceError::Missing("namespace"))?;
+        Ok(Statement {
+            type_: STATEMENT_TYPE.into(),
+            subject,
+            predicate_type: SLSA_PROVENANCE_V1.into(),
+            predicate: Provenance {
+                build_definition: BuildDefinition {
+                    build_type: BUILD_TYPE.into(),
+                    external_parameters: external_parameters(&run.spec),
+                    internal_parameters: internal_parameters(&run.spec, &namespace, placement),
+                    resolved_dependencies: resolved_dependencies(&run.spec, status),
+                },
+                run_details: run_details(
+                    builder,
+                    uid,
+                    status,
+                    byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
+                ),
+            },
+        })
+    }
+
+    /// The statement of a run executed on a host by `provenant attest`: the same mapping, with the
+    /// host in place of the cluster and the code revision observed from the working directory.
+    pub fn statement_for_local_run(
+        run: &TrainingRun,
+        local: &LocalInvocation,
+        builder: &BuilderIdentity,
+    ) -> Result<Statement, ProvenanceError> {
+        let (status, subject, uid) = attestable(run)?;
+        let mut internal = BTreeMap::new();
+        internal.insert("host".to_string(), local.host.clone());
+        internal.insert(
+            "workingDirectory".to_string(),
+            json!(local.working_directory),
+        );
+        internal.insert("command".to_string(), json!(local.command));
+        let mut deps = resolved_dependencies(&run.spec, status);
+        if let Some((uri, commit, dirty)) = &local.code {
+            // Observed beats declared here: the commit the working tree is at (attest refuses to run
+            // when a declared revision disagrees).
+            deps.retain(|d| d.name.as_deref() != Some("code"));
+            let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
+            let source = if declared {
+                json!(["declared", "observed"])
+            } else {
+                json!(["observed"])
+            };
+            let uri = if uri.starts_with("git+") {
+                uri.clone()
+            } else {
+                format!("git+{uri}")
+            };
+            deps.push(ResourceDescriptor {
+                name: Some("code".into()),
+                uri: Some(uri),
+                digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
+                annotations: BTreeMap::from([
+                    ("source".into(), source),
+                    ("dirty".into(), json!(dirty)),
+                ]),
+                ..Default::default()
+            });
+        }
+        let host = local
+            .host
+            .get("hostname")
+            .and_then(Value::as_str)
+            .unwrap_or("localhost")
+            .to_string();
+        Ok(Statement {
+            type_: STATEMENT_TYPE.into(),
+            subject,
+            predicate_type: SLSA_PROVENANCE_V1.into(),
+            predicate: Provenance {
+                build_definition: BuildDefinition {
+                    build_type: LOCAL_BUILD_TYPE.into(),
+                    external_parameters: external_parameters(&run.spec),
+                    internal_parameters: internal,
+                    resolved_dependencies: deps,
+                },
+                run_details: run_details(
+                    builder,
+                    uid,
+                    status,
+                    byproducts(status, |worker| format!("local://{host}/{worker}")),
+                ),
+            },
+        })
+    }
+
+    fn rfc3339(t: &jiff::Timestamp) -> String {
+        // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    /// `sha256:<hex>` → `{"sha256": "<hex>"}`.
+    pub fn digest_map(digest: &str) -> BTreeMap<String, String> {
+        match digest.split_once(':') {
+            Some((algorithm, hex)) => BTreeMap::from([(algorithm.to_string(), hex.to_string())]),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// One subject per accepted output: name = repository, digest = manifest digest.
+    pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
+        status
+            .outputs
+            .iter()
+            .map(|o| ResourceDescriptor {
+                name: Some(o.repository.clone()),
+                digest: digest_map(&o.digest),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// The run as submitted: everything the user controls.
+    pub fn external_parameters(spec: &TrainingRunSpec) -> BTreeMap<String, Value> {
+        let mut p = BTreeMap::new();
+        p.insert("image".into(), json!(spec.image));
+        if !spec.command.is_empty() {
+            p.insert("command".into(), json!(spec.command));
+        }
+        if !spec.args.is_empty() {
+            p.insert("args".into(), json!(spec.args));
+        }
+        if !spec.env.is_empty() {
+            // Values as written; `valueFrom` is recorded as the reference, never resolved.
+            p.insert("env".into(), json!(spec.env));
+        }
+        p.insert("replicas".into(), json!(spec.replicas));
+        p.insert("seed".into(), json!(spec.seed));
+        p.insert(
+            "hyperparameters".into(),
+            Value::Object(spec.hyperparameters.clone().unwrap_or_default()),
+        );
+        if let Some(acc) = &spec.accelerator {
+            p.insert("accelerator".into(), json!(acc));
+        }
+        if !spec.datasets.is_empty() {
+            p.insert("datasets".into(), json!(spec.datasets));
+        }
+        if let Some(base) = &spec.base_model {
+            p.insert("baseModel".into(), json!(base));
+        }
+        if let Some(code) = &spec.code {
+            p.insert("code".into(), json!(code));
+        }
+        p.insert("output".into(), json!(spec.output));
+        if let Some(secs) = spec.active_deadline_seconds {
+            p.insert("activeDeadlineSeconds".into(), json!(secs));
+        }
+        p
+    }
+
+    /// What the controller decided around the run: where and as whom it ran.
+    pub fn internal_parameters(
+        spec: &TrainingRunSpec,
+        namespace: &str,
+        placement: &Placement,
+    ) -> BTreeMap<String, Value> {
+        let mut p = BTreeMap::new();
+        p.insert("namespace".into(), json!(namespace));
+        p.insert(
+            "serviceAccountName".into(),
+            json!(
+                spec.service_account_name
+                    .clone()
+                    .unwrap_or_else(|| "default".into())
+            ),
+        );
+        // The scheduling constraints actually applied: the profile's merged with the run's own.
+        let mut node_selector = placement.node_selector.clone();
+        node_selector.extend(spec.node_selector.clone().unwrap_or_default());
+        let mut tolerations = placement.tolerations.clone();
+        tolerations.extend(spec.tolerations.clone().unwrap_or_default());
+        let mut scheduling = serde_json::Map::new();
+        if !node_selector.is_empty() {
+            scheduling.insert("nodeSelector".into(), json!(node_selector));
+        }
+        if !tolerations.is_empty() {
+            scheduling.insert("tolerations".into(), json!(tolerations));
+        }
+        if let Some((resource, count)) = &placement.resource {
+            scheduling.insert(
+                "acceleratorResource".into(),
+                json!({"name": resource, "countPerWorker": count}),
+            );
+        }
+        if let Some(resources) = &spec.resources {
+            scheduling.insert("resources".into(), json!(resources));
+        }
+        p.insert("scheduling".into(), Value::Object(scheduling));
+        p
+    }
+
+    fn sources(list: &[Source]) -> Value {
+        json!(
+            list.iter()
+                .map(|s| match s {
+                    Source::Declared => "declared",
+                    Source::Observed => "observed",
+                    Source::Reported => "reported",
+                })
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// Container images (observed), datasets (declared and/or reported), base model and code
+    /// (declared).
+    pub fn resolved_dependencies(
+        spec: &TrainingRunSpec,
+        status: &TrainingRunStatus,
+    ) -> Vec<ResourceDescriptor> {
+        let mut deps = Vec::new();
+        for image in status.materials.iter().flat_map(|m| &m.images) {
+            let repository = image.image.split('@').next().unwrap_or(&image.image);
+            deps.push(ResourceDescriptor {
+                name: Some("image".into()),
+                uri: Some(format!("oci://{repository}")),
+                digest: digest_map(&image.digest),
+                annotations: BTreeMap::from([
+                    ("source".into(), json!(["observed"])),
+                    ("reference".into(), json!(image.image)),
+                ]),
+                ..Default::default()
+            });
+        }
+        for d in status.materials.iter().flat_map(|m| &m.datasets) {
+            deps.push(ResourceDescriptor {
+                name: Some(format!("dataset:{}", d.name)),
+                uri: d.uri.clone(),
+                digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
+                annotations: BTreeMap::from([("source".into(), sources(&d.sources))]),
+                ..Default::default()
+            });
+        }
+        if let Some(base) = &spec.base_model {
+            deps.push(ResourceDescriptor {
+                name: Some("baseModel".into()),
+                uri: Some(base.uri.clone()),
+                digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
+                annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+                ..Default::default()
+            });
+        }
+        if let Some(code) = &spec.code {
+            let uri = if code.uri.starts_with("git+") {
+                code.uri.clone()
+            } else {
+                format!("git+{}", code.uri)
+            };
+            deps.push(ResourceDescriptor {
+                name: Some("code".into()),
+                uri: Some(uri),
+                digest: code
+                    .revision
+                    .as_ref()
+                    .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
+                    .unwrap_or_default(),
+                annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+                ..Default::default()
+            });
+        }
+        deps
+    }
+
+    /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
+    /// timings, images) apart from what the workload reported (metrics), and the digest of the
+    /// worker's termination message.
+    pub fn byproducts(
+        status: &TrainingRunStatus,
+        uri_of: impl Fn(&str) -> String,
+    ) -> Vec<ResourceDescriptor> {
+        status
+        .workers
+        .iter()
+        .map(|w| {
+            let mut observed = serde_json::Map::new();
+            observed.insert("rank".into(), json!(w.rank));
+            if let Some(node) = &w.node_name {
+                observed.insert("node".into(), json!(node));
+            }
+            if let Some(phase) = &w.phase {
+                observed.insert("phase".into(), json!(phase));
+            }
+            if let Some(code) = w.exit_code {
+                observed.insert("exitCode".into(), json!(code));
+            }
+            if let Some(reason) = &w.reason {
+                observed.insert("reason".into(), json!(reason));
+            }
+            if let Some(t) = &w.started_at {
+                observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
+            }
+            if let Some(t) = &w.finished_at {
+                observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
+            }
+            if let Some(acc) = &w.accelerator {
+                observed.insert("accelerator".into(), json!(acc));
+            }
+            observed.insert("containers".into(), json!(w.containers));
+            let mut annotations = BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
+            if let Some(report) = &w.report {
+                annotations.insert("reported".into(), json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}));
+            }
+            ResourceDescriptor {
+                name: Some(format!("worker/{}", w.pod_name)),
+                // The pod, as a reference (every descriptor needs a uri or a digest).
+                uri: Some(uri_of(&w.pod_name)),
+                digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
+                media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
+                annotations,
+            }
+        })
+        .collect()
+    }
 }

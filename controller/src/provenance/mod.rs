@@ -6,6 +6,8 @@
 //! [`external_parameters`], [`internal_parameters`], [`resolved_dependencies`], [`byproducts`],
 //! [`subjects`].
 
+mod fields;
+pub(crate) mod json;
 pub mod statement;
 
 use std::collections::BTreeMap;
@@ -15,8 +17,8 @@ use serde_json::{Value, json};
 use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use crate::config::Placement;
 use statement::{
-    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails,
-    SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
+    BuildDefinition, BuildMetadata, Builder, Byproduct, JsonObject, Provenance, ResourceDescriptor,
+    RunDetails, SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
 };
 
 /// buildType of runs executed by the controller (a stable contract, docs/provenance.md).
@@ -95,7 +97,7 @@ fn run_details(
     builder: &BuilderIdentity,
     invocation_id: String,
     status: &TrainingRunStatus,
-    byproducts: Vec<ResourceDescriptor>,
+    byproducts: Vec<Byproduct>,
 ) -> RunDetails {
     RunDetails {
         builder: Builder {
@@ -172,13 +174,11 @@ pub fn statement_for_local_run(
     builder: &BuilderIdentity,
 ) -> Result<Statement, ProvenanceError> {
     let (status, subject, uid) = attestable(run)?;
-    let mut internal = BTreeMap::new();
-    internal.insert("host".to_string(), local.host.clone());
-    internal.insert(
-        "workingDirectory".to_string(),
-        json!(local.working_directory),
-    );
-    internal.insert("command".to_string(), json!(local.command));
+    let internal = object(&fields::LocalParameters {
+        command: &local.command,
+        host: &local.host,
+        working_directory: &local.working_directory,
+    });
     let mut deps = resolved_dependencies(&run.spec, status);
     if let Some((uri, commit, dirty)) = &local.code {
         // Observed beats declared here: the commit the working tree is at (attest refuses to run
@@ -235,7 +235,57 @@ pub fn statement_for_local_run(
 
 fn rfc3339(t: &jiff::Timestamp) -> String {
     // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    let mut buffer = [0u8; 20];
+    match rfc3339_into(t, &mut buffer) {
+        Some(text) => text.to_string(),
+        None => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }
+}
+
+/// [`rfc3339`] written into `buffer` for the four-digit years of every real timestamp (the same
+/// bytes as strftime's, which parses its format on every call); `None` for other years.
+fn rfc3339_into<'b>(t: &jiff::Timestamp, buffer: &'b mut [u8; 20]) -> Option<&'b str> {
+    let dt = jiff::tz::Offset::UTC.to_datetime(*t);
+    let year = u16::try_from(dt.year())
+        .ok()
+        .filter(|y| (1000..=9999).contains(y))?;
+    let two = |n: i8| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    let [m0, m1] = two(dt.month());
+    let [d0, d1] = two(dt.day());
+    let [h0, h1] = two(dt.hour());
+    let [i0, i1] = two(dt.minute());
+    let [s0, s1] = two(dt.second());
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    *buffer = [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        i0,
+        i1,
+        b':',
+        s0,
+        s1,
+        b'Z',
+    ];
+    std::str::from_utf8(buffer).ok()
+}
+
+/// The JSON object of a typed view of the run (`fields.rs`).
+fn object<T: serde::Serialize>(fields: &T) -> JsonObject {
+    // Views of strings, integers, floats (non-finite ones become null) and string-keyed maps:
+    // serialization cannot fail.
+    JsonObject::from_fields(fields).expect("a view of the run serializes to a JSON object")
 }
 
 /// `sha256:<hex>` → `{"sha256": "<hex>"}`.
@@ -260,42 +310,8 @@ pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
 }
 
 /// The run as submitted: everything the user controls.
-pub fn external_parameters(spec: &TrainingRunSpec) -> BTreeMap<String, Value> {
-    let mut p = BTreeMap::new();
-    p.insert("image".into(), json!(spec.image));
-    if !spec.command.is_empty() {
-        p.insert("command".into(), json!(spec.command));
-    }
-    if !spec.args.is_empty() {
-        p.insert("args".into(), json!(spec.args));
-    }
-    if !spec.env.is_empty() {
-        // Values as written; `valueFrom` is recorded as the reference, never resolved.
-        p.insert("env".into(), json!(spec.env));
-    }
-    p.insert("replicas".into(), json!(spec.replicas));
-    p.insert("seed".into(), json!(spec.seed));
-    p.insert(
-        "hyperparameters".into(),
-        Value::Object(spec.hyperparameters.clone().unwrap_or_default()),
-    );
-    if let Some(acc) = &spec.accelerator {
-        p.insert("accelerator".into(), json!(acc));
-    }
-    if !spec.datasets.is_empty() {
-        p.insert("datasets".into(), json!(spec.datasets));
-    }
-    if let Some(base) = &spec.base_model {
-        p.insert("baseModel".into(), json!(base));
-    }
-    if let Some(code) = &spec.code {
-        p.insert("code".into(), json!(code));
-    }
-    p.insert("output".into(), json!(spec.output));
-    if let Some(secs) = spec.active_deadline_seconds {
-        p.insert("activeDeadlineSeconds".into(), json!(secs));
-    }
-    p
+pub fn external_parameters(spec: &TrainingRunSpec) -> JsonObject {
+    object(&fields::external_parameters(spec))
 }
 
 /// What the controller decided around the run: where and as whom it ran.
@@ -303,52 +319,30 @@ pub fn internal_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
-) -> BTreeMap<String, Value> {
-    let mut p = BTreeMap::new();
-    p.insert("namespace".into(), json!(namespace));
-    p.insert(
-        "serviceAccountName".into(),
-        json!(
-            spec.service_account_name
-                .clone()
-                .unwrap_or_else(|| "default".into())
-        ),
-    );
-    // The scheduling constraints actually applied: the profile's merged with the run's own.
-    let mut node_selector = placement.node_selector.clone();
-    node_selector.extend(spec.node_selector.clone().unwrap_or_default());
-    let mut tolerations = placement.tolerations.clone();
-    tolerations.extend(spec.tolerations.clone().unwrap_or_default());
-    let mut scheduling = serde_json::Map::new();
-    if !node_selector.is_empty() {
-        scheduling.insert("nodeSelector".into(), json!(node_selector));
-    }
-    if !tolerations.is_empty() {
-        scheduling.insert("tolerations".into(), json!(tolerations));
-    }
-    if let Some((resource, count)) = &placement.resource {
-        scheduling.insert(
-            "acceleratorResource".into(),
-            json!({"name": resource, "countPerWorker": count}),
-        );
-    }
-    if let Some(resources) = &spec.resources {
-        scheduling.insert("resources".into(), json!(resources));
-    }
-    p.insert("scheduling".into(), Value::Object(scheduling));
-    p
+) -> JsonObject {
+    object(&fields::cluster_parameters(spec, namespace, placement))
 }
 
 fn sources(list: &[Source]) -> Value {
-    json!(
+    Value::Array(
         list.iter()
-            .map(|s| match s {
-                Source::Declared => "declared",
-                Source::Observed => "observed",
-                Source::Reported => "reported",
+            .map(|s| {
+                Value::String(
+                    match s {
+                        Source::Declared => "declared",
+                        Source::Observed => "observed",
+                        Source::Reported => "reported",
+                    }
+                    .to_string(),
+                )
             })
-            .collect::<Vec<_>>()
+            .collect(),
     )
+}
+
+/// `["<source>"]`.
+fn one_source(source: &str) -> Value {
+    Value::Array(vec![Value::String(source.to_string())])
 }
 
 /// Container images (observed), datasets (declared and/or reported), base model and code
@@ -365,8 +359,8 @@ pub fn resolved_dependencies(
             uri: Some(format!("oci://{repository}")),
             digest: digest_map(&image.digest),
             annotations: BTreeMap::from([
-                ("source".into(), json!(["observed"])),
-                ("reference".into(), json!(image.image)),
+                ("source".into(), one_source("observed")),
+                ("reference".into(), Value::String(image.image.clone())),
             ]),
             ..Default::default()
         });
@@ -385,7 +379,7 @@ pub fn resolved_dependencies(
             name: Some("baseModel".into()),
             uri: Some(base.uri.clone()),
             digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+            annotations: BTreeMap::from([("source".into(), one_source("declared"))]),
             ..Default::default()
         });
     }
@@ -403,7 +397,7 @@ pub fn resolved_dependencies(
                 .as_ref()
                 .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
                 .unwrap_or_default(),
-            annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
+            annotations: BTreeMap::from([("source".into(), one_source("declared"))]),
             ..Default::default()
         });
     }
@@ -413,50 +407,24 @@ pub fn resolved_dependencies(
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
 /// timings, images) apart from what the workload reported (metrics), and the digest of the
 /// worker's termination message.
-pub fn byproducts(
-    status: &TrainingRunStatus,
-    uri_of: impl Fn(&str) -> String,
-) -> Vec<ResourceDescriptor> {
+pub fn byproducts(status: &TrainingRunStatus, uri_of: impl Fn(&str) -> String) -> Vec<Byproduct> {
     status
         .workers
         .iter()
-        .map(|w| {
-            let mut observed = serde_json::Map::new();
-            observed.insert("rank".into(), json!(w.rank));
-            if let Some(node) = &w.node_name {
-                observed.insert("node".into(), json!(node));
-            }
-            if let Some(phase) = &w.phase {
-                observed.insert("phase".into(), json!(phase));
-            }
-            if let Some(code) = w.exit_code {
-                observed.insert("exitCode".into(), json!(code));
-            }
-            if let Some(reason) = &w.reason {
-                observed.insert("reason".into(), json!(reason));
-            }
-            if let Some(t) = &w.started_at {
-                observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
-            }
-            if let Some(t) = &w.finished_at {
-                observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
-            }
-            if let Some(acc) = &w.accelerator {
-                observed.insert("accelerator".into(), json!(acc));
-            }
-            observed.insert("containers".into(), json!(w.containers));
-            let mut annotations = BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
-            if let Some(report) = &w.report {
-                annotations.insert("reported".into(), json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}));
-            }
-            ResourceDescriptor {
-                name: Some(format!("worker/{}", w.pod_name)),
-                // The pod, as a reference (every descriptor needs a uri or a digest).
-                uri: Some(uri_of(&w.pod_name)),
-                digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
-                media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
-                annotations,
-            }
+        .map(|w| Byproduct {
+            name: Some(format!("worker/{}", w.pod_name)),
+            // The pod, as a reference (every descriptor needs a uri or a digest).
+            uri: Some(uri_of(&w.pod_name)),
+            digest: w
+                .report_digest
+                .as_deref()
+                .map(digest_map)
+                .unwrap_or_default(),
+            media_type: w
+                .report_digest
+                .as_ref()
+                .map(|_| "application/json".to_string()),
+            annotations: object(&fields::worker_annotations(w)),
         })
         .collect()
 }

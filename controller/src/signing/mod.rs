@@ -12,7 +12,8 @@ mod pem;
 pub mod simple_signing;
 
 pub use dsse::{
-    Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, sign_envelope, verify_envelope,
+    Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, pae_header_room, sign_envelope,
+    sign_envelope_json, sign_envelope_json_in_place, verify_envelope,
 };
 pub use keys::{
     CosignKey, GeneratedKeys, PublicKey, SECRET_PASSWORD, SECRET_PRIVATE_KEY, SECRET_PUBLIC_KEY,
