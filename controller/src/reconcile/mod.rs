@@ -279,6 +279,8 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     }
     write_status(run, namespace, status.clone(), ctx).await?;
 
+    // Counted once recorded: a failed status write observes the same workers again next time.
+    ctx.metrics.workers_observed.inc_by(observed.len() as u64);
     for record in &observed {
         let note = format!(
             "worker {} (rank {}) finished: {} exit code {} on node {}",
@@ -453,7 +455,6 @@ async fn observe_workers(
             }
         }
         info!(pod = %name, phase = record.phase.as_deref().unwrap_or("?"), exit_code = ?record.exit_code, "worker recorded");
-        ctx.metrics.workers_observed.inc();
         status.workers.push(record.clone());
         new.push(record);
     }
