@@ -73,7 +73,7 @@ BENCH_BIN := target/release/provenant-bench
 CLUSTER_BENCH_SRC := bench/src/bin/cluster.rs
 
 bench:
-	$(CARGO) build --release -p provenant-bench
+	$(CARGO) build --release -p provenant -p provenant-bench
 	$(BENCH_BIN) --short
 	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
 		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --short; \
@@ -82,7 +82,7 @@ bench:
 	fi
 
 bench-full:
-	$(CARGO) build --release -p provenant-bench
+	$(CARGO) build --release -p provenant -p provenant-bench
 	$(BENCH_BIN) --full
 	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
 		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --full; \
