@@ -353,6 +353,16 @@ async fn bad_reports_get_their_reasons_while_other_runs_complete() -> Result<()>
     for (name, message, _, _) in &cases {
         scenario = scenario.pod(&format!("{name}-0"), ok_outcome().message(message.clone()));
     }
+    // A crash that leaves its error text in the termination message: the worker's failure is
+    // the run's reason, not the text that is not a report.
+    let crash_text = "Traceback (most recent call last): RuntimeError: CUDA out of memory";
+    scenario = scenario.pod(
+        "crashed-0",
+        PodOutcome::fail(1)
+            .after(Duration::from_millis(300))
+            .image_digest("trainer", IMAGE_DIGEST)
+            .message(crash_text),
+    );
     let sim = KubeletSim::start(cluster.client.clone(), scenario).await?;
     let _controller = start_controller(&cluster, "a").await?;
     for (name, _, _, _) in &cases {
@@ -361,6 +371,7 @@ async fn bad_reports_get_their_reasons_while_other_runs_complete() -> Result<()>
         create(&cluster, &run(name, spec)).await?;
     }
     create(&cluster, &run("good", json!({}))).await?;
+    create(&cluster, &run("crashed", json!({}))).await?;
 
     for (name, _, reason, hint) in &cases {
         let failed = wait_phase(&cluster, name, Phase::Failed).await?;
@@ -380,6 +391,20 @@ async fn bad_reports_get_their_reasons_while_other_runs_complete() -> Result<()>
     }
     let good = wait_phase(&cluster, "good", Phase::Succeeded).await?;
     assert_eq!(condition(&good, "MaterialsRecorded").unwrap().0, "True");
+
+    let crashed = wait_phase(&cluster, "crashed", Phase::Failed).await?;
+    let (_, reason, message) = condition(&crashed, "Succeeded").unwrap();
+    assert_eq!(reason, "WorkerFailed", "{message}");
+    assert!(message.contains("exit code 1"), "{message}");
+    assert!(message.contains("not a report"), "{message}");
+    let worker = &crashed.status.unwrap().workers[0];
+    assert!(
+        worker
+            .report_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not valid JSON")),
+        "{worker:?}"
+    );
     sim.shutdown().await?;
     Ok(())
 }

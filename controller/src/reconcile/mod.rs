@@ -465,6 +465,39 @@ async fn observe_workers(
 /// The phase the recorded workers and live pods imply.
 fn decide(run: &TrainingRun, pods: &BTreeMap<String, Pod>, status: &TrainingRunStatus) -> Outcome {
     let blocked = None;
+    // A failed worker is the run's failure whatever its termination message says: a crashing
+    // trainer often leaves an error text there, not a report. The refused report stays in
+    // workers[].reportError and is named in the message.
+    if let Some(w) = status
+        .workers
+        .iter()
+        .find(|w| w.phase.as_deref() == Some("Failed"))
+    {
+        let mut message = format!(
+            "worker {} (rank {}) failed: exit code {}, reason {}, on node {}",
+            w.pod_name,
+            w.rank,
+            w.exit_code.map_or("none".into(), |c| c.to_string()),
+            w.reason.as_deref().unwrap_or("unknown"),
+            w.node_name.as_deref().unwrap_or("none")
+        );
+        if let Some(err) = &w.report_error {
+            message.push_str(&format!(
+                "; its termination message is not a report ({err})"
+            ));
+        }
+        // The kubelet enforces the pod's activeDeadlineSeconds (the run's deadline) itself.
+        let reason = if w.reason.as_deref() == Some("DeadlineExceeded") {
+            "DeadlineExceeded"
+        } else {
+            "WorkerFailed"
+        };
+        return Outcome {
+            phase: Phase::Failed,
+            failure: Some((reason.into(), message)),
+            blocked,
+        };
+    }
     if let Some(w) = status.workers.iter().find(|w| w.report_error.is_some()) {
         let err = w.report_error.clone().unwrap_or_default();
         let (reason, detail) = err
@@ -476,31 +509,6 @@ fn decide(run: &TrainingRun, pods: &BTreeMap<String, Pod>, status: &TrainingRunS
                 reason.to_string(),
                 format!("worker {} reported: {detail}", w.pod_name),
             )),
-            blocked,
-        };
-    }
-    if let Some(w) = status
-        .workers
-        .iter()
-        .find(|w| w.phase.as_deref() == Some("Failed"))
-    {
-        let message = format!(
-            "worker {} (rank {}) failed: exit code {}, reason {}, on node {}",
-            w.pod_name,
-            w.rank,
-            w.exit_code.map_or("none".into(), |c| c.to_string()),
-            w.reason.as_deref().unwrap_or("unknown"),
-            w.node_name.as_deref().unwrap_or("none")
-        );
-        // The kubelet enforces the pod's activeDeadlineSeconds (the run's deadline) itself.
-        let reason = if w.reason.as_deref() == Some("DeadlineExceeded") {
-            "DeadlineExceeded"
-        } else {
-            "WorkerFailed"
-        };
-        return Outcome {
-            phase: Phase::Failed,
-            failure: Some((reason.into(), message)),
             blocked,
         };
     }
