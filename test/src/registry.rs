@@ -737,26 +737,40 @@ impl Registry {
         tag: &str,
         files: &[(&str, &[u8])],
     ) -> Result<ModelRef> {
-        self.push_blob(repo, OCI_EMPTY_BLOB).await?;
-        let mut layers = Vec::with_capacity(files.len());
-        for (name, bytes) in files {
-            self.push_blob(repo, bytes).await?;
-            layers.push(
-                Descriptor::of(MODEL_FILE_MEDIA_TYPE, bytes)
-                    .with_annotation(TITLE_ANNOTATION, name),
-            );
-        }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-            "artifactType": MODEL_ARTIFACT_TYPE,
-            "config": Descriptor::empty(),
-            "layers": layers,
-        });
-        let manifest = serde_json::to_vec(&manifest)?;
-        let digest = self
-            .push_manifest(repo, tag, OCI_MANIFEST_MEDIA_TYPE, &manifest)
-            .await?;
+        // Concurrent first pushes of the same blob to a fresh repository race in distribution 2.8:
+        // the manifest PUT can then fail with MANIFEST_BLOB_UNKNOWN although every upload
+        // succeeded. Pushing the blobs again settles it (many pods finishing at once do this).
+        let mut attempt = 1;
+        let (layers, manifest, digest) = loop {
+            self.push_blob(repo, OCI_EMPTY_BLOB).await?;
+            let mut layers = Vec::with_capacity(files.len());
+            for (name, bytes) in files {
+                self.push_blob(repo, bytes).await?;
+                layers.push(
+                    Descriptor::of(MODEL_FILE_MEDIA_TYPE, bytes)
+                        .with_annotation(TITLE_ANNOTATION, name),
+                );
+            }
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+                "artifactType": MODEL_ARTIFACT_TYPE,
+                "config": Descriptor::empty(),
+                "layers": layers,
+            });
+            let manifest = serde_json::to_vec(&manifest)?;
+            match self
+                .push_manifest(repo, tag, OCI_MANIFEST_MEDIA_TYPE, &manifest)
+                .await
+            {
+                Ok(digest) => break (layers, manifest, digest),
+                Err(e) if attempt < 5 && format!("{e:#}").contains("MANIFEST_BLOB_UNKNOWN") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(ModelRef {
             registry: self.host.clone(),
             repository: format!("{}/{repo}", self.host),
