@@ -59,8 +59,11 @@ mod embedded_json {
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(bytes) {
-            Ok(text) if is_one_json_value(text) => crate::provenance::json::serialize_raw(text, s),
-            // Not one JSON value (never the case for an envelope `sign` made): a string, as the
+            // An object only: embedded text starting with `"` would read back as the first form.
+            Ok(text) if text.starts_with('{') && is_one_json_value(text) => {
+                crate::provenance::json::serialize_raw(text, s)
+            }
+            // Not one JSON object (never the case for an envelope `sign` made): a string, as the
             // first form.
             _ => s.serialize_str(&String::from_utf8_lossy(bytes)),
         }
@@ -377,10 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn envelope_bytes_that_are_not_one_json_value_are_kept_as_a_string() {
+    fn envelope_bytes_that_are_not_one_json_object_are_kept_as_a_string() {
         for bytes in [
             b"not json".to_vec(),
             format!(" {ENVELOPE}\n").into_bytes(),
+            br#""abc""#.to_vec(),
+            br#""\ud800""#.to_vec(),
+            b"[1]".to_vec(),
             b"{} {}".to_vec(),
             Vec::new(),
         ] {

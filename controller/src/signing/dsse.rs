@@ -141,11 +141,20 @@ pub fn sign_envelope_json_in_place(
     buffer: &mut [u8],
     room: usize,
 ) -> Result<Vec<u8>, SigningError> {
+    if buffer.len() < room {
+        return Err(SigningError::Sign {
+            key_id: signer.key_id().to_string(),
+            reason: format!(
+                "a {}-byte buffer cannot hold {room} bytes of room before the payload",
+                buffer.len()
+            ),
+        });
+    }
     let header = format!(
         "DSSEv1 {} {} {} ",
         payload_type.len(),
         payload_type,
-        buffer.len().saturating_sub(room)
+        buffer.len() - room
     );
     let start = room
         .checked_sub(header.len())
@@ -373,6 +382,10 @@ mod tests {
         // Too little room is an error, not a panic.
         let mut buffer = b"  payload".to_vec();
         assert!(sign_envelope_json_in_place(key, IN_TOTO_PAYLOAD_TYPE, &mut buffer, 2).is_err());
+        // So is a buffer shorter than the room it claims.
+        let room = pae_header_room(IN_TOTO_PAYLOAD_TYPE);
+        let mut buffer = vec![0u8; room - 1];
+        assert!(sign_envelope_json_in_place(key, IN_TOTO_PAYLOAD_TYPE, &mut buffer, room).is_err());
     }
 
     #[test]
