@@ -76,9 +76,16 @@ impl Error {
     /// The `reason` label of `provenant_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Kube { .. } if self.is_conflict() => "Conflict",
             Error::Kube { .. } => "KubeApi",
             Error::NoNamespace => "NoNamespace",
         }
+    }
+
+    /// A write refused because the object changed since it was read (HTTP 409): the cached copy
+    /// was stale. Routine under load; the newer version is on its way through the watch.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
     }
 }
 
@@ -99,15 +106,24 @@ pub async fn reconcile(run: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
-/// Failed reconciles are counted and retried after a short pause.
+/// Failed reconciles are counted and retried after a short pause. A conflict (stale cache) is
+/// retried at once and logged at info: it is not a fault, and waiting 5 s would only delay the run.
 pub fn error_policy(run: Arc<TrainingRun>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = run.namespace().unwrap_or_default(), name = run.name_any(), error = %error, "reconcile failed; retrying");
     ctx.metrics
         .reconcile_errors
         .with_label_values(&[error.metric_label()])
         .inc();
+    let (namespace, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    if error.is_conflict() {
+        info!(namespace, name, error = %error, "object changed meanwhile; reconciling again");
+        return Action::requeue(CONFLICT_RETRY);
+    }
+    warn!(namespace, name, error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
+
+/// Retry delay after a conflict: long enough for the watch to deliver the newer version.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// What this reconcile decided about the run.
 struct Outcome {
@@ -889,5 +905,35 @@ pub(super) async fn publish(
     };
     if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
         warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": "Conflict", "message": "the object has been modified",
+        }))
+        .expect("a Status");
+        kube_err("update finalizers")(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn conflicts_are_told_apart_from_api_failures() {
+        let conflict = api_error(409);
+        assert!(conflict.is_conflict());
+        assert_eq!(conflict.metric_label(), "Conflict");
+        assert!(
+            conflict.to_string().contains("update finalizers"),
+            "{conflict}"
+        );
+        for code in [403, 404, 500, 503] {
+            let other = api_error(code);
+            assert!(!other.is_conflict(), "{code}");
+            assert_eq!(other.metric_label(), "KubeApi", "{code}");
+        }
+        assert!(!Error::NoNamespace.is_conflict());
     }
 }
