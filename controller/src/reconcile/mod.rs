@@ -143,7 +143,7 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
             ctx.queue.submit(run);
             return Ok(Action::await_change());
         }
-        release_finalizer_if_done(run, namespace, &status, ctx).await?;
+        release_finalizer_if_done(run, namespace, &status, run.resource_version(), ctx).await?;
         return Ok(Action::await_change());
     }
 
@@ -188,14 +188,18 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         }
     };
 
-    ensure_finalizer(run, namespace, ctx).await?;
+    // The version of the run this pass read, carried through its own writes: the status writes
+    // below are conditional on it, so a pass working from a stale cache (our last write not seen
+    // yet) gets a 409 and starts again instead of recording the same workers twice or writing
+    // back an older status.
+    let mut version = ensure_finalizer(run, namespace, ctx).await?;
     let mut status = status;
     if status.start_time.is_none() {
         // Written before any pod exists: from here on the spec is immutable (CRD rule), so the pods
         // can never disagree with the spec they were built from.
         status.start_time = Some(now());
         status.phase = Some(Phase::Pending);
-        write_status(run, namespace, status.clone(), ctx).await?;
+        version = write_status_at(run, namespace, status.clone(), version, ctx).await?;
     }
 
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
@@ -293,11 +297,12 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         // accelerators are expensive. Recorded workers stay in the status.
         stop_workers(&pods_api, &pods).await;
     }
-    write_status(run, namespace, status.clone(), ctx).await?;
+    let version = write_status_at(run, namespace, status.clone(), version, ctx).await?;
 
-    // Counted once recorded: a failed status write observes the same workers again next time.
+    // Counted and logged once recorded: a failed status write observes the same workers again.
     ctx.metrics.workers_observed.inc_by(observed.len() as u64);
     for record in &observed {
+        info!(pod = %record.pod_name, phase = record.phase.as_deref().unwrap_or("?"), exit_code = ?record.exit_code, "worker recorded");
         let note = format!(
             "worker {} (rank {}) finished: {} exit code {} on node {}",
             record.pod_name,
@@ -312,7 +317,8 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         report_transition(run, &status, old_phase, ctx).await;
     }
     if terminal {
-        release_finalizer_if_done(run, namespace, &status, ctx).await?;
+        // At the version just written: the cached run is older than our own write.
+        release_finalizer_if_done(run, namespace, &status, version, ctx).await?;
         return Ok(Action::await_change());
     }
     if outcome.blocked.is_some() {
@@ -470,7 +476,6 @@ async fn observe_workers(
                 record.report_error = Some(format!("{}: {e}", e.reason()));
             }
         }
-        info!(pod = %name, phase = record.phase.as_deref().unwrap_or("?"), exit_code = ?record.exit_code, "worker recorded");
         status.workers.push(record.clone());
         new.push(record);
     }
@@ -707,42 +712,65 @@ pub(super) fn now() -> Time {
 pub(super) async fn write_status(
     run: &TrainingRun,
     namespace: &str,
-    mut status: TrainingRunStatus,
+    status: TrainingRunStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
-    status.observed_generation = run.metadata.generation;
-    let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({ "status": status });
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err("write status"))?;
+    write_status_at(run, namespace, status, None, ctx).await?;
     Ok(())
 }
 
-async fn ensure_finalizer(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<(), Error> {
+/// [`write_status`], only if the run is still at resourceVersion `version` (when given): a 409
+/// otherwise. Returns the run's resourceVersion after the write.
+async fn write_status_at(
+    run: &TrainingRun,
+    namespace: &str,
+    mut status: TrainingRunStatus,
+    version: Option<String>,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    status.observed_generation = run.metadata.generation;
+    let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = match &version {
+        Some(rv) => json!({ "metadata": {"resourceVersion": rv}, "status": status }),
+        None => json!({ "status": status }),
+    };
+    let written = api
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(kube_err("write status"))?;
+    Ok(written.resource_version())
+}
+
+/// Returns the run's resourceVersion afterwards (`None` if it is gone).
+async fn ensure_finalizer(
+    run: &TrainingRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
     if run.finalizers().iter().any(|f| f == labels::FINALIZER) {
-        return Ok(());
+        return Ok(run.resource_version());
     }
     let mut finalizers = run.finalizers().to_vec();
     finalizers.push(labels::FINALIZER.into());
-    patch_finalizers(run, namespace, finalizers, ctx).await
+    patch_finalizers(run, namespace, finalizers, run.resource_version(), ctx).await
 }
 
-/// Optimistic: the resourceVersion in the patch makes a concurrent change a 409 and a retry,
-/// never a lost finalizer of someone else's.
+/// Optimistic: the resourceVersion in the patch (`version`, the one the finalizers were read at)
+/// makes a concurrent change a 409 and a retry, never a lost finalizer of someone else's.
+/// Returns the run's resourceVersion afterwards.
 async fn patch_finalizers(
     run: &TrainingRun,
     namespace: &str,
     finalizers: Vec<String>,
+    version: Option<String>,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": run.resource_version()}});
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": version}});
     match api
         .patch(
             &run.name_any(),
@@ -751,8 +779,8 @@ async fn patch_finalizers(
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(written) => Ok(written.resource_version()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(kube_err("update finalizers")(e)),
     }
 }
@@ -762,6 +790,7 @@ async fn release_finalizer_if_done(
     run: &TrainingRun,
     namespace: &str,
     status: &TrainingRunStatus,
+    version: Option<String>,
     ctx: &Context,
 ) -> Result<(), Error> {
     if !run.finalizers().iter().any(|f| f == labels::FINALIZER) || !provenance_done(status, ctx) {
@@ -773,7 +802,7 @@ async fn release_finalizer_if_done(
         .filter(|f| *f != labels::FINALIZER)
         .cloned()
         .collect();
-    patch_finalizers(run, namespace, finalizers, ctx).await?;
+    patch_finalizers(run, namespace, finalizers, version, ctx).await?;
     info!("released the provenance finalizer");
     Ok(())
 }
@@ -830,7 +859,7 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
             .filter(|f| *f != labels::FINALIZER)
             .cloned()
             .collect();
-        patch_finalizers(run, namespace, finalizers, ctx).await?;
+        patch_finalizers(run, namespace, finalizers, run.resource_version(), ctx).await?;
         info!(
             pods = pods.len(),
             "run deleted: workers stopped, finalizer released"
