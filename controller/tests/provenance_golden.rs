@@ -308,15 +308,53 @@ fn typed_builders_give_the_reference_bytes() {
     for (name, run, placement) in &variants {
         let built = provenance::statement_for_run(run, placement, &builder()).unwrap();
         let bytes = built.to_bytes();
-        let expected =
-            serde_json::to_vec(&reference::statement_for_run(run, placement, &builder()).unwrap())
-                .unwrap();
-        assert!(
-            bytes == expected,
-            "{name}: typed statement differs from the reference\n typed: {}\n   ref: {}",
-            String::from_utf8_lossy(&bytes),
-            String::from_utf8_lossy(&expected)
+        // The objects written from typed views, byte for byte against the reference builder (the
+        // rest of the statement is plain serde structs, pinned by the golden file).
+        let namespace = run.metadata.namespace.as_deref().unwrap();
+        let status = run.status.as_ref().unwrap();
+        let definition = &built.predicate.build_definition;
+        let pairs = [
+            (
+                "externalParameters".to_string(),
+                definition.external_parameters.get().to_string(),
+                reference::external_parameters(&run.spec),
+            ),
+            (
+                "internalParameters".to_string(),
+                definition.internal_parameters.get().to_string(),
+                reference::internal_parameters(&run.spec, namespace, placement),
+            ),
+        ];
+        let workers = built
+            .predicate
+            .run_details
+            .byproducts
+            .iter()
+            .zip(reference::worker_annotations(status))
+            .enumerate()
+            .map(|(i, (b, r))| {
+                (
+                    format!("byproducts[{i}]"),
+                    b.annotations.get().to_string(),
+                    r,
+                )
+            });
+        assert_eq!(
+            built.predicate.run_details.byproducts.len(),
+            status.workers.len(),
+            "{name}"
         );
+        for (field, typed, expected) in pairs.into_iter().chain(workers) {
+            let expected = serde_json::to_string(&expected).unwrap();
+            assert!(
+                typed == expected,
+                "{name}: {field} differs from the reference\n typed: {typed}\n   ref: {expected}"
+            );
+            assert!(
+                String::from_utf8_lossy(&bytes).contains(&typed),
+                "{name}: {field} is not in the statement as built"
+            );
+        }
         assert!(
             built.size_hint() >= bytes.len(),
             "{name}: size hint {} < {} bytes",
@@ -382,19 +420,46 @@ fn typed_local_builder_gives_the_reference_bytes() {
     ];
     for run in [fixture.clone(), minimal(&fixture), maximal(&fixture)] {
         for local in &invocations {
-            let bytes = provenance::statement_for_local_run(&run, local, &builder())
-                .unwrap()
-                .to_bytes();
-            let expected = serde_json::to_vec(
-                &reference::statement_for_local_run(&run, local, &builder()).unwrap(),
-            )
+            let built = provenance::statement_for_local_run(&run, local, &builder()).unwrap();
+            let bytes = String::from_utf8(built.to_bytes()).unwrap();
+            let definition = &built.predicate.build_definition;
+            // Sorted keys, as a `serde_json::Value` map writes them.
+            let internal = serde_json::to_string(&json!({
+                "host": local.host,
+                "workingDirectory": local.working_directory,
+                "command": local.command,
+            }))
             .unwrap();
-            assert!(
-                bytes == expected,
-                "local statement differs from the reference\n typed: {}\n   ref: {}",
-                String::from_utf8_lossy(&bytes),
-                String::from_utf8_lossy(&expected)
-            );
+            let external =
+                serde_json::to_string(&reference::external_parameters(&run.spec)).unwrap();
+            for (field, typed, expected) in [
+                (
+                    "internalParameters",
+                    definition.internal_parameters.get(),
+                    internal,
+                ),
+                (
+                    "externalParameters",
+                    definition.external_parameters.get(),
+                    external,
+                ),
+            ] {
+                assert!(
+                    typed == expected,
+                    "local {field} differs from the reference\n typed: {typed}\n   ref: {expected}"
+                );
+                assert!(bytes.contains(&format!("\"{field}\":{typed}")), "{bytes}");
+            }
+            let status = run.status.as_ref().unwrap();
+            for (b, r) in built
+                .predicate
+                .run_details
+                .byproducts
+                .iter()
+                .zip(reference::worker_annotations(status))
+            {
+                assert_eq!(b.annotations.get(), serde_json::to_string(&r).unwrap());
+            }
         }
     }
 }
@@ -449,259 +514,14 @@ fn in_toto_attestation_accepts_the_statement() {
 /// The Value-based builder the statement bytes were first defined by (before the typed predicate
 /// structs), kept as the reference: the typed builders must give the same bytes for any run.
 #[allow(dead_code, clippy::all)]
+/// The objects the typed views of `provenance/fields.rs` write, as the first builder made them:
+/// `serde_json::Value` maps, whose keys are sorted. The typed views must give the same bytes.
 mod reference {
     use std::collections::BTreeMap;
 
-    use provenant::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
+    use provenant::api::{TrainingRunSpec, TrainingRunStatus};
     use provenant::config::Placement;
-    use provenant::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE};
-    use provenant::provenance::{
-        BUILD_TYPE, BuilderIdentity, LOCAL_BUILD_TYPE, LocalInvocation, ProvenanceError,
-    };
-    use serde::Serialize;
     use serde_json::{Value, json};
-
-    /// An in-toto Statement v1 carrying a SLSA Provenance v1 predicate.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    pub struct Statement {
-        #[serde(rename = "_type")]
-        pub type_: String,
-        pub subject: Vec<ResourceDescriptor>,
-        #[serde(rename = "predicateType")]
-        pub predicate_type: String,
-        pub predicate: Provenance,
-    }
-
-    /// SLSA Provenance v1 predicate.
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Provenance {
-        pub build_definition: BuildDefinition,
-        pub run_details: RunDetails,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct BuildDefinition {
-        pub build_type: String,
-        pub external_parameters: BTreeMap<String, Value>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        pub internal_parameters: BTreeMap<String, Value>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub resolved_dependencies: Vec<ResourceDescriptor>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct RunDetails {
-        pub builder: Builder,
-        pub metadata: BuildMetadata,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        pub byproducts: Vec<ResourceDescriptor>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct Builder {
-        pub id: String,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        pub version: BTreeMap<String, String>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct BuildMetadata {
-        pub invocation_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub started_on: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub finished_on: Option<String>,
-    }
-
-    /// in-toto ResourceDescriptor v1.
-    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct ResourceDescriptor {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub name: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub uri: Option<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        pub digest: BTreeMap<String, String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub media_type: Option<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        pub annotations: BTreeMap<String, Value>,
-    }
-
-    /// `runDetails`: who built it, which run, when, and the per-worker byproducts.
-    fn run_details(
-        builder: &BuilderIdentity,
-        invocation_id: String,
-        status: &TrainingRunStatus,
-        byproducts: Vec<ResourceDescriptor>,
-    ) -> RunDetails {
-        RunDetails {
-            builder: Builder {
-                id: builder.id.clone(),
-                version: BTreeMap::from([("provenant".to_string(), builder.version.clone())]),
-            },
-            metadata: BuildMetadata {
-                invocation_id,
-                started_on: status.start_time.as_ref().map(|t| rfc3339(&t.0)),
-                finished_on: status.completion_time.as_ref().map(|t| rfc3339(&t.0)),
-            },
-            byproducts,
-        }
-    }
-
-    /// What every statement needs from a run: it succeeded, it has outputs, it has a UID.
-    fn attestable(
-        run: &TrainingRun,
-    ) -> Result<(&TrainingRunStatus, Vec<ResourceDescriptor>, String), ProvenanceError> {
-        let status = run.status.as_ref().ok_or(ProvenanceError::NotSucceeded)?;
-        if status.phase != Some(provenant::api::Phase::Succeeded) {
-            return Err(ProvenanceError::NotSucceeded);
-        }
-        let subject = subjects(status);
-        if subject.is_empty() {
-            return Err(ProvenanceError::NoOutputs);
-        }
-        let uid = run
-            .metadata
-            .uid
-            .clone()
-            .ok_or(ProvenanceError::Missing("uid"))?;
-        Ok((status, subject, uid))
-    }
-
-    /// The statement for a succeeded run, as the controller ran it with `placement`.
-    pub fn statement_for_run(
-        run: &TrainingRun,
-        placement: &Placement,
-        builder: &BuilderIdentity,
-    ) -> Result<Statement, ProvenanceError> {
-        let (status, subject, uid) = attestable(run)?;
-        let namespace = run
-            .metadata
-            .namespace
-            .clone()
-            .ok_or(ProvenanceError::Missing("namespace"))?;
-        Ok(Statement {
-            type_: STATEMENT_TYPE.into(),
-            subject,
-            predicate_type: SLSA_PROVENANCE_V1.into(),
-            predicate: Provenance {
-                build_definition: BuildDefinition {
-                    build_type: BUILD_TYPE.into(),
-                    external_parameters: external_parameters(&run.spec),
-                    internal_parameters: internal_parameters(&run.spec, &namespace, placement),
-                    resolved_dependencies: resolved_dependencies(&run.spec, status),
-                },
-                run_details: run_details(
-                    builder,
-                    uid,
-                    status,
-                    byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
-                ),
-            },
-        })
-    }
-
-    /// The statement of a run executed on a host by `provenant attest`: the same mapping, with the
-    /// host in place of the cluster and the code revision observed from the working directory.
-    pub fn statement_for_local_run(
-        run: &TrainingRun,
-        local: &LocalInvocation,
-        builder: &BuilderIdentity,
-    ) -> Result<Statement, ProvenanceError> {
-        let (status, subject, uid) = attestable(run)?;
-        let mut internal = BTreeMap::new();
-        internal.insert("host".to_string(), local.host.clone());
-        internal.insert(
-            "workingDirectory".to_string(),
-            json!(local.working_directory),
-        );
-        internal.insert("command".to_string(), json!(local.command));
-        let mut deps = resolved_dependencies(&run.spec, status);
-        if let Some((uri, commit, dirty)) = &local.code {
-            // Observed beats declared here: the commit the working tree is at (attest refuses to run
-            // when a declared revision disagrees).
-            deps.retain(|d| d.name.as_deref() != Some("code"));
-            let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
-            let source = if declared {
-                json!(["declared", "observed"])
-            } else {
-                json!(["observed"])
-            };
-            let uri = if uri.starts_with("git+") {
-                uri.clone()
-            } else {
-                format!("git+{uri}")
-            };
-            deps.push(ResourceDescriptor {
-                name: Some("code".into()),
-                uri: Some(uri),
-                digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
-                annotations: BTreeMap::from([
-                    ("source".into(), source),
-                    ("dirty".into(), json!(dirty)),
-                ]),
-                ..Default::default()
-            });
-        }
-        let host = local
-            .host
-            .get("hostname")
-            .and_then(Value::as_str)
-            .unwrap_or("localhost")
-            .to_string();
-        Ok(Statement {
-            type_: STATEMENT_TYPE.into(),
-            subject,
-            predicate_type: SLSA_PROVENANCE_V1.into(),
-            predicate: Provenance {
-                build_definition: BuildDefinition {
-                    build_type: LOCAL_BUILD_TYPE.into(),
-                    external_parameters: external_parameters(&run.spec),
-                    internal_parameters: internal,
-                    resolved_dependencies: deps,
-                },
-                run_details: run_details(
-                    builder,
-                    uid,
-                    status,
-                    byproducts(status, |worker| format!("local://{host}/{worker}")),
-                ),
-            },
-        })
-    }
-
-    fn rfc3339(t: &jiff::Timestamp) -> String {
-        // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
-        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    }
-
-    /// `sha256:<hex>` → `{"sha256": "<hex>"}`.
-    pub fn digest_map(digest: &str) -> BTreeMap<String, String> {
-        match digest.split_once(':') {
-            Some((algorithm, hex)) => BTreeMap::from([(algorithm.to_string(), hex.to_string())]),
-            None => BTreeMap::new(),
-        }
-    }
-
-    /// One subject per accepted output: name = repository, digest = manifest digest.
-    pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
-        status
-            .outputs
-            .iter()
-            .map(|o| ResourceDescriptor {
-                name: Some(o.repository.clone()),
-                digest: digest_map(&o.digest),
-                ..Default::default()
-            })
-            .collect()
-    }
 
     /// The run as submitted: everything the user controls.
     pub fn external_parameters(spec: &TrainingRunSpec) -> BTreeMap<String, Value> {
@@ -783,125 +603,52 @@ mod reference {
         p
     }
 
-    fn sources(list: &[Source]) -> Value {
-        json!(
-            list.iter()
-                .map(|s| match s {
-                    Source::Declared => "declared",
-                    Source::Observed => "observed",
-                    Source::Reported => "reported",
-                })
-                .collect::<Vec<_>>()
-        )
+    fn rfc3339(t: &jiff::Timestamp) -> String {
+        // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
     }
 
-    /// Container images (observed), datasets (declared and/or reported), base model and code
-    /// (declared).
-    pub fn resolved_dependencies(
-        spec: &TrainingRunSpec,
-        status: &TrainingRunStatus,
-    ) -> Vec<ResourceDescriptor> {
-        let mut deps = Vec::new();
-        for image in status.materials.iter().flat_map(|m| &m.images) {
-            let repository = image.image.split('@').next().unwrap_or(&image.image);
-            deps.push(ResourceDescriptor {
-                name: Some("image".into()),
-                uri: Some(format!("oci://{repository}")),
-                digest: digest_map(&image.digest),
-                annotations: BTreeMap::from([
-                    ("source".into(), json!(["observed"])),
-                    ("reference".into(), json!(image.image)),
-                ]),
-                ..Default::default()
-            });
-        }
-        for d in status.materials.iter().flat_map(|m| &m.datasets) {
-            deps.push(ResourceDescriptor {
-                name: Some(format!("dataset:{}", d.name)),
-                uri: d.uri.clone(),
-                digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
-                annotations: BTreeMap::from([("source".into(), sources(&d.sources))]),
-                ..Default::default()
-            });
-        }
-        if let Some(base) = &spec.base_model {
-            deps.push(ResourceDescriptor {
-                name: Some("baseModel".into()),
-                uri: Some(base.uri.clone()),
-                digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
-                annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
-                ..Default::default()
-            });
-        }
-        if let Some(code) = &spec.code {
-            let uri = if code.uri.starts_with("git+") {
-                code.uri.clone()
-            } else {
-                format!("git+{}", code.uri)
-            };
-            deps.push(ResourceDescriptor {
-                name: Some("code".into()),
-                uri: Some(uri),
-                digest: code
-                    .revision
-                    .as_ref()
-                    .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
-                    .unwrap_or_default(),
-                annotations: BTreeMap::from([("source".into(), json!(["declared"]))]),
-                ..Default::default()
-            });
-        }
-        deps
-    }
-
-    /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
-    /// timings, images) apart from what the workload reported (metrics), and the digest of the
-    /// worker's termination message.
-    pub fn byproducts(
-        status: &TrainingRunStatus,
-        uri_of: impl Fn(&str) -> String,
-    ) -> Vec<ResourceDescriptor> {
+    /// Each worker's byproduct annotations: what the controller observed (node, accelerator
+    /// facts, exit code, timings, images) apart from what the workload reported.
+    pub fn worker_annotations(status: &TrainingRunStatus) -> Vec<BTreeMap<String, Value>> {
         status
-        .workers
-        .iter()
-        .map(|w| {
-            let mut observed = serde_json::Map::new();
-            observed.insert("rank".into(), json!(w.rank));
-            if let Some(node) = &w.node_name {
-                observed.insert("node".into(), json!(node));
-            }
-            if let Some(phase) = &w.phase {
-                observed.insert("phase".into(), json!(phase));
-            }
-            if let Some(code) = w.exit_code {
-                observed.insert("exitCode".into(), json!(code));
-            }
-            if let Some(reason) = &w.reason {
-                observed.insert("reason".into(), json!(reason));
-            }
-            if let Some(t) = &w.started_at {
-                observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
-            }
-            if let Some(t) = &w.finished_at {
-                observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
-            }
-            if let Some(acc) = &w.accelerator {
-                observed.insert("accelerator".into(), json!(acc));
-            }
-            observed.insert("containers".into(), json!(w.containers));
-            let mut annotations = BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
-            if let Some(report) = &w.report {
-                annotations.insert("reported".into(), json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}));
-            }
-            ResourceDescriptor {
-                name: Some(format!("worker/{}", w.pod_name)),
-                // The pod, as a reference (every descriptor needs a uri or a digest).
-                uri: Some(uri_of(&w.pod_name)),
-                digest: w.report_digest.as_deref().map(digest_map).unwrap_or_default(),
-                media_type: w.report_digest.as_ref().map(|_| "application/json".to_string()),
-                annotations,
-            }
-        })
-        .collect()
+            .workers
+            .iter()
+            .map(|w| {
+                let mut observed = serde_json::Map::new();
+                observed.insert("rank".into(), json!(w.rank));
+                if let Some(node) = &w.node_name {
+                    observed.insert("node".into(), json!(node));
+                }
+                if let Some(phase) = &w.phase {
+                    observed.insert("phase".into(), json!(phase));
+                }
+                if let Some(code) = w.exit_code {
+                    observed.insert("exitCode".into(), json!(code));
+                }
+                if let Some(reason) = &w.reason {
+                    observed.insert("reason".into(), json!(reason));
+                }
+                if let Some(t) = &w.started_at {
+                    observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
+                }
+                if let Some(t) = &w.finished_at {
+                    observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
+                }
+                if let Some(acc) = &w.accelerator {
+                    observed.insert("accelerator".into(), json!(acc));
+                }
+                observed.insert("containers".into(), json!(w.containers));
+                let mut annotations =
+                    BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
+                if let Some(report) = &w.report {
+                    annotations.insert(
+                        "reported".into(),
+                        json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}),
+                    );
+                }
+                annotations
+            })
+            .collect()
     }
 }
