@@ -74,10 +74,14 @@ pub struct BuildMetadata {
     pub finished_on: Option<String>,
 }
 
-/// in-toto ResourceDescriptor v1.
+/// in-toto ResourceDescriptor v1. The annotations are a sorted map of JSON values, or, in
+/// [`Byproduct`]s, a [`JsonObject`] provenant wrote from a typed view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceDescriptor {
+#[serde(
+    rename_all = "camelCase",
+    bound(serialize = "A: Serialize + Annotations")
+)]
+pub struct ResourceDescriptor<A = BTreeMap<String, Value>> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,25 +90,29 @@ pub struct ResourceDescriptor {
     pub digest: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: A,
 }
 
-/// A `runDetails.byproducts` entry: an in-toto ResourceDescriptor v1 whose annotations are a
-/// [`JsonObject`] (provenant writes one per worker, `{"observed": {...}, "reported": {...}}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Byproduct {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub digest: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
-    pub annotations: JsonObject,
+/// A `runDetails.byproducts` entry: provenant writes one per worker, its annotations
+/// `{"observed": {...}, "reported": {...}}`.
+pub type Byproduct = ResourceDescriptor<JsonObject>;
+
+/// What a descriptor's annotations can be; empty ones are left out.
+pub trait Annotations {
+    fn is_empty(&self) -> bool;
+}
+
+impl Annotations for BTreeMap<String, Value> {
+    fn is_empty(&self) -> bool {
+        BTreeMap::is_empty(self)
+    }
+}
+
+impl Annotations for JsonObject {
+    fn is_empty(&self) -> bool {
+        JsonObject::is_empty(self)
+    }
 }
 
 /// A JSON object, as compact JSON text with its keys sorted: what provenant writes for the objects
