@@ -4,9 +4,12 @@
 CARGO ?= cargo
 BIN := target/debug/provenant
 CRD_FILE := crds/trainingruns.provenant.dev.yaml
+# The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, cosign, oras.
+TOOLS_BIN := hack/tools/bin
+KUBECTL ?= $(TOOLS_BIN)/kubectl
 
 .PHONY: image
-.PHONY: all build build-debug test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean
+.PHONY: all build build-debug tools test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean
 
 all: build
 
@@ -17,11 +20,18 @@ build:
 build-debug:
 	$(CARGO) build --bin provenant
 
-## test: every test (unit, schema/CEL, manifests, integration); fails on CRD drift
-test: check-crds check-manifests test-rust
+## tools: build the pinned Go tools into hack/tools/bin (first time ~10 min, then cached)
+tools:
+	bash hack/tools.sh
+
+## test: every test (unit, schema/CEL, manifests, integration, scenarios); fails on CRD drift.
+## The tests run against a local kube-apiserver + etcd + kube-controller-manager (hack/cluster.sh),
+## started for the run and stopped after it; with E2E_KUBECONFIG set, against that cluster.
+test: tools check-crds check-manifests test-rust
 
 test-rust:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --no-run
+	bash hack/with-cluster.sh $(CARGO) test --workspace --all-targets
 
 ## check-crds: the committed crds/ must equal what the code generates
 check-crds: build-debug
@@ -32,8 +42,8 @@ check-crds: build-debug
 	@echo "crds/ matches the code"
 
 ## check-manifests: config/default must render with kustomize
-check-manifests:
-	@kubectl kustomize config/default > target/rendered-default.yaml
+check-manifests: tools
+	@$(KUBECTL) kustomize config/default > target/rendered-default.yaml
 	@echo "config/default renders ($$(grep -c '^kind:' target/rendered-default.yaml) objects)"
 
 ## lint: formatting and clippy, warnings are errors
@@ -56,15 +66,14 @@ demo: build-debug
 run: build-debug
 	$(BIN) controller --log-format text --config config/default/controller-config.yaml
 
-## e2e: the integration scenarios against a real cluster (E2E_KUBECONFIG, E2E_REGISTRY)
-e2e:
-	@if [ -z "$$E2E_KUBECONFIG" ]; then \
-		echo "make e2e needs E2E_KUBECONFIG=<kubeconfig of a real cluster> (and optionally E2E_REGISTRY=host:port); see test/README.md" >&2; \
-		exit 2; \
-	fi
-	kubectl --kubeconfig "$$E2E_KUBECONFIG" apply -f crds/trainingruns.provenant.dev.yaml
-	$(CARGO) test -p provenant --test scenarios
-	$(CARGO) test -p provenant-testbed --test kubelet --test registry
+## e2e: the scenarios, kubelet-simulator and registry suites against a real cluster: E2E_KUBECONFIG's
+## (and E2E_REGISTRY's), or else the local control plane of hack/cluster.sh, started and stopped here
+e2e: tools
+	$(CARGO) test -p provenant --test scenarios --no-run
+	$(CARGO) test -p provenant-testbed --test kubelet --test registry --no-run
+	bash hack/with-cluster.sh sh -c '$(KUBECTL) --kubeconfig "$$E2E_KUBECONFIG" apply -f $(CRD_FILE) && \
+		$(CARGO) test -p provenant --test scenarios && \
+		$(CARGO) test -p provenant-testbed --test kubelet --test registry'
 
 ## bench: benchmarks of issue 7, short mode (< 5 min on 2 cores): engine, attach, hashing
 ## (provenant-bench), then end to end and cache scale (provenant-bench-cluster, when present).

@@ -94,10 +94,12 @@ fn usage(message: impl Into<String>) -> LocalError {
 pub fn load_run(path: &Path) -> Result<TrainingRun, LocalError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    let value: Value = serde_saphyr::from_str(&text).map_err(|e| LocalError::Invalid {
+    let mut value: Value = serde_saphyr::from_str(&text).map_err(|e| LocalError::Invalid {
         path: path.display().to_string(),
         reason: format!("not valid YAML: {e}"),
     })?;
+    // As the API server would store it, so a file gives the same hyperparameters in a cluster.
+    crate::api::numbers::normalise(&mut value);
     let admission = Admission::new().map_err(|e| usage(e.to_string()))?;
     admission
         .check(&value, None)

@@ -8,13 +8,15 @@ use provenant::config::ControllerConfig;
 use serde_json::Value;
 
 fn rendered() -> Vec<Value> {
-    let out = Command::new("kubectl")
+    // The pinned kubectl (hack/tools), the version the suite's kube-apiserver runs.
+    let kubectl = provenant_testbed::tools::path("kubectl").unwrap();
+    let out = Command::new(kubectl)
         .args([
             "kustomize",
             concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default"),
         ])
         .output()
-        .expect("kubectl is needed to render config/default (it ships with the machine image)");
+        .expect("running kubectl kustomize");
     assert!(
         out.status.success(),
         "kubectl kustomize failed: {}",

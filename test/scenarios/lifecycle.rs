@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -451,17 +451,7 @@ async fn a_restart_mid_run_duplicates_no_pod_and_loses_no_record() -> Result<()>
         .collect();
     assert_eq!(names, ["rr-0", "rr-1", "rr-2"]);
     assert_eq!(pods_of(&cluster, "rr").await?.len(), 3);
-    if let Some(server) = &cluster.server {
-        let creates = server
-            .requests()
-            .iter()
-            .filter(|r| {
-                r.method == "POST"
-                    && r.path
-                        .ends_with(&format!("/namespaces/{}/pods", cluster.namespace))
-                    && r.status == 201
-            })
-            .count();
+    if let Some(creates) = cluster.pod_creates()? {
         assert_eq!(creates, 3, "pods created exactly once each");
     }
     sim.shutdown().await?;
@@ -626,6 +616,53 @@ async fn deadline_and_unknown_accelerator_fail_with_reasons() -> Result<()> {
     assert!(
         pods.items.is_empty(),
         "a pod was created in the controller namespace"
+    );
+    sim.shutdown().await?;
+    Ok(())
+}
+
+/// Faults only the double makes on demand, mid-run: every watch dropped at once, and the
+/// resourceVersion the controller would resume from expired (410 Gone). Its watchers must list
+/// again and carry on: the run in flight and a run created afterwards both finish.
+#[tokio::test]
+async fn dropped_watches_and_an_expired_resource_version_lose_no_run() -> Result<()> {
+    init_logs();
+    let cluster = Cluster::start_double().await?;
+    let server = cluster.server.as_ref().context("the double")?;
+    let sim = KubeletSim::start(
+        cluster.client.clone(),
+        gpu_scenario(&cluster).default_outcome(ok_outcome().after(Duration::from_secs(2))),
+    )
+    .await?;
+    let _controller = start_controller(&cluster, "a").await?;
+    create(&cluster, &run("before", json!({"replicas": 2}))).await?;
+    wait_phase(&cluster, "before", Phase::Running).await?;
+    let runs_path = format!("/namespaces/{}/trainingruns", cluster.namespace);
+    let lists = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET" && r.path.ends_with(&runs_path) && !r.query.contains("watch")
+            })
+            .count()
+    };
+    let lists_before = lists();
+
+    server.compact();
+    server.close_watches();
+    create(&cluster, &run("after", json!({"replicas": 1}))).await?;
+    for name in ["before", "after"] {
+        let done = wait_phase(&cluster, name, Phase::Succeeded).await?;
+        let workers = done.status.unwrap_or_default().workers.len();
+        assert_eq!(
+            workers, done.spec.replicas as usize,
+            "{name}: every worker recorded"
+        );
+    }
+    assert!(
+        lists() > lists_before,
+        "the controller listed TrainingRuns again after the 410"
     );
     sim.shutdown().await?;
     Ok(())

@@ -2,8 +2,13 @@
 //! named by `E2E_KUBECONFIG`), with the kubelet simulator moving pods. Run by `make test`, and by
 //! `make e2e` against a real cluster.
 
+mod admission;
+mod install;
+mod interop;
 mod lifecycle;
 mod process;
 mod provenance;
+#[path = "../../controller/tests/support/runs.rs"]
+mod runs;
 mod samples;
 mod support;

@@ -20,19 +20,19 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const MODEL_REPO: &str = "models/bert";
+pub(crate) const MODEL_REPO: &str = "models/bert";
 
 /// One test's world: a cluster, a registry behind a fault-injecting proxy, a signing key.
-struct World {
-    cluster: Cluster,
-    registry: Arc<Registry>,
-    proxy: RegistryProxy,
-    public_pem: String,
+pub(crate) struct World {
+    pub(crate) cluster: Cluster,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) proxy: RegistryProxy,
+    pub(crate) public_pem: String,
     key_data: BTreeMap<String, Vec<u8>>,
 }
 
 impl World {
-    async fn start(with_key: bool) -> Result<World> {
+    pub(crate) async fn start(with_key: bool) -> Result<World> {
         init_logs();
         let cluster = Cluster::start().await?;
         let registry = Arc::new(Registry::start().await?);
@@ -62,7 +62,7 @@ impl World {
         Ok(world)
     }
 
-    async fn create_key_secret(&self) -> Result<()> {
+    pub(crate) async fn create_key_secret(&self) -> Result<()> {
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some("provenant-signing-key".into()),
@@ -84,15 +84,19 @@ impl World {
     }
 
     /// The repository as the controller and the workload see it (through the proxy).
-    fn repository(&self) -> String {
+    pub(crate) fn repository(&self) -> String {
         format!("{}/{MODEL_REPO}", self.proxy.host())
     }
 
-    async fn controller(&self, identity: &str) -> Result<ControllerProcess> {
+    pub(crate) async fn controller(&self, identity: &str) -> Result<ControllerProcess> {
         self.controller_with(identity, &[]).await
     }
 
-    async fn controller_with(&self, identity: &str, extra: &[&str]) -> Result<ControllerProcess> {
+    pub(crate) async fn controller_with(
+        &self,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<ControllerProcess> {
         let provenance = format!(
             "provenance:\n  enabled: true\n  registry:\n    insecure: [\"{}\"]\n    attempts: 2\n",
             self.proxy.host()
@@ -108,7 +112,10 @@ impl World {
 
     /// A kubelet whose rank-0 worker pushes a real model and reports it (plus a dataset digest and
     /// metrics); `after_push` runs right after the push, before the pod terminates.
-    async fn kubelet(&self, after_push: impl Fn() + Send + Sync + 'static) -> Result<KubeletSim> {
+    pub(crate) async fn kubelet(
+        &self,
+        after_push: impl Fn() + Send + Sync + 'static,
+    ) -> Result<KubeletSim> {
         let registry = self.registry.clone();
         let repository = self.repository();
         let after_push = Arc::new(after_push);
@@ -159,7 +166,7 @@ impl World {
         KubeletSim::start(self.cluster.client.clone(), scenario).await
     }
 
-    fn run(&self, name: &str) -> TrainingRun {
+    pub(crate) fn run(&self, name: &str) -> TrainingRun {
         run(
             name,
             json!({
@@ -176,7 +183,11 @@ impl World {
         )
     }
 
-    async fn wait_provenance(&self, name: &str, state: ProvenanceState) -> Result<TrainingRun> {
+    pub(crate) async fn wait_provenance(
+        &self,
+        name: &str,
+        state: ProvenanceState,
+    ) -> Result<TrainingRun> {
         let api = self.cluster.api::<TrainingRun>();
         eventually(
             TIMEOUT,
@@ -198,16 +209,16 @@ impl World {
     }
 
     /// The model digest the run recorded.
-    fn model_digest(run: &TrainingRun) -> String {
+    pub(crate) fn model_digest(run: &TrainingRun) -> String {
         run.status.as_ref().unwrap().outputs[0].digest.clone()
     }
 
-    fn tag(digest: &str, suffix: &str) -> String {
+    pub(crate) fn tag(digest: &str, suffix: &str) -> String {
         format!("{}{suffix}", digest.replace(':', "-"))
     }
 
     /// Every DSSE layer blob under the model's `.att` tag.
-    async fn att_envelopes(&self, digest: &str) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn att_envelopes(&self, digest: &str) -> Result<Vec<Vec<u8>>> {
         let manifest = self
             .registry
             .get_manifest(MODEL_REPO, &Self::tag(digest, ".att"))

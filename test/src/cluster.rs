@@ -35,11 +35,38 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Start (or connect to) a cluster, install `crds/`, create a fresh namespace.
+    /// Start (or connect to) a cluster, install `crds/`, create a fresh namespace: the cluster
+    /// of `E2E_KUBECONFIG` when set (`make test` sets it to its local control plane), else the
+    /// double.
     pub async fn start() -> Result<Cluster> {
+        Self::start_on(std::env::var_os("E2E_KUBECONFIG")).await
+    }
+
+    /// The API-server double, whatever `E2E_KUBECONFIG` says: for a scenario that needs a fault
+    /// a real server cannot produce on demand (expired resourceVersions, dropped watches) or its
+    /// request log.
+    pub async fn start_double() -> Result<Cluster> {
+        Self::start_on(None).await
+    }
+
+    /// The cluster of `E2E_KUBECONFIG`, or None (with a note on stderr) when it is not set: for
+    /// a scenario only a real API server can answer (CEL rules, built-in controllers).
+    pub async fn start_real() -> Result<Option<Cluster>> {
+        match std::env::var_os("E2E_KUBECONFIG") {
+            Some(path) => Ok(Some(Self::start_on(Some(path)).await?)),
+            None => {
+                eprintln!(
+                    "skipped: this scenario needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn start_on(kubeconfig_path: Option<std::ffi::OsString>) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let (client, server) = match std::env::var_os("E2E_KUBECONFIG") {
+        let (client, server) = match kubeconfig_path {
             Some(path) => {
                 std::fs::copy(&path, &kubeconfig).with_context(|| {
                     format!("reading E2E_KUBECONFIG={}", path.to_string_lossy())
@@ -90,6 +117,39 @@ impl Cluster {
     /// True when running against a real cluster (`E2E_KUBECONFIG`).
     pub fn is_real(&self) -> bool {
         self.server.is_none()
+    }
+
+    /// Pods created in the test namespace, counted from the API server's own record: the
+    /// double's request log, or on a real cluster the audit log of `E2E_AUDIT_LOG` (which
+    /// `hack/cluster.sh` writes). None on a real cluster without one.
+    pub fn pod_creates(&self) -> Result<Option<usize>> {
+        let path = format!("/namespaces/{}/pods", self.namespace);
+        if let Some(server) = &self.server {
+            return Ok(Some(
+                server
+                    .requests()
+                    .iter()
+                    .filter(|r| r.method == "POST" && r.path.ends_with(&path) && r.status == 201)
+                    .count(),
+            ));
+        }
+        let Some(log) = std::env::var_os("E2E_AUDIT_LOG") else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&log)
+            .with_context(|| format!("reading E2E_AUDIT_LOG={}", log.to_string_lossy()))?;
+        let mut count = 0;
+        for line in text.lines() {
+            let event: serde_json::Value = serde_json::from_str(line)?;
+            let created = event["verb"] == "create"
+                && event["stage"] == "ResponseComplete"
+                && event["objectRef"]["resource"] == "pods"
+                && event["objectRef"]["subresource"].is_null()
+                && event["objectRef"]["namespace"] == self.namespace.as_str()
+                && event["responseStatus"]["code"] == 201;
+            count += usize::from(created);
+        }
+        Ok(Some(count))
     }
 
     pub fn kubeconfig(&self) -> &Path {

@@ -7,9 +7,11 @@
 //!   and the real `provenant` binary run against it.
 //! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a loopback port.
 //! - [`registry_proxy`]: a fault-injecting proxy in front of it (refuse writes, be down).
+//! - [`tools`]: where the pinned Go tools (kubectl, cosign, oras) are.
 
 pub mod apiserver;
 pub mod cluster;
 pub mod kubelet;
 pub mod registry;
 pub mod registry_proxy;
+pub mod tools;

@@ -26,11 +26,20 @@ struct Cluster {
 
 impl Cluster {
     async fn new() -> Result<Cluster> {
+        Self::on(std::env::var_os("E2E_KUBECONFIG")).await
+    }
+
+    /// The double whatever `E2E_KUBECONFIG` says: for faults a real server cannot make on demand.
+    async fn double() -> Result<Cluster> {
+        Self::on(None).await
+    }
+
+    async fn on(kubeconfig: Option<std::ffi::OsString>) -> Result<Cluster> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let (client, server, e2e) = match std::env::var_os("E2E_KUBECONFIG") {
+        let (client, server, e2e) = match kubeconfig {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(&path).with_context(|| {
                     format!("reading E2E_KUBECONFIG={}", path.to_string_lossy())
@@ -635,11 +644,9 @@ async fn nodes_are_registered_ready_and_removed_on_shutdown() -> Result<()> {
 
 #[tokio::test]
 async fn survives_watch_restarts_and_expired_resource_versions() -> Result<()> {
-    let cluster = Cluster::new().await?;
-    let Some(server) = &cluster.server else {
-        eprintln!("real cluster: watch-restart test needs the double");
-        return Ok(());
-    };
+    // A forced 410 and dropped watches: only the double makes them on demand.
+    let cluster = Cluster::double().await?;
+    let server = cluster.server.as_ref().context("the double")?;
     let sim = cluster
         .sim(
             Scenario::new()

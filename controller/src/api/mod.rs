@@ -110,8 +110,9 @@ pub struct TrainingRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accelerator: Option<AcceleratorRequest>,
 
-    /// Hyperparameters, a free-form JSON object kept as given. Passed to every worker as
-    /// `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.
+    /// Hyperparameters, a free-form JSON object, kept as the API server stores it (numbers
+    /// normalised: `1.0` is stored as `1`; give a value as a string to keep its spelling). Passed
+    /// to every worker as `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub hyperparameters: Option<serde_json::Map<String, serde_json::Value>>,
@@ -158,14 +159,15 @@ pub struct TrainingRunSpec {
     #[schemars(length(max = 64))]
     pub tolerations: Option<Vec<Toleration>>,
 
-    /// Volumes of the worker pods (datasets on PVCs, caches, shared memory).
+    /// Volumes of the worker pods (datasets on PVCs, caches, shared memory): at most 64, each
+    /// name a DNS label (as Kubernetes requires of volume names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), transform = names_are_dns_labels)]
     pub volumes: Option<Vec<Volume>>,
 
-    /// Mounts of `volumes` into the training container.
+    /// Mounts of `volumes` into the training container: at most 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), transform = names_are_dns_labels)]
     pub volume_mounts: Option<Vec<VolumeMount>>,
 
     /// CPU/memory requests and limits of the training container. Accelerator resources come from
@@ -184,14 +186,27 @@ fn default_replicas() -> i32 {
     1
 }
 
-/// Schema of `hyperparameters`: any JSON object, kept as given by the API server.
+/// Schema of `hyperparameters`: any JSON object, kept as the API server stores it.
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
-        "description": "Hyperparameters, a free-form JSON object kept as given. Passed to every worker as `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.",
+        "description": "Hyperparameters, a free-form JSON object, kept as the API server stores it (numbers normalised: `1.0` is stored as `1`; give a value as a string to keep its spelling). Passed to every worker as `PROVENANT_HYPERPARAMETERS` (JSON) and recorded in the provenance.",
         "maxProperties": 256,
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+/// Bounds `items[].name` of a list of Kubernetes objects (volumes, volume mounts) to a DNS label:
+/// Kubernetes refuses longer volume names anyway, and without a bound the API server's CEL cost
+/// estimate of the mount rule (mounts × volumes × name length) exceeds its budget and it refuses
+/// the whole CRD.
+fn names_are_dns_labels(schema: &mut schemars::Schema) {
+    if let Some(name) = schema
+        .pointer_mut("/items/properties/name")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        name.insert("maxLength".into(), 63.into());
+    }
 }
 
 /// Accelerators each worker needs.
@@ -564,4 +579,5 @@ pub struct ProvenanceStatus {
     pub attached_at: Option<Time>,
 }
 
+pub mod numbers;
 pub mod validation;

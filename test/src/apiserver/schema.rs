@@ -35,6 +35,28 @@ pub(crate) fn prune_metadata(meta: &mut Map<String, Value>) {
     meta.retain(|k, _| OBJECT_META_FIELDS.contains(&k.as_str()));
 }
 
+/// What the real server's JSON decoding does to every number of a custom resource: it reads a
+/// number as an int64 when its text is an integer that fits, else as a float64, and writes a
+/// float64 in Go's shortest form, in plain digits below 1e21. So an integral float comes back as
+/// an integer (`1.0` → `1`, `1e3` → `1000`, `12345678901234567890` → `12345678901234567000`);
+/// other floats keep their float64 value.
+pub(crate) fn normalise_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if !n.is_i64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 1e21 {
+                // Rust's `Display` of an f64 is the same shortest round-trip form in plain digits.
+                if let Ok(stored) = f.to_string().parse() {
+                    *n = stored;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise_numbers),
+        Value::Object(map) => map.values_mut().for_each(normalise_numbers),
+        _ => {}
+    }
+}
+
 /// Outcome of [`apply_schema`]: the paths pruned (for `fieldValidation=Strict`) and the
 /// validation failures.
 #[derive(Debug, Default)]
@@ -266,6 +288,25 @@ fn check_required(map: &Map<String, Value>, schema: &Value, path: &str, report: 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_come_back_as_the_real_server_writes_them() {
+        // What kube-apiserver v1.36.3 returned for this object, spelling aside (`1e+21`, `1e20`).
+        let mut v: Value = serde_json::from_str(
+            r#"{"a": 1.0, "b": [1e3, 0.5, -2.0, 1.5e-7, 0.10], "c": {"d": 9007199254740993,
+                "e": 1e21, "f": 12345678901234567890, "g": 1e20, "h": 123456789.123456789}}"#,
+        )
+        .unwrap();
+        normalise_numbers(&mut v);
+        let stored: Value = serde_json::from_str(
+            r#"{"a":1,"b":[1000,0.5,-2,1.5e-7,0.1],"c":{"d":9007199254740993,"e":1e+21,
+                "f":12345678901234567000,"g":100000000000000000000,"h":123456789.12345679}}"#,
+        )
+        .unwrap();
+        assert_eq!(v, stored);
+        assert_eq!(v["a"].as_i64(), Some(1));
+        assert_eq!(v["c"]["f"].as_u64(), Some(12345678901234567000));
+    }
 
     #[test]
     fn prunes_defaults_and_checks() {

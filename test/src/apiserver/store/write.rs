@@ -10,7 +10,7 @@ use super::super::errors::{ApiError, ApiResult, Cause};
 use super::super::meta::{self, NameRule};
 use super::super::patch::Patch;
 use super::super::resources::{Builtin, ResourceType, crd_to_type, res_key};
-use super::super::schema::{apply_schema, prune_metadata};
+use super::super::schema::{apply_schema, normalise_numbers, prune_metadata};
 use super::{Store, Sub, UpdateMode, WriteOpts, ns_key, render_version};
 
 fn meta_mut(obj: &mut Value) -> ApiResult<&mut Map<String, Value>> {
@@ -150,6 +150,7 @@ impl Store {
                 obj["status"] = crd_status(obj, &def, old);
             }
             Builtin::Custom => {
+                normalise_numbers(obj);
                 if let Some(schema) = rt.version(version).and_then(|v| v.schema.clone()) {
                     let report = apply_schema(obj, &schema);
                     if opts.strict && !report.pruned.is_empty() {

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# A local Kubernetes control plane for the test suite: etcd, kube-apiserver and
+# kube-controller-manager on loopback, no kubelet (the test bed's kubelet simulator plays the
+# nodes through the public API).
+#
+#   hack/cluster.sh up   [DIR]   start it; writes DIR/kubeconfig (default DIR: target/cluster)
+#   hack/cluster.sh down [DIR]   stop the processes it started (by their PIDs in DIR/pids)
+#   hack/cluster.sh env  [DIR]   print `export E2E_KUBECONFIG=... E2E_AUDIT_LOG=...` for a shell
+#
+# The kubeconfig's user is cluster-admin (system:masters, a static token). DIR/audit.log records
+# every pod create (audit level Metadata), so a test can count the writes of the controller.
+#
+# Binaries: hack/tools/bin/{kube-apiserver,kube-controller-manager} (hack/tools.sh builds them),
+# `etcd` from PATH (Debian's etcd-server), or KUBE_APISERVER / KUBE_CONTROLLER_MANAGER / ETCD.
+# etcd keeps its data in /dev/shm when it exists: etcd 3.4 fsyncs every write and has no flag
+# to stop it, and on a VM disk that costs milliseconds per API write.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CMD="${1:-}"
+DIR="${2:-$ROOT/target/cluster}"
+mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)"
+
+KUBE_APISERVER="${KUBE_APISERVER:-$ROOT/hack/tools/bin/kube-apiserver}"
+KUBE_CONTROLLER_MANAGER="${KUBE_CONTROLLER_MANAGER:-$ROOT/hack/tools/bin/kube-controller-manager}"
+ETCD="${ETCD:-$(command -v etcd || true)}"
+ADMIN_TOKEN_FILE="$DIR/admin.token"
+
+log() { echo "cluster: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Is PID one of the processes this script started for DIR (and not a recycled PID)? Each of them
+# has DIR in its command line.
+ours() {
+    local pid="$1"
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DIR"
+}
+
+stop() {
+    [ -f "$DIR/pids" ] || return 0
+    local pid name
+    # Reverse order of start: controller-manager, apiserver, then etcd.
+    while read -r name pid; do
+        if ours "$pid"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do ours "$pid" || break; sleep 0.1; done
+            if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+            log "stopped $name (pid $pid)"
+        fi
+    done < <(tac "$DIR/pids")
+    rm -f "$DIR/pids"
+    if [ -f "$DIR/etcd-data-dir" ]; then
+        rm -rf "$(cat "$DIR/etcd-data-dir")" "$DIR/etcd-data-dir"
+    fi
+}
+
+certs() {
+    local c="$DIR/pki"
+    mkdir -p "$c"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=provenant-test-ca" \
+        -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+        -keyout "$c/apiserver.key" -out "$c/apiserver.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n' \
+        >"$c/apiserver.ext"
+    openssl x509 -req -in "$c/apiserver.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" \
+        -CAcreateserial -days 30 -extfile "$c/apiserver.ext" -out "$c/apiserver.crt" 2>/dev/null
+    # The key pair that signs and verifies service-account tokens.
+    openssl genrsa -out "$c/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$c/sa.key" -pubout -out "$c/sa.pub" 2>/dev/null
+}
+
+kubeconfig() { # file token user
+    local ca
+    ca="$(base64 -w0 <"$DIR/pki/ca.crt")"
+    cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: provenant-test
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $ca
+users:
+- name: $3
+  user:
+    token: $2
+contexts:
+- name: provenant-test
+  context:
+    cluster: provenant-test
+    user: $3
+current-context: provenant-test
+EOF
+}
+
+audit_policy() {
+    cat >"$DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create]
+  resources: [{group: "", resources: [pods]}]
+- level: None
+EOF
+}
+
+api() { # path
+    curl -sf --cacert "$DIR/pki/ca.crt" -H "Authorization: Bearer $(cat "$ADMIN_TOKEN_FILE")" \
+        "https://127.0.0.1:$API_PORT$1"
+}
+
+wait_ready() {
+    local name pid
+    for _ in $(seq 1 600); do
+        if api /readyz >/dev/null 2>&1; then
+            return 0
+        fi
+        for name in etcd kube-apiserver; do
+            pid="$(awk -v n="$name" '$1 == n {print $2}' "$DIR/pids")"
+            if ! ours "$pid"; then
+                tail -n 30 "$DIR/$name.log" >&2 || true
+                die "$name exited during start-up (log: $DIR/$name.log)"
+            fi
+        done
+        sleep 0.1
+    done
+    tail -n 30 "$DIR/kube-apiserver.log" >&2
+    die "kube-apiserver not ready after 60 s (log: $DIR/kube-apiserver.log)"
+}
+
+start() {
+    [ -x "$KUBE_APISERVER" ] || die "no kube-apiserver at $KUBE_APISERVER: run hack/tools.sh (make tools)"
+    [ -x "$KUBE_CONTROLLER_MANAGER" ] || die "no kube-controller-manager at $KUBE_CONTROLLER_MANAGER: run hack/tools.sh"
+    [ -n "$ETCD" ] && [ -x "$ETCD" ] || die "no etcd on PATH: apt-get install etcd-server (or set ETCD)"
+    stop # a previous instance for this DIR, if any
+    rm -rf "$DIR/pki" "$DIR"/*.log "$DIR"/*.kubeconfig "$DIR/kubeconfig" "$DIR/audit-policy.yaml"
+    : >"$DIR/pids"
+
+    certs
+    audit_policy
+    local etcd_port peer_port cm_token data
+    etcd_port="$(free_port)"
+    peer_port="$(free_port)"
+    API_PORT="$(free_port)"
+    head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$ADMIN_TOKEN_FILE"
+    cm_token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+    {
+        echo "$(cat "$ADMIN_TOKEN_FILE"),provenant-test-admin,provenant-test-admin,system:masters"
+        echo "$cm_token,system:kube-controller-manager,system:kube-controller-manager"
+    } >"$DIR/pki/tokens.csv"
+
+    if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+        data="$(mktemp -d /dev/shm/provenant-etcd.XXXXXX)"
+    else
+        data="$DIR/etcd"
+    fi
+    echo "$data" >"$DIR/etcd-data-dir"
+    # --name carries DIR so that `down` can tell its own etcd from anyone else's.
+    setsid "$ETCD" --name "provenant-test:$DIR" --data-dir "$data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" \
+        --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "provenant-test:$DIR=http://127.0.0.1:$peer_port" \
+        >"$DIR/etcd.log" 2>&1 </dev/null &
+    echo "etcd $!" >>"$DIR/pids"
+
+    setsid "$KUBE_APISERVER" \
+        --etcd-servers "http://127.0.0.1:$etcd_port" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+        --cert-dir "$DIR/pki" \
+        --tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
+        --client-ca-file "$DIR/pki/ca.crt" \
+        --token-auth-file "$DIR/pki/tokens.csv" \
+        --authorization-mode RBAC \
+        --service-account-issuer https://kubernetes.default.svc \
+        --service-account-key-file "$DIR/pki/sa.pub" \
+        --service-account-signing-key-file "$DIR/pki/sa.key" \
+        --service-cluster-ip-range 10.96.0.0/16 \
+        --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
+        >"$DIR/kube-apiserver.log" 2>&1 </dev/null &
+    echo "kube-apiserver $!" >>"$DIR/pids"
+
+    kubeconfig "$DIR/kubeconfig" "$(cat "$ADMIN_TOKEN_FILE")" provenant-test-admin
+    kubeconfig "$DIR/controller-manager.kubeconfig" "$cm_token" system:kube-controller-manager
+    wait_ready
+
+    # Default ServiceAccounts, garbage collection and namespace deletion; nothing that expects a
+    # kubelet (the node lifecycle controller would taint and evict the simulated nodes).
+    setsid "$KUBE_CONTROLLER_MANAGER" \
+        --kubeconfig "$DIR/controller-manager.kubeconfig" \
+        --controllers serviceaccount,garbagecollector,namespace \
+        --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
+        --root-ca-file "$DIR/pki/ca.crt" \
+        --service-account-private-key-file "$DIR/pki/sa.key" \
+        >"$DIR/kube-controller-manager.log" 2>&1 </dev/null &
+    echo "kube-controller-manager $!" >>"$DIR/pids"
+
+    local version
+    version="$(api /version | python3 -c 'import json, sys; print(json.load(sys.stdin)["gitVersion"])')"
+    log "kube-apiserver $version ready at https://127.0.0.1:$API_PORT (etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}')); kubeconfig: $DIR/kubeconfig"
+}
+
+case "$CMD" in
+    up) start ;;
+    down) stop ;;
+    env) echo "export E2E_KUBECONFIG=$DIR/kubeconfig E2E_AUDIT_LOG=$DIR/audit.log" ;;
+    *) echo "usage: $0 up|down|env [DIR]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,187 @@
+//! The CRD on a real kube-apiserver, as a user meets it through kubectl: it installs (its CEL
+//! rules fit the server's cost budget), every bad run of controller/tests/support/runs.rs is
+//! refused naming the same field as the offline check, the edge cases are accepted, and the spec
+//! is immutable once the run has started. The double evaluates no CEL or OpenAPI bounds, so this
+//! runs on a real server only.
+
+use std::process::Output;
+
+use anyhow::{Context, Result};
+use provenant_testbed::cluster::Cluster;
+use provenant_testbed::tools;
+use serde_json::{Value, json};
+
+use crate::runs::{Accepted, accepted, cpu_sample, refused};
+use crate::support::init_logs;
+
+/// `kubectl <args>` against the cluster, with `stdin` as its input.
+async fn kubectl(cluster: &Cluster, args: &[&str], stdin: &Value) -> Result<Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(tools::path("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["--namespace", &cluster.namespace])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    let mut input = child.stdin.take().context("kubectl stdin")?;
+    input.write_all(&serde_json::to_vec(stdin)?).await?;
+    drop(input);
+    Ok(child.wait_with_output().await?)
+}
+
+/// The fields kubectl names in a refusal, each with its message: `* field: message` lines (or one
+/// `is invalid: field: message`), and `unknown field "field"` from strict decoding.
+fn refused_fields(stderr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let body = stderr
+        .split_once("is invalid: ")
+        .map_or("", |(_, rest)| rest);
+    for cause in body.split("\n* ").map(str::trim) {
+        let cause = cause.trim_start_matches("* ");
+        if let Some((field, message)) = cause.split_once(": ") {
+            let field = if field == "<nil>" { "" } else { field };
+            out.push((field.to_string(), message.to_string()));
+        }
+    }
+    for part in stderr.split("unknown field \"").skip(1) {
+        if let Some((field, _)) = part.split_once('"') {
+            out.push((field.to_string(), format!("unknown field \"{field}\"")));
+        }
+    }
+    out
+}
+
+fn named(object: &Value, index: usize) -> Value {
+    let mut object = object.clone();
+    // Cases about the name keep theirs.
+    if object["metadata"]["name"] == cpu_sample()["metadata"]["name"] {
+        object["metadata"]["name"] = json!(format!("case-{index}"));
+    }
+    object
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_each_bad_run_on_the_same_field() -> Result<()> {
+    init_logs();
+    let Some(cluster) = Cluster::start_real().await? else {
+        return Ok(());
+    };
+    let mut failures = Vec::new();
+    for (i, case) in refused().into_iter().enumerate() {
+        let out = kubectl(&cluster, &["create", "-f", "-"], &named(&case.object, i)).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            failures.push(format!("{}: accepted", case.case));
+            continue;
+        }
+        let fields = refused_fields(&stderr);
+        let named = fields.iter().any(|(field, message)| {
+            field.starts_with(case.field) && format!("{field}: {message}").contains(case.hint)
+        });
+        if !named {
+            failures.push(format!(
+                "{}: expected {} mentioning {:?}, kubectl said: {stderr}",
+                case.case, case.field, case.hint
+            ));
+        }
+    }
+    for (i, Accepted { case, object }) in accepted().into_iter().enumerate() {
+        let out = kubectl(&cluster, &["create", "-f", "-"], &named(&object, 1000 + i)).await?;
+        if !out.status.success() {
+            failures.push(format!(
+                "{case}: refused: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_spec_is_immutable_on_the_api_server_once_started() -> Result<()> {
+    init_logs();
+    let Some(cluster) = Cluster::start_real().await? else {
+        return Ok(());
+    };
+    let run = cpu_sample();
+    let name = run["metadata"]["name"].as_str().unwrap().to_string();
+    let empty = json!({});
+    let edit_seed = json!({"spec": {"seed": 8}});
+    let patch = |body: &Value| serde_json::to_string(body).unwrap();
+
+    assert!(
+        kubectl(&cluster, &["create", "-f", "-"], &run)
+            .await?
+            .status
+            .success()
+    );
+    // Not started: the spec may still be fixed.
+    let out = kubectl(
+        &cluster,
+        &[
+            "patch",
+            "tr",
+            &name,
+            "--type=merge",
+            "-p",
+            &patch(&edit_seed),
+        ],
+        &empty,
+    )
+    .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The controller records the start (status subresource)...
+    let start = json!({"status": {"phase": "Pending", "startTime": "2026-11-22T04:00:00Z"}});
+    let out = kubectl(
+        &cluster,
+        &[
+            "patch",
+            "tr",
+            &name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch(&start),
+        ],
+        &empty,
+    )
+    .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and from then on a spec change is refused, naming spec.
+    let edit_again = json!({"spec": {"seed": 9}});
+    let out = kubectl(
+        &cluster,
+        &[
+            "patch",
+            "tr",
+            &name,
+            "--type=merge",
+            "-p",
+            &patch(&edit_again),
+        ],
+        &empty,
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a started run's spec changed");
+    assert!(
+        refused_fields(&stderr)
+            .iter()
+            .any(|(f, m)| f == "spec" && m.contains("immutable")),
+        "{stderr}"
+    );
+    Ok(())
+}
