@@ -102,6 +102,26 @@ async fn the_api_server_refuses_each_bad_run_on_the_same_field() -> Result<()> {
     Ok(())
 }
 
+/// `kubectl patch tr NAME --type=merge -p BODY` (on `subresource` when given): Ok(()) or the
+/// refusal kubectl printed.
+async fn merge_patch(
+    cluster: &Cluster,
+    name: &str,
+    subresource: Option<&str>,
+    body: Value,
+) -> Result<Result<(), String>> {
+    let body = serde_json::to_string(&body)?;
+    let subresource = subresource.map(|s| format!("--subresource={s}"));
+    let mut args = vec!["patch", "tr", name, "--type=merge", "-p", &body];
+    args.extend(subresource.as_deref());
+    let out = kubectl(cluster, &args, &json!({})).await?;
+    Ok(if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    })
+}
+
 #[tokio::test]
 async fn the_spec_is_immutable_on_the_api_server_once_started() -> Result<()> {
     init_logs();
@@ -109,79 +129,33 @@ async fn the_spec_is_immutable_on_the_api_server_once_started() -> Result<()> {
         return Ok(());
     };
     let run = cpu_sample();
-    let name = run["metadata"]["name"].as_str().unwrap().to_string();
-    let empty = json!({});
-    let edit_seed = json!({"spec": {"seed": 8}});
-    let patch = |body: &Value| serde_json::to_string(body).unwrap();
-
-    assert!(
-        kubectl(&cluster, &["create", "-f", "-"], &run)
-            .await?
-            .status
-            .success()
-    );
-    // Not started: the spec may still be fixed.
-    let out = kubectl(
-        &cluster,
-        &[
-            "patch",
-            "tr",
-            &name,
-            "--type=merge",
-            "-p",
-            &patch(&edit_seed),
-        ],
-        &empty,
-    )
-    .await?;
+    let name = run["metadata"]["name"].as_str().unwrap();
+    let out = kubectl(&cluster, &["create", "-f", "-"], &run).await?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Not started: the spec may still be fixed.
+    merge_patch(&cluster, name, None, json!({"spec": {"seed": 8}}))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     // The controller records the start (status subresource)...
     let start = json!({"status": {"phase": "Pending", "startTime": "2026-11-22T04:00:00Z"}});
-    let out = kubectl(
-        &cluster,
-        &[
-            "patch",
-            "tr",
-            &name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch(&start),
-        ],
-        &empty,
-    )
-    .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    merge_patch(&cluster, name, Some("status"), start)
+        .await?
+        .map_err(anyhow::Error::msg)?;
     // ...and from then on a spec change is refused, naming spec.
-    let edit_again = json!({"spec": {"seed": 9}});
-    let out = kubectl(
-        &cluster,
-        &[
-            "patch",
-            "tr",
-            &name,
-            "--type=merge",
-            "-p",
-            &patch(&edit_again),
-        ],
-        &empty,
-    )
-    .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a started run's spec changed");
+    let refusal = merge_patch(&cluster, name, None, json!({"spec": {"seed": 9}}))
+        .await?
+        .err()
+        .context("a started run's spec changed")?;
     assert!(
-        refused_fields(&stderr)
+        refused_fields(&refusal)
             .iter()
             .any(|(f, m)| f == "spec" && m.contains("immutable")),
-        "{stderr}"
+        "{refusal}"
     );
     Ok(())
 }

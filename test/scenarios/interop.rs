@@ -33,106 +33,96 @@ struct Expected {
     invocation_id: String,
 }
 
-/// Runs a tool; Ok(stdout) on exit 0, else Err(the exit status and everything it printed).
-/// (tokio's Command: the registry proxy lives on this test's runtime and must keep serving.)
-async fn run_tool(name: &str, args: &[&str]) -> Result<Result<String, String>> {
-    let out = tokio::process::Command::new(tools::path(name)?)
+/// Why a check refused: the tool's exit status and output, or what its output lacked.
+type Refusal = String;
+
+/// Runs a tool; Ok(stdout) on exit 0, else the exit status and everything it printed. A tool
+/// that cannot be started fails the test. (tokio's Command: the registry proxy lives on this
+/// test's runtime and must keep serving.)
+async fn run_tool(name: &str, args: &[&str]) -> Result<String, Refusal> {
+    let path = tools::path(name).unwrap_or_else(|e| panic!("{e:#}"));
+    let out = tokio::process::Command::new(path)
         .args(args)
         .env("HOME", std::env::temp_dir()) // cosign's cache, oras's config: nothing of the user's
         .output()
         .await
-        .with_context(|| format!("running {name}"))?;
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if out.status.success() {
-        Ok(Ok(stdout))
-    } else {
-        Ok(Err(format!(
-            "{name} {}: {}\n{stdout}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )))
+        return Ok(stdout);
     }
+    Err(format!(
+        "{name} {}: {}\n{stdout}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+fn json(what: &str, text: &str) -> Result<Value, Refusal> {
+    serde_json::from_str(text).map_err(|e| format!("{what}: not JSON ({e}): {text}"))
 }
 
 /// `cosign verify`: the simple signing `.sig` over the model verifies with `key` and names it.
-async fn cosign_verify(e: &Expected, key: &Path) -> Result<Result<(), String>> {
+async fn cosign_verify(e: &Expected, key: &Path) -> Result<(), Refusal> {
     let key = key.to_str().unwrap();
-    let out = match run_tool(
-        "cosign",
-        &[
-            "verify",
-            "--key",
-            key,
-            "--insecure-ignore-tlog=true",
-            &e.reference,
-        ],
-    )
-    .await?
-    {
-        Ok(out) => out,
-        Err(e) => return Ok(Err(e)),
-    };
-    let payloads: Value = serde_json::from_str(out.trim()).context("cosign verify output")?;
+    let args = [
+        "verify",
+        "--key",
+        key,
+        "--insecure-ignore-tlog=true",
+        &e.reference,
+    ];
+    let payloads = json("cosign verify", run_tool("cosign", &args).await?.trim())?;
     let signed = &payloads[0]["critical"]["image"]["docker-manifest-digest"];
-    Ok(if signed == e.digest.as_str() {
-        Ok(())
-    } else {
-        Err(format!(
+    if signed != e.digest.as_str() {
+        return Err(format!(
             "cosign verify: signed digest {signed}, expected {}",
             e.digest
-        ))
-    })
+        ));
+    }
+    Ok(())
 }
 
 /// `cosign verify-attestation --type slsaprovenance1`: the `.att` verifies with `key`, and the
 /// statement it prints is the run's SLSA v1 provenance for the model.
-async fn cosign_verify_attestation(e: &Expected, key: &Path) -> Result<Result<(), String>> {
+async fn cosign_verify_attestation(e: &Expected, key: &Path) -> Result<(), Refusal> {
     let key = key.to_str().unwrap();
-    let out = match run_tool(
-        "cosign",
-        &[
-            "verify-attestation",
-            "--key",
-            key,
-            "--insecure-ignore-tlog=true",
-            "--type",
-            "slsaprovenance1",
-            &e.reference,
-        ],
-    )
-    .await?
-    {
-        Ok(out) => out,
-        Err(e) => return Ok(Err(e)),
-    };
-    let envelope: Value = serde_json::from_str(out.lines().next().unwrap_or_default())
-        .context("cosign verify-attestation prints the envelope")?;
-    let statement: Value =
-        serde_json::from_slice(&STANDARD.decode(envelope["payload"].as_str().unwrap_or(""))?)?;
+    let args = [
+        "verify-attestation",
+        "--key",
+        key,
+        "--insecure-ignore-tlog=true",
+        "--type",
+        "slsaprovenance1",
+        &e.reference,
+    ];
+    let out = run_tool("cosign", &args).await?;
+    let envelope = json(
+        "cosign verify-attestation",
+        out.lines().next().unwrap_or_default(),
+    )?;
+    let payload = STANDARD
+        .decode(envelope["payload"].as_str().unwrap_or_default())
+        .map_err(|err| format!("payload is not base64: {err}"))?;
+    let statement = json("the statement", &String::from_utf8_lossy(&payload))?;
     let subject = &statement["subject"][0]["digest"]["sha256"];
     let invocation = &statement["predicate"]["runDetails"]["metadata"]["invocationId"];
-    Ok(
-        if subject == e.digest.trim_start_matches("sha256:")
-            && invocation == e.invocation_id.as_str()
-            && statement["predicateType"] == "https://slsa.dev/provenance/v1"
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "cosign verify-attestation: statement for {subject}, invocation {invocation}"
-            ))
-        },
-    )
+    if subject != e.digest.trim_start_matches("sha256:")
+        || invocation != e.invocation_id.as_str()
+        || statement["predicateType"] != "https://slsa.dev/provenance/v1"
+    {
+        return Err(format!(
+            "cosign verify-attestation: statement for {subject}, invocation {invocation}"
+        ));
+    }
+    Ok(())
 }
 
 /// `cosign tree`: lists the `.att` (with the recorded envelope), the `.sig`, and the envelope as
 /// an OCI referrer.
-async fn cosign_tree(e: &Expected) -> Result<Result<(), String>> {
-    let out = match run_tool("cosign", &["tree", &e.reference]).await? {
-        Ok(out) => out,
-        Err(e) => return Ok(Err(e)),
-    };
+async fn cosign_tree(e: &Expected) -> Result<(), Refusal> {
+    let out = run_tool("cosign", &["tree", &e.reference]).await?;
     // Each section is a header line followed by its digests.
     let section = |header: &str| -> Vec<String> {
         out.split("└── ")
@@ -150,78 +140,57 @@ async fn cosign_tree(e: &Expected) -> Result<Result<(), String>> {
     let att = section("Attestations for an image tag");
     let sig = section("Signatures for an image tag");
     let referrer = section("artifacts via OCI referrer");
-    Ok(
-        if att == [e.envelope_digest.clone()]
-            && sig.len() == 1
-            && referrer == [e.envelope_digest.clone()]
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "cosign tree: .att {att:?}, .sig {sig:?}, referrer {referrer:?}; expected the \
-                 envelope {}:\n{out}",
-                e.envelope_digest
-            ))
-        },
-    )
+    let envelope = [e.envelope_digest.clone()];
+    if att != envelope || sig.len() != 1 || referrer != envelope {
+        return Err(format!(
+            "cosign tree: .att {att:?}, .sig {sig:?}, referrer {referrer:?}; expected the \
+             envelope {}:\n{out}",
+            e.envelope_digest
+        ));
+    }
+    Ok(())
 }
 
 /// `oras discover`: finds the in-toto referrer of the model (through the fallback tag, the
 /// registry has no referrers API), and `oras manifest fetch` shows it holds the recorded envelope.
-async fn oras_discover(e: &Expected) -> Result<Result<(), String>> {
-    let out = match run_tool(
-        "oras",
-        &["discover", "--plain-http", "--format", "json", &e.reference],
-    )
-    .await?
-    {
-        Ok(out) => out,
-        Err(e) => return Ok(Err(e)),
-    };
-    let tree: Value = serde_json::from_str(&out).context("oras discover --format json")?;
+async fn oras_discover(e: &Expected) -> Result<(), Refusal> {
+    let args = ["discover", "--plain-http", "--format", "json", &e.reference];
+    let tree = json("oras discover", &run_tool("oras", &args).await?)?;
     let referrers: Vec<&Value> = tree["referrers"]
         .as_array()
         .map(|r| r.iter().filter(|r| r["artifactType"] == IN_TOTO).collect())
         .unwrap_or_default();
     let [referrer] = referrers.as_slice() else {
-        return Ok(Err(format!(
-            "oras discover: in-toto referrers {referrers:?}"
-        )));
+        return Err(format!("oras discover: in-toto referrers {referrers:?}"));
     };
     let repository = e.reference.split('@').next().unwrap();
     let manifest = format!("{repository}@{}", referrer["digest"].as_str().unwrap_or(""));
-    let fetched = match run_tool("oras", &["manifest", "fetch", "--plain-http", &manifest]).await? {
-        Ok(out) => out,
-        Err(e) => return Ok(Err(e)),
-    };
-    let fetched: Value = serde_json::from_str(&fetched)?;
+    let args = ["manifest", "fetch", "--plain-http", &manifest];
+    let fetched = json("oras manifest fetch", &run_tool("oras", &args).await?)?;
     let layer = &fetched["layers"][0];
-    Ok(
-        if layer["mediaType"] == DSSE
-            && layer["digest"] == e.envelope_digest.as_str()
-            && fetched["subject"]["digest"] == e.digest.as_str()
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "oras: referrer {manifest} holds {layer}, subject {}",
-                fetched["subject"]
-            ))
-        },
-    )
+    if layer["mediaType"] != DSSE
+        || layer["digest"] != e.envelope_digest.as_str()
+        || fetched["subject"]["digest"] != e.digest.as_str()
+    {
+        return Err(format!(
+            "oras: referrer {manifest} holds {layer}, subject {}",
+            fetched["subject"]
+        ));
+    }
+    Ok(())
 }
 
 /// Every check, by name.
-async fn checks(e: &Expected, key: &Path) -> Result<Vec<(&'static str, Result<(), String>)>> {
-    Ok(vec![
-        ("cosign verify", cosign_verify(e, key).await?),
+async fn checks(e: &Expected, key: &Path) -> Vec<(&'static str, Result<(), Refusal>)> {
+    vec![
+        ("cosign verify", cosign_verify(e, key).await),
         (
             "cosign verify-attestation",
-            cosign_verify_attestation(e, key).await?,
+            cosign_verify_attestation(e, key).await,
         ),
-        ("cosign tree", cosign_tree(e).await?),
-        ("oras discover", oras_discover(e).await?),
-    ])
+        ("cosign tree", cosign_tree(e).await),
+        ("oras discover", oras_discover(e).await),
+    ]
 }
 
 /// An attacker with push rights to the repository rewrites `reference` (a tag or a digest) with
@@ -353,7 +322,7 @@ async fn cosign_and_oras_accept_the_attached_provenance_and_refuse_tampering() -
     let other = provenant::signing::keys::generate(b"other")?;
     let wrong_key = write_key(dir, "other.pub", &other.public_pem)?;
 
-    for (name, result) in checks(&expected, &key).await? {
+    for (name, result) in checks(&expected, &key).await {
         if let Err(e) = result {
             bail!("{name} refused what the controller attached: {e}");
         }
@@ -361,10 +330,10 @@ async fn cosign_and_oras_accept_the_attached_provenance_and_refuse_tampering() -
 
     // A key that did not sign: both signature checks refuse.
     let wrong = [
-        ("cosign verify", cosign_verify(&expected, &wrong_key).await?),
+        ("cosign verify", cosign_verify(&expected, &wrong_key).await),
         (
             "cosign verify-attestation",
-            cosign_verify_attestation(&expected, &wrong_key).await?,
+            cosign_verify_attestation(&expected, &wrong_key).await,
         ),
     ];
     for (name, result) in wrong {
@@ -382,7 +351,7 @@ async fn cosign_and_oras_accept_the_attached_provenance_and_refuse_tampering() -
         "expected the envelope",
         "holds",
     ];
-    for ((name, result), reason) in checks(&expected, &key).await?.into_iter().zip(reasons) {
+    for ((name, result), reason) in checks(&expected, &key).await.into_iter().zip(reasons) {
         let error = result
             .err()
             .with_context(|| format!("{name} accepted tampered records"))?;
