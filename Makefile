@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/debug/provenant
 CRD_FILE := crds/trainingruns.provenant.dev.yaml
-# The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, cosign, oras.
+# The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras.
 TOOLS_BIN := hack/tools/bin
 KUBECTL ?= $(TOOLS_BIN)/kubectl
 
@@ -20,16 +20,17 @@ build:
 build-debug:
 	$(CARGO) build --bin provenant
 
-## tools: build the pinned Go tools into hack/tools/bin (first time ~10 min, then cached)
+## tools: build the pinned Go tools into hack/tools/bin (first time ~10 min, then cached):
+## kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras
 tools:
 	bash hack/tools.sh
 
 ## test: every test (unit, schema/CEL, manifests, integration, scenarios); fails on CRD drift.
-## The tests run against a local kube-apiserver + etcd + kube-controller-manager (hack/cluster.sh),
+## The tests run against a local etcd + kube-apiserver + kube-controller-manager (hack/cluster.sh),
 ## started for the run and stopped after it; with E2E_KUBECONFIG set, against that cluster.
 test: tools check-crds check-manifests test-rust
 
-test-rust:
+test-rust: tools
 	$(CARGO) test --workspace --all-targets --no-run
 	bash hack/with-cluster.sh $(CARGO) test --workspace --all-targets
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned Go tools the test suite runs into hack/tools/bin:
 #   kube-apiserver, kube-controller-manager, kubectl   (hack/tools/kubernetes/go.mod, k8s.io/kubernetes)
+#   etcd                                               (hack/tools/etcd/go.mod)
 #   cosign, oras                                       (hack/tools/go.mod)
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
@@ -10,14 +11,16 @@ cd "$(dirname "$0")/tools"
 BIN="$PWD/bin"
 mkdir -p "$BIN"
 
-stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum ../tools.sh | sha256sum | cut -d' ' -f1)"
-all=(kube-apiserver kube-controller-manager kubectl cosign oras)
+stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum ../tools.sh \
+    | sha256sum | cut -d' ' -f1)"
+all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras)
 if [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$stamp" ] && (cd "$BIN" && ls "${all[@]}" >/dev/null 2>&1); then
     exit 0
 fi
 rm -f "$BIN/.stamp"
 
-export CGO_ENABLED=0
+# Exactly the pinned modules: no go.work of the user's, no go.mod rewrites.
+export CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=readonly
 start=$(date +%s)
 
 # The version Kubernetes' own build stamps in with -X (hack/lib/version.sh); without it the
@@ -34,6 +37,9 @@ echo "tools: building kube-apiserver, kube-controller-manager, kubectl $kube_ver
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl)
+
+echo "tools: building etcd" >&2
+(cd etcd && go build -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
 
 echo "tools: building cosign, oras" >&2
 go build -ldflags "-s -w" -o "$BIN/" \

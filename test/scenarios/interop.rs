@@ -31,6 +31,8 @@ struct Expected {
     envelope_digest: String,
     /// The run's UID: the statement's `invocationId`.
     invocation_id: String,
+    /// HOME of the tools.
+    home: PathBuf,
 }
 
 /// Why a check refused: the tool's exit status and output, or what its output lacked.
@@ -39,11 +41,12 @@ type Refusal = String;
 /// Runs a tool; Ok(stdout) on exit 0, else the exit status and everything it printed. A tool
 /// that cannot be started fails the test. (tokio's Command: the registry proxy lives on this
 /// test's runtime and must keep serving.)
-async fn run_tool(name: &str, args: &[&str]) -> Result<String, Refusal> {
+async fn run_tool(e: &Expected, name: &str, args: &[&str]) -> Result<String, Refusal> {
     let path = tools::path(name).unwrap_or_else(|e| panic!("{e:#}"));
     let out = tokio::process::Command::new(path)
         .args(args)
-        .env("HOME", std::env::temp_dir()) // cosign's cache, oras's config: nothing of the user's
+        // cosign's cache and oras's config: this test's, nothing of the user's.
+        .env("HOME", &e.home)
         .output()
         .await
         .unwrap_or_else(|e| panic!("running {name}: {e}"));
@@ -73,7 +76,7 @@ async fn cosign_verify(e: &Expected, key: &Path) -> Result<(), Refusal> {
         "--insecure-ignore-tlog=true",
         &e.reference,
     ];
-    let payloads = json("cosign verify", run_tool("cosign", &args).await?.trim())?;
+    let payloads = json("cosign verify", run_tool(e, "cosign", &args).await?.trim())?;
     let signed = &payloads[0]["critical"]["image"]["docker-manifest-digest"];
     if signed != e.digest.as_str() {
         return Err(format!(
@@ -97,7 +100,7 @@ async fn cosign_verify_attestation(e: &Expected, key: &Path) -> Result<(), Refus
         "slsaprovenance1",
         &e.reference,
     ];
-    let out = run_tool("cosign", &args).await?;
+    let out = run_tool(e, "cosign", &args).await?;
     let envelope = json(
         "cosign verify-attestation",
         out.lines().next().unwrap_or_default(),
@@ -122,20 +125,23 @@ async fn cosign_verify_attestation(e: &Expected, key: &Path) -> Result<(), Refus
 /// `cosign tree`: lists the `.att` (with the recorded envelope), the `.sig`, and the envelope as
 /// an OCI referrer.
 async fn cosign_tree(e: &Expected) -> Result<(), Refusal> {
-    let out = run_tool("cosign", &["tree", &e.reference]).await?;
-    // Each section is a header line followed by its digests.
+    let out = run_tool(e, "cosign", &["tree", &e.reference]).await?;
+    // Every `🍒 sha256:...` entry, under the section header line above it.
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in out.lines() {
+        let entry = line.trim_start_matches([' ', '│', '└', '├', '─']).trim();
+        match (entry.strip_prefix("🍒 "), sections.last_mut()) {
+            (Some(digest), Some((_, entries))) => entries.push(digest.to_string()),
+            _ if line.starts_with("└── ") => sections.push((line.to_string(), Vec::new())),
+            _ => {}
+        }
+    }
     let section = |header: &str| -> Vec<String> {
-        out.split("└── ")
-            .skip_while(|part| !part.contains(header))
-            .nth(1)
-            .map(|entries| {
-                entries
-                    .split_whitespace()
-                    .filter(|w| w.starts_with("sha256:"))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        sections
+            .iter()
+            .filter(|(h, _)| h.contains(header))
+            .flat_map(|(_, entries)| entries.clone())
+            .collect()
     };
     let att = section("Attestations for an image tag");
     let sig = section("Signatures for an image tag");
@@ -155,7 +161,7 @@ async fn cosign_tree(e: &Expected) -> Result<(), Refusal> {
 /// registry has no referrers API), and `oras manifest fetch` shows it holds the recorded envelope.
 async fn oras_discover(e: &Expected) -> Result<(), Refusal> {
     let args = ["discover", "--plain-http", "--format", "json", &e.reference];
-    let tree = json("oras discover", &run_tool("oras", &args).await?)?;
+    let tree = json("oras discover", &run_tool(e, "oras", &args).await?)?;
     let referrers: Vec<&Value> = tree["referrers"]
         .as_array()
         .map(|r| r.iter().filter(|r| r["artifactType"] == IN_TOTO).collect())
@@ -166,7 +172,7 @@ async fn oras_discover(e: &Expected) -> Result<(), Refusal> {
     let repository = e.reference.split('@').next().unwrap();
     let manifest = format!("{repository}@{}", referrer["digest"].as_str().unwrap_or(""));
     let args = ["manifest", "fetch", "--plain-http", &manifest];
-    let fetched = json("oras manifest fetch", &run_tool("oras", &args).await?)?;
+    let fetched = json("oras manifest fetch", &run_tool(e, "oras", &args).await?)?;
     let layer = &fetched["layers"][0];
     if layer["mediaType"] != DSSE
         || layer["digest"] != e.envelope_digest.as_str()
@@ -316,6 +322,7 @@ async fn cosign_and_oras_accept_the_attached_provenance_and_refuse_tampering() -
             .clone()
             .context("no envelope digest")?,
         invocation_id: created.uid().unwrap(),
+        home: world.cluster.dir().to_path_buf(),
     };
     let dir = world.cluster.dir();
     let key = write_key(dir, "cosign.pub", &world.public_pem)?;

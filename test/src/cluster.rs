@@ -50,10 +50,17 @@ impl Cluster {
     }
 
     /// The cluster of `E2E_KUBECONFIG`, or None (with a note on stderr) when it is not set: for
-    /// a scenario only a real API server can answer (CEL rules, built-in controllers).
+    /// a scenario only a real API server can answer (CEL rules, built-in controllers). With
+    /// `E2E_REQUIRE_REAL` set (`make test`, `make e2e`), a missing cluster is an error, so such a
+    /// scenario can never pass without running.
     pub async fn start_real() -> Result<Option<Cluster>> {
         match std::env::var_os("E2E_KUBECONFIG") {
             Some(path) => Ok(Some(Self::start_on(Some(path)).await?)),
+            None if std::env::var_os("E2E_REQUIRE_REAL").is_some() => {
+                bail!(
+                    "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
+                )
+            }
             None => {
                 eprintln!(
                     "skipped: this scenario needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
@@ -119,6 +126,12 @@ impl Cluster {
         self.server.is_none()
     }
 
+    /// True on the throwaway control plane `hack/with-cluster.sh` started for this run (not a
+    /// cluster someone else named with `E2E_KUBECONFIG`).
+    pub fn is_local_control_plane(&self) -> bool {
+        self.is_real() && std::env::var("E2E_LOCAL_CONTROL_PLANE").is_ok_and(|v| v == "1")
+    }
+
     /// Pods created in the test namespace, counted from the API server's own record: the
     /// double's request log, or on a real cluster the audit log of `E2E_AUDIT_LOG` (which
     /// `hack/cluster.sh` writes). None on a real cluster without one.
@@ -139,8 +152,10 @@ impl Cluster {
         let text = std::fs::read_to_string(&log)
             .with_context(|| format!("reading E2E_AUDIT_LOG={}", log.to_string_lossy()))?;
         let mut count = 0;
-        for line in text.lines() {
-            let event: serde_json::Value = serde_json::from_str(line)?;
+        // Whole lines only: other tests' pod creates may be being written right now.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("an audit event of {}", log.to_string_lossy()))?;
             let created = event["verb"] == "create"
                 && event["stage"] == "ResponseComplete"
                 && event["objectRef"]["resource"] == "pods"

@@ -35,13 +35,23 @@ pub fn cpu_sample() -> Value {
     serde_saphyr::from_str(&text).unwrap()
 }
 
-/// A bad run: the refusal must name a field starting with `field` and say something containing
-/// `hint` (empty: anything).
+/// A bad run: the refusal must name a field starting with `field`, and `field: message` must
+/// contain one of `hints` (none: anything). Hints never repeat the field's own name, or they
+/// would hold for any refusal of that field.
 pub struct Refused {
     pub case: String,
     pub object: Value,
     pub field: &'static str,
-    pub hint: &'static str,
+    pub hints: &'static [&'static str],
+}
+
+impl Refused {
+    /// Whether a refusal of `field` saying `message` is the one this case expects.
+    pub fn matches(&self, field: &str, message: &str) -> bool {
+        let text = format!("{field}: {message}");
+        field.starts_with(self.field)
+            && (self.hints.is_empty() || self.hints.iter().any(|h| text.contains(h)))
+    }
 }
 
 /// A run at the edge of what the schema allows.
@@ -59,13 +69,13 @@ fn with(case: impl Into<String>, edit: impl FnOnce(&mut Value)) -> (String, Valu
 fn refused_case(
     (case, object): (String, Value),
     field: &'static str,
-    hint: &'static str,
+    hints: &'static [&'static str],
 ) -> Refused {
     Refused {
         case,
         object,
         field,
-        hint,
+        hints,
     }
 }
 
@@ -83,14 +93,14 @@ pub fn refused() -> Vec<Refused> {
                 o["spec"]["datasets"][0]["digest"] = json!(bad)
             }),
             "spec.datasets[0].digest",
-            "sha256",
+            &["sha256"],
         ));
         out.push(refused_case(
             with(format!("base model digest {bad:?}"), |o| {
                 o["spec"]["baseModel"] = json!({"uri": "hf://acme/base", "digest": bad})
             }),
             "spec.baseModel.digest",
-            "sha256",
+            &["sha256"],
         ));
     }
     for bad in [0, -1, 257] {
@@ -99,7 +109,7 @@ pub fn refused() -> Vec<Refused> {
                 o["spec"]["replicas"] = json!(bad)
             }),
             "spec.replicas",
-            "",
+            &[],
         ));
     }
     for bad in [
@@ -114,7 +124,7 @@ pub fn refused() -> Vec<Refused> {
                 o["spec"]["code"] = json!({"uri": "https://github.com/acme/x", "revision": bad})
             }),
             "spec.code.revision",
-            "",
+            &[],
         ));
     }
     for bad in [
@@ -130,7 +140,7 @@ pub fn refused() -> Vec<Refused> {
                 o["spec"]["output"]["repository"] = json!(bad)
             }),
             "spec.output.repository",
-            "",
+            &[],
         ));
     }
     out.push(refused_case(
@@ -138,40 +148,46 @@ pub fn refused() -> Vec<Refused> {
             o["spec"].as_object_mut().unwrap().remove("output");
         }),
         "spec",
-        "output",
+        &[
+            "\"output\" is a required property",
+            "spec.output: Required value",
+        ],
     ));
     out.push(refused_case(
         with("no seed", |o| {
             o["spec"].as_object_mut().unwrap().remove("seed");
         }),
         "spec",
-        "seed",
+        &[
+            "\"seed\" is a required property",
+            "spec.seed: Required value",
+        ],
     ));
     out.push(refused_case(
         with("negative seed", |o| o["spec"]["seed"] = json!(-3)),
         "spec.seed",
-        "",
+        &[],
     ));
     out.push(refused_case(
         with("accelerator count 0", |o| {
             o["spec"]["accelerator"] = json!({"type": "nvidia-l4", "count": 0})
         }),
         "spec.accelerator.count",
-        "",
+        &[],
     ));
     out.push(refused_case(
         with("accelerator type with spaces", |o| {
             o["spec"]["accelerator"] = json!({"type": "NVIDIA L4", "count": 1})
         }),
         "spec.accelerator.type",
-        "",
+        &[],
     ));
     out.push(refused_case(
         with("TPU topology 4by4", |o| {
             o["spec"]["accelerator"] = json!({"type": "tpu-v5e", "count": 4, "topology": "4by4"})
         }),
         "spec.accelerator.topology",
-        "",
+        &[],
     ));
     for name in [
         "RANK",
@@ -185,7 +201,7 @@ pub fn refused() -> Vec<Refused> {
                     json!([{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": name, "value": "1"}])
             }),
             "spec.env",
-            "cannot be overridden",
+            &["cannot be overridden"],
         ));
     }
     out.push(refused_case(
@@ -197,14 +213,15 @@ pub fn refused() -> Vec<Refused> {
             },
         ),
         "spec.datasets",
-        "",
+        // The CEL rule's message offline; the server's own list-map check says it first.
+        &["names must be unique", "Duplicate value"],
     ));
     out.push(refused_case(
         with("a mount without its volume", |o| {
             o["spec"]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}])
         }),
         "spec.volumeMounts",
-        "volume",
+        &["must name a volume declared in spec.volumes"],
     ));
     out.push(refused_case(
         with("a mount naming another volume", |o| {
@@ -212,7 +229,7 @@ pub fn refused() -> Vec<Refused> {
             o["spec"]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}])
         }),
         "spec.volumeMounts",
-        "volume",
+        &["must name a volume declared in spec.volumes"],
     ));
     out.push(refused_case(
         with("a volume name longer than a DNS label", |o| {
@@ -220,28 +237,28 @@ pub fn refused() -> Vec<Refused> {
             o["spec"]["volumes"] = json!([{"name": name, "emptyDir": {}}]);
         }),
         "spec.volumes[0].name",
-        "",
+        &[],
     ));
     out.push(refused_case(
         with("unknown field spec.replica", |o| {
             o["spec"]["replica"] = json!(2)
         }),
         "spec",
-        "replica",
+        &["'replica' was unexpected", "unknown field \"spec.replica\""],
     ));
     out.push(refused_case(
         with("name of 49 characters", |o| {
             o["metadata"]["name"] = json!("a".repeat(49))
         }),
         "",
-        "metadata.name",
+        &["metadata.name"],
     ));
     out.push(refused_case(
         with("name starting with a digit", |o| {
             o["metadata"]["name"] = json!("1-run")
         }),
         "",
-        "metadata.name",
+        &["metadata.name"],
     ));
     out
 }

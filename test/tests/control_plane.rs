@@ -1,0 +1,65 @@
+//! The local control plane of `hack/cluster.sh` does what test/README.md says the scenarios rely
+//! on: the controller-manager's garbage collector removes owned objects, its namespace controller
+//! deletes namespaces, its serviceaccount controller creates `default` ServiceAccounts. Real
+//! cluster only (`make test` runs it there).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Resource, ResourceExt};
+use provenant_testbed::cluster::{Cluster, eventually};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn garbage_collection_namespace_deletion_and_default_service_accounts() -> Result<()> {
+    let Some(cluster) = Cluster::start_real().await? else {
+        return Ok(());
+    };
+    let configmaps = cluster.api::<ConfigMap>();
+    let owner: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owner"}}))?;
+    let owner = configmaps.create(&PostParams::default(), &owner).await?;
+    let dependent: ConfigMap = serde_json::from_value(json!({"metadata": {
+        "name": "dependent",
+        "ownerReferences": [owner.controller_owner_ref(&()).unwrap()],
+    }}))?;
+    configmaps
+        .create(&PostParams::default(), &dependent)
+        .await?;
+    configmaps.delete("owner", &DeleteParams::default()).await?;
+    eventually(TIMEOUT, "the dependent to be garbage collected", || {
+        let configmaps = configmaps.clone();
+        async move {
+            Ok(configmaps
+                .get_opt("dependent")
+                .await?
+                .is_none()
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    // A new namespace gets its `default` ServiceAccount from the controller-manager...
+    let namespaces = Api::<Namespace>::all(cluster.client.clone());
+    let name = format!("{}-gone", cluster.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let accounts = Api::<ServiceAccount>::namespaced(cluster.client.clone(), &name);
+    eventually(TIMEOUT, "the default ServiceAccount", || {
+        let accounts = accounts.clone();
+        async move { Ok(accounts.get_opt("default").await?.map(|sa| sa.name_any())) }
+    })
+    .await?;
+    // ...and is deleted with its contents.
+    namespaces.delete(&name, &DeleteParams::default()).await?;
+    eventually(TIMEOUT, "the namespace to be deleted", || {
+        let namespaces = namespaces.clone();
+        let name = name.clone();
+        async move { Ok(namespaces.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
