@@ -14,7 +14,9 @@ use crate::signing::PublicKey;
 use crate::storage::{
     self, ArtifactStore, DockerConfig, LayoutStore, RegistryOptions, RegistryStore, Subject,
 };
+use crate::terminal::Progress;
 use crate::verify::{self, Policy};
+use crate::{out, outln};
 
 /// `provenant attest`.
 #[derive(clap::Args, Debug)]
@@ -46,6 +48,9 @@ pub struct AttestArgs {
     /// Also write the model's digest to this file (for scripts).
     #[arg(long)]
     pub output_digest: Option<PathBuf>,
+    /// No progress bars while hashing (they are shown only on a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `provenant verify`.
@@ -74,6 +79,9 @@ pub struct VerifyArgs {
     /// Registries (host:port) reached over plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// No progress bar while re-hashing a layout's model files (shown only on a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `provenant package`.
@@ -96,6 +104,9 @@ pub struct PackageArgs {
     /// Registries (host:port) reached over plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// No progress bar while hashing (shown only on a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,31 +144,32 @@ pub fn attest(args: AttestArgs) -> ExitCode {
         model_dir: args.model_dir,
         builder_id: args.builder_id,
         credentials: docker_config(),
+        quiet: args.quiet,
     };
     match rt.block_on(local::attest(&options)) {
         Ok(outcome) => {
             let total: u64 = outcome.files.iter().map(|f| f.size).sum();
-            println!(
+            outln!(
                 "model       {} ({} files, {} bytes)",
                 outcome.subject,
                 outcome.files.len(),
                 total
             );
-            println!(
+            outln!(
                 "attested    envelope {} signed with key {}",
                 outcome.record.envelope_digest(),
                 outcome.record.key_id
             );
             match &options.destination {
                 Destination::Layout(dir) => {
-                    println!("stored in   oci:{} (OCI image layout)", dir.display())
+                    outln!("stored in   oci:{} (OCI image layout)", dir.display())
                 }
                 Destination::Registry { .. } => {
-                    println!("stored in   {}", outcome.subject.repository)
+                    outln!("stored in   {}", outcome.subject.repository)
                 }
             }
             for r in &outcome.references {
-                println!("            {r}");
+                outln!("            {r}");
             }
             if let Some(path) = args.output_digest
                 && let Err(e) = std::fs::write(&path, &outcome.subject.digest)
@@ -183,11 +195,11 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     match rt.block_on(verify_async(&args)) {
         Ok(verdict) => {
             match args.output {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&verdict).unwrap_or_default()
                 ),
-                OutputFormat::Text => print!("{}", verify::render(&verdict)),
+                OutputFormat::Text => out!("{}", verify::render(&verdict)),
             }
             if verdict.verified {
                 ExitCode::SUCCESS
@@ -282,14 +294,20 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
     // In a layout the model's files sit on disk: check them against the manifest that was
     // attested. (A registry checks blob digests itself on upload, and clients on pull.)
     let content = match &reference.location {
-        storage::Location::Layout(dir) => layout_content_failures(dir, &resolved.digest)?,
+        storage::Location::Layout(dir) => {
+            layout_content_failures(dir, &resolved.digest, args.quiet)?
+        }
         storage::Location::Registry(_) => Vec::new(),
     };
     Ok(verdict.with_content_failures(content))
 }
 
 /// Every layer of the manifest `digest` in the layout `dir`, re-hashed against its descriptor.
-fn layout_content_failures(dir: &std::path::Path, digest: &str) -> Result<Vec<String>, String> {
+fn layout_content_failures(
+    dir: &std::path::Path,
+    digest: &str,
+    quiet: bool,
+) -> Result<Vec<String>, String> {
     let blob = |d: &str| {
         dir.join("blobs/sha256")
             .join(d.trim_start_matches("sha256:"))
@@ -298,13 +316,20 @@ fn layout_content_failures(dir: &std::path::Path, digest: &str) -> Result<Vec<St
         std::fs::read(blob(digest)).map_err(|e| format!("cannot read manifest {digest}: {e}"))?;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest)
         .map_err(|e| format!("manifest {digest} is not JSON: {e}"))?;
+    let layers: Vec<&serde_json::Value> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let total = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+    let progress = Progress::bytes("re-hashing model", Some(total), quiet);
     let mut failures = Vec::new();
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
+    for layer in layers {
         let want = layer["digest"].as_str().unwrap_or_default();
         let title = layer["annotations"]["org.opencontainers.image.title"]
             .as_str()
             .unwrap_or(want);
-        match hashing::hash_file(&blob(want)) {
+        match hashing::hash_file_with(&blob(want), &progress.counter()) {
             Ok(found) if found.digest == want && Some(found.size) == layer["size"].as_u64() => {}
             Ok(found) => failures.push(format!(
                 "model file {title} was modified in the layout: it hashes to {} ({} bytes), the attested manifest says {want}",
@@ -313,6 +338,7 @@ fn layout_content_failures(dir: &std::path::Path, digest: &str) -> Result<Vec<St
             Err(e) => failures.push(format!("model file {title} ({want}) cannot be read: {e}")),
         }
     }
+    progress.finish();
     Ok(failures)
 }
 
@@ -323,8 +349,10 @@ pub fn package(args: PackageArgs) -> ExitCode {
         Err(code) => return code,
     };
     let result: Result<String, String> = rt.block_on(async {
-        let files =
-            hashing::hash_tree(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+        let progress = Progress::bytes("hashing model", None, args.quiet);
+        let hashed = hashing::hash_tree_with(&args.dir, 0, &progress);
+        progress.finish();
+        let files = hashed.map_err(|e| format!("{}: {e}", args.dir.display()))?;
         let store: Arc<dyn ArtifactStore> = match (&args.layout, args.registry) {
             (Some(dir), _) => Arc::new(LayoutStore::new(dir.clone())),
             (None, true) => Arc::new(RegistryStore::new(registry_options(&args.insecure))),
@@ -338,7 +366,7 @@ pub fn package(args: PackageArgs) -> ExitCode {
     });
     match result {
         Ok(digest) => {
-            println!("{digest}");
+            outln!("{digest}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -25,6 +25,26 @@ use sha2_hw::{Digest, Sha256};
 /// 2970. 1 MiB: as fast as larger buffers, and little memory per worker.
 pub const BUFFER_SIZE: usize = 1 << 20;
 
+/// What hashing reports while it works, from its worker threads (progress bars).
+pub trait HashObserver: Sync {
+    /// The walk found `files` regular files, `bytes` in all.
+    fn walked(&self, _files: usize, _bytes: u64) {}
+    /// `path` (relative to the root), `size` bytes, is about to be hashed.
+    fn file(&self, _path: &Path, _size: u64) {}
+    /// `bytes` more were hashed.
+    fn hashed(&self, _bytes: u64) {}
+}
+
+/// Nothing to report to.
+impl HashObserver for () {}
+
+/// A closure told of each file before it is hashed.
+impl<F: Fn(&Path, u64) + Sync> HashObserver for F {
+    fn file(&self, path: &Path, size: u64) {
+        self(path, size)
+    }
+}
+
 /// The digest of one regular file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileDigest {
@@ -166,7 +186,12 @@ impl Cores {
 
 /// Stream one opened regular file through SHA-256. The size is what was read; a file that grows
 /// or shrinks while being read is an error rather than a digest of a state that never existed.
-fn digest_file(path: &Path, buf: &mut [u8], cores: &Cores) -> Result<(String, u64), HashError> {
+fn digest_file(
+    path: &Path,
+    buf: &mut [u8],
+    cores: &Cores,
+    observer: &dyn HashObserver,
+) -> Result<(String, u64), HashError> {
     let mut file = File::open(path).map_err(io_error(path))?;
     let meta = file.metadata().map_err(io_error(path))?;
     if !meta.is_file() {
@@ -177,8 +202,8 @@ fn digest_file(path: &Path, buf: &mut [u8], cores: &Cores) -> Result<(String, u6
         });
     }
     let mut hasher = Sha256::new();
-    let read =
-        digest_stream(&mut file, meta.len(), &mut hasher, buf, cores).map_err(io_error(path))?;
+    let read = digest_stream(&mut file, meta.len(), &mut hasher, buf, cores, observer)
+        .map_err(io_error(path))?;
     if read != meta.len() {
         return Err(HashError::Changed {
             path: path.to_path_buf(),
@@ -207,11 +232,12 @@ fn digest_stream(
     hasher: &mut Sha256,
     buf: &mut [u8],
     cores: &Cores,
+    observer: &dyn HashObserver,
 ) -> io::Result<u64> {
     let mut read = 0u64;
     loop {
         if len.saturating_sub(read) >= PIPELINE_MIN && cores.try_take() {
-            let rest = digest_pipelined(file, hasher, buf.len());
+            let rest = digest_pipelined(file, hasher, buf.len(), observer);
             cores.release();
             return Ok(read + rest?);
         }
@@ -220,11 +246,17 @@ fn digest_stream(
             return Ok(read);
         }
         hasher.update(&buf[..n]);
+        observer.hashed(n as u64);
         read += n as u64;
     }
 }
 
-fn digest_pipelined(file: &mut File, hasher: &mut Sha256, buf_size: usize) -> io::Result<u64> {
+fn digest_pipelined(
+    file: &mut File,
+    hasher: &mut Sha256,
+    buf_size: usize,
+    observer: &dyn HashObserver,
+) -> io::Result<u64> {
     let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(PIPELINE_BUFFERS);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_BUFFERS);
     for _ in 0..PIPELINE_BUFFERS {
@@ -255,6 +287,7 @@ fn digest_pipelined(file: &mut File, hasher: &mut Sha256, buf_size: usize) -> io
         for chunk in full_rx {
             let (buf, n) = chunk?;
             hasher.update(&buf[..n]);
+            observer.hashed(n as u64);
             read += n as u64;
             let _ = empty_tx.send(buf);
         }
@@ -265,6 +298,11 @@ fn digest_pipelined(file: &mut File, hasher: &mut Sha256, buf_size: usize) -> io
 /// Hash one file (a symlink is followed), streaming it through a fixed buffer. The entry is
 /// named after the file (its last path component).
 pub fn hash_file(path: &Path) -> Result<FileDigest, HashError> {
+    hash_file_with(path, &())
+}
+
+/// [`hash_file`], reporting to `observer`.
+pub fn hash_file_with(path: &Path, observer: &dyn HashObserver) -> Result<FileDigest, HashError> {
     // Checked before opening: opening a fifo would block.
     let meta = fs::metadata(path).map_err(io_error(path))?;
     if !meta.is_file() {
@@ -273,8 +311,9 @@ pub fn hash_file(path: &Path) -> Result<FileDigest, HashError> {
             kind: kind_of(&meta),
         });
     }
+    observer.walked(1, meta.len());
     let mut buf = vec![0u8; BUFFER_SIZE];
-    let (digest, size) = digest_file(path, &mut buf, &Cores::new(1))?;
+    let (digest, size) = digest_file(path, &mut buf, &Cores::new(1), observer)?;
     let name = path
         .file_name()
         .map(PathBuf::from)
@@ -384,21 +423,21 @@ fn symlink_target_size(link: &Path, canonical_root: &Path) -> Result<u64, HashEr
 /// - Errors name the path and the reason. Hashing stops at the first failure; if several
 ///   workers failed meanwhile, the error of the first path in order is returned.
 pub fn hash_tree(root: &Path) -> Result<Vec<FileDigest>, HashError> {
-    hash_tree_with(root, 0, &|_, _| {})
+    hash_tree_with(root, 0, &())
 }
 
-/// [`hash_tree`] with `threads` workers (0: one per available core) and `on_file`, called on
-/// the worker thread with each file's relative path and size just before it is hashed (progress
-/// reporting).
+/// [`hash_tree`] with `threads` workers (0: one per available core), reporting to `observer`
+/// on the worker threads: the walk's totals, each file just before it is hashed, the bytes as
+/// they are hashed.
 pub fn hash_tree_with(
     root: &Path,
     threads: usize,
-    on_file: &(dyn Fn(&Path, u64) + Sync),
+    observer: &dyn HashObserver,
 ) -> Result<Vec<FileDigest>, HashError> {
     let meta = fs::metadata(root).map_err(io_error(root))?;
     if meta.is_file() {
-        on_file(root.file_name().map(Path::new).unwrap_or(root), meta.len());
-        return hash_file(root).map(|f| vec![f]);
+        observer.file(root.file_name().map(Path::new).unwrap_or(root), meta.len());
+        return hash_file_with(root, observer).map(|f| vec![f]);
     }
     if !meta.is_dir() {
         return Err(HashError::NotRegular {
@@ -408,6 +447,7 @@ pub fn hash_tree_with(
     }
 
     let mut entries = walk(root)?;
+    observer.walked(entries.len(), entries.iter().map(|e| e.size).sum());
     // Largest first, so that one big file starts early instead of finishing last.
     entries.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.rel.cmp(&b.rel)));
 
@@ -431,12 +471,14 @@ pub fn hash_tree_with(
             let Some(entry) = entries.get(i) else {
                 break;
             };
-            on_file(&entry.rel, entry.size);
+            observer.file(&entry.rel, entry.size);
             let result =
-                digest_file(&entry.full, &mut buf, &cores).map(|(digest, size)| FileDigest {
-                    path: entry.rel.clone(),
-                    digest,
-                    size,
+                digest_file(&entry.full, &mut buf, &cores, observer).map(|(digest, size)| {
+                    FileDigest {
+                        path: entry.rel.clone(),
+                        digest,
+                        size,
+                    }
                 });
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
@@ -528,12 +570,20 @@ pub fn tree_digest(files: &[FileDigest]) -> String {
 /// The digest of a dataset (or model) path: a file's content digest, or a directory's
 /// [`tree_digest`]; with the files hashed.
 pub fn dataset_digest(path: &Path) -> Result<(String, Vec<FileDigest>), HashError> {
+    dataset_digest_with(path, &())
+}
+
+/// [`dataset_digest`], reporting to `observer`.
+pub fn dataset_digest_with(
+    path: &Path,
+    observer: &dyn HashObserver,
+) -> Result<(String, Vec<FileDigest>), HashError> {
     let meta = fs::metadata(path).map_err(io_error(path))?;
     if meta.is_file() {
-        let file = hash_file(path)?;
+        let file = hash_file_with(path, observer)?;
         return Ok((file.digest.clone(), vec![file]));
     }
-    let files = hash_tree(path)?;
+    let files = hash_tree_with(path, 0, observer)?;
     Ok((tree_digest(&files), files))
 }
 

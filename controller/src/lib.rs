@@ -23,4 +23,5 @@ pub mod server;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;
+pub mod terminal;
 pub mod verify;

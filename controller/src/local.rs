@@ -25,6 +25,7 @@ use crate::observe::{self, host, report};
 use crate::provenance::{self, BuilderIdentity, LocalInvocation};
 use crate::signing::{CosignKey, Signer};
 use crate::storage::{ArtifactStore, LayoutStore, RegistryOptions, RegistryStore, Subject};
+use crate::terminal::Progress;
 
 /// Where `attest` stores the model and its attestations.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Options {
     pub builder_id: String,
     /// Registry credentials (the user's Docker config), for `Destination::Registry`.
     pub credentials: Option<crate::storage::DockerConfig>,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    pub quiet: bool,
 }
 
 /// What `attest` produced.
@@ -190,7 +193,10 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             sources: vec![Source::Declared],
         };
         if let Some(path) = local_path(&d.uri) {
-            let (digest, _) = hashing::dataset_digest(&path).map_err(|e| {
+            let progress = Progress::bytes(&format!("hashing {}", d.name), None, options.quiet);
+            let hashed = hashing::dataset_digest_with(&path, &progress);
+            progress.finish();
+            let (digest, _) = hashed.map_err(|e| {
                 LocalError::Material(format!("dataset {} ({}): {e}", d.name, path.display()))
             })?;
             if let Some(declared) = &d.digest
@@ -299,8 +305,10 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     }
 
     // The model: hash it, package it, store it.
-    let files = hashing::hash_tree(&options.model_dir)
-        .map_err(|e| LocalError::Material(format!("model directory: {e}")))?;
+    let progress = Progress::bytes("hashing model", None, options.quiet);
+    let hashed = hashing::hash_tree_with(&options.model_dir, 0, &progress);
+    progress.finish();
+    let files = hashed.map_err(|e| LocalError::Material(format!("model directory: {e}")))?;
     if files.is_empty() {
         return Err(LocalError::Training(format!(
             "the training wrote nothing to {} (PROVENANT_OUTPUT_DIR)",

@@ -11,7 +11,7 @@ use provenant::api::validation::Admission;
 use provenant::client::RateLimit;
 use provenant::config::{ControllerConfig, DEFAULT_CONFIG_YAML};
 use provenant::telemetry::{self, LogFormat};
-use provenant::{controller, crdgen};
+use provenant::{controller, crdgen, out, outln};
 
 /// Exit code for usage, I/O and configuration errors (1 means "checked and refused").
 const EXIT_USAGE: u8 = 2;
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => run_controller(args),
         Command::Crds => match crdgen::crds_yaml() {
             Ok(yaml) => {
-                print!("{yaml}");
+                out!("{yaml}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&anyhow::Error::new(e)),
@@ -152,17 +152,18 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Config(ConfigCommand::Defaults) => {
-            print!("{DEFAULT_CONFIG_YAML}");
+            out!("{DEFAULT_CONFIG_YAML}");
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check { file }) => match ControllerConfig::load(Some(&file))
         {
             Ok(config) => {
-                println!("{}: ok", file.display());
+                outln!("{}: ok", file.display());
                 for (name, profile) in &config.accelerator_profiles {
-                    println!(
+                    outln!(
                         "  {name}: {} on {:?}",
-                        profile.resource_name, profile.node_selector
+                        profile.resource_name,
+                        profile.node_selector
                     );
                 }
                 ExitCode::SUCCESS
@@ -203,6 +204,10 @@ fn keys_generate(args: KeysGenerateArgs) -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
+    // The reader of our output went away (`| head`): not a failure, nothing to say.
+    if provenant::terminal::is_broken_pipe(error.as_ref()) {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("error: {error:#}");
     ExitCode::from(EXIT_USAGE)
 }
@@ -284,12 +289,12 @@ fn validate(files: &[PathBuf], config: Option<PathBuf>) -> anyhow::Result<bool> 
             .with_context(|| format!("cannot read {}", file.display()))?;
         let problems = check_document(&admission, &config, &text);
         if problems.is_empty() {
-            println!("{}: ok", file.display());
+            outln!("{}: ok", file.display());
         } else {
             all_ok = false;
-            println!("{}: refused", file.display());
+            outln!("{}: refused", file.display());
             for p in problems {
-                println!("  {p}");
+                outln!("  {p}");
             }
         }
     }

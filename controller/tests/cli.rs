@@ -97,3 +97,49 @@ fn crds_prints_the_committed_crd() {
     .unwrap();
     assert_eq!(out.stdout, committed);
 }
+
+/// Runs the binary with its stdout's reader already gone, as `provenant ... | head` ends: the
+/// first write gets EPIPE.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(args)
+        .env("COSIGN_PASSWORD", "pipe-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn every_printing_subcommand_ends_quietly_when_the_reader_goes_away() {
+    let sample = format!("{}/cpu-trainingrun.yaml", samples_dir());
+    for args in [
+        vec!["crds"],
+        vec!["config", "defaults"],
+        vec!["validate", sample.as_str()],
+        vec!["keys", "generate", "--secret", "provenant-signing-key"],
+    ] {
+        let out = with_closed_stdout(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "provenant {}: {:?}\n{stderr}",
+            args.join(" "),
+            out.status
+        );
+    }
+    // The verdict of a refusal is kept: exit 1, still without a word about the pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: provenant.dev/v1alpha1\nkind: TrainingRun\n",
+    )
+    .unwrap();
+    let out = with_closed_stdout(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -299,7 +299,7 @@ fn workers_pull_largest_first_on_several_threads() {
 
     // One worker: the queue order is exactly largest first.
     let order = Mutex::new(Vec::new());
-    let files = hash_tree_with(dir.path(), 1, &|path, size| {
+    let files = hash_tree_with(dir.path(), 1, &|path: &Path, size| {
         order.lock().unwrap().push((path.to_path_buf(), size));
     })
     .unwrap();
@@ -311,7 +311,7 @@ fn workers_pull_largest_first_on_several_threads() {
     let arrived = Mutex::new(0usize);
     let both = Condvar::new();
     let threads = Mutex::new(HashSet::new());
-    let parallel = hash_tree_with(dir.path(), 2, &|_, _| {
+    let parallel = hash_tree_with(dir.path(), 2, &|_: &Path, _| {
         threads.lock().unwrap().insert(std::thread::current().id());
         let mut n = arrived.lock().unwrap();
         *n += 1;
@@ -398,4 +398,39 @@ fn memory_stays_flat() {
         "hashing 256 MiB grew VmHWM by {growth} KiB"
     );
     eprintln!("VmHWM growth hashing 256 MiB: {growth} KiB");
+}
+
+/// A progress bar sees the walk's total first and then every byte hashed, on the pipelined path
+/// (a file large enough for a reader thread) as on the plain one.
+#[test]
+fn the_observer_sees_the_total_and_every_byte() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    #[derive(Default)]
+    struct Count {
+        total: AtomicU64,
+        hashed: AtomicU64,
+    }
+    impl provenant::hashing::HashObserver for Count {
+        fn walked(&self, _files: usize, bytes: u64) {
+            assert_eq!(
+                self.hashed.load(Ordering::SeqCst),
+                0,
+                "total before any byte"
+            );
+            self.total.store(bytes, Ordering::SeqCst);
+        }
+        fn hashed(&self, bytes: u64) {
+            self.hashed.fetch_add(bytes, Ordering::SeqCst);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "big", &noise(20 << 20, 1));
+    write(dir.path(), "small", &noise(3000, 2));
+    for threads in [1, 2] {
+        let count = Count::default();
+        let files = hash_tree_with(dir.path(), threads, &count).unwrap();
+        let size: u64 = files.iter().map(|f| f.size).sum();
+        assert_eq!(count.total.load(Ordering::SeqCst), size);
+        assert_eq!(count.hashed.load(Ordering::SeqCst), size);
+    }
 }
