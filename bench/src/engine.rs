@@ -1,9 +1,9 @@
 //! Benchmark 1, the engine: a statement built from a recorded run
 //! (`provenance::statement_for_run`), signed (`attest::sign`: the DSSE envelope + one cosign simple
-//! signature per subject) and serialized (the `SignedRecord` JSON, `SignedRecord::to_json`: the
-//! bytes of `serde_json::to_vec(&record)`; the ConfigMap's `record.json` is the same record
-//! pretty-printed), beside two baselines
-//! measured in the same process with the same key, interleaved with the engine:
+//! signature per subject) and serialized (the `SignedRecord` as compact JSON,
+//! `SignedRecord::to_json`; the ConfigMap's `record.json` is the same record pretty-printed),
+//! beside two baselines measured in the same process with the same key, interleaved with the
+//! engine:
 //!
 //! - **same payloads** (what the target is judged against): bare ECDSA P-256 signatures
 //!   (`Signer::sign`) of exactly what one engine op signs, the DSSE PAE of the statement and one
@@ -72,7 +72,7 @@ fn engine_op(
 ) -> Result<usize> {
     let statement = provenance::statement_for_run(run, placement, builder)?;
     let record = attest::sign(&statement, key)?;
-    let bytes = record.to_json();
+    let bytes = record.to_json()?;
     Ok(bytes.len())
 }
 
@@ -120,7 +120,7 @@ pub fn run(full: bool) -> Result<()> {
     let mut raw = Vec::new();
     for v in &variants {
         let statement = provenance::statement_for_run(&v.run, &placement, &builder)?;
-        let payload = statement.to_bytes();
+        let payload = statement.to_bytes()?;
         // What one op signs: the DSSE PAE of the payload, and one simple-signing payload per
         // subject (the `.sig` over the model manifest).
         let pae = pae(IN_TOTO_PAYLOAD_TYPE, &payload);
@@ -173,7 +173,7 @@ pub fn run(full: bool) -> Result<()> {
                 Ok(())
             })?);
             to_bytes_us.push(time_batch(batch / 3, || {
-                black_box(statement.to_bytes());
+                black_box(statement.to_bytes()?);
                 Ok(())
             })?);
             sign_us.push(time_batch(batch / 3, || {
@@ -181,7 +181,7 @@ pub fn run(full: bool) -> Result<()> {
                 Ok(())
             })?);
             serialize_us.push(time_batch(batch / 3, || {
-                black_box(record.to_json());
+                black_box(record.to_json()?);
                 Ok(())
             })?);
         }

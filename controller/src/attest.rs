@@ -45,27 +45,31 @@ pub struct SubjectSignature {
 }
 
 /// The envelope inside the record: its bytes embedded verbatim as a JSON value
-/// (`"envelope":{"payloadType":...}`), so that writing the record copies them instead of escaping
-/// every quote of a string holding them. Reading accepts that and the form records were first
-/// written in, the envelope as a JSON string (`"envelope":"{\"payloadType\":...}"`); both give back
-/// the exact bytes, so `envelope_digest` does not change across a save and load, nor across an
-/// upgrade with records already persisted. Serialize with serde_json only (the embedding is
-/// serde_json's `RawValue`), and read from JSON text, not from a `serde_json::Value` (which would
-/// reorder the envelope's keys).
+/// (`"envelope":{"payloadType":...}`), readable as it is in `record.json`. Reading accepts that
+/// and the form records were first written in, the envelope as a JSON string
+/// (`"envelope":"{\"payloadType\":...}"`); both give back the exact bytes, so `envelope_digest`
+/// does not change across a save and load, nor across an upgrade with records already persisted.
+/// Read from JSON text, not from a `serde_json::Value` (which would reorder the envelope's keys).
 mod embedded_json {
     use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::value::RawValue;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(bytes) {
-            // An object only: embedded text starting with `"` would read back as the first form.
-            Ok(text) if text.starts_with('{') && is_one_json_value(text) => {
-                crate::provenance::json::serialize_raw(text, s)
-            }
-            // Not one JSON object (never the case for an envelope `sign` made): a string, as the
-            // first form.
-            _ => s.serialize_str(&String::from_utf8_lossy(bytes)),
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| S::Error::custom(format!("the envelope is not UTF-8: {e}")))?;
+        // Embedded only when it is exactly one JSON object: text starting with `"` would read back
+        // as the first form, and RawValue drops surrounding whitespace, which would change the
+        // bytes. Anything else (never an envelope `sign` made) is kept as a string, the first form.
+        let embedded = text
+            .starts_with('{')
+            .then(|| RawValue::from_string(text.to_owned()).ok())
+            .flatten()
+            .filter(|raw| raw.get().len() == text.len());
+        match embedded {
+            Some(raw) => raw.serialize(s),
+            None => s.serialize_str(text),
         }
     }
 
@@ -79,36 +83,6 @@ mod embedded_json {
             Ok(Box::<str>::from(raw).into_string().into_bytes())
         }
     }
-
-    /// Whether `text` is exactly one JSON value, without whitespace around it (which would not
-    /// survive a round trip). The payload of a DSSE envelope (base64, most of its bytes) is
-    /// checked for base64 characters, not parsed: a run of characters that are neither `"`, `\`
-    /// nor control characters, between two `"`, can be dropped without changing whether the text
-    /// is JSON (inside a string it is string content; outside one, a bare word right after a
-    /// string, which is invalid with or without it).
-    pub(super) fn is_one_json_value(text: &str) -> bool {
-        const PAYLOAD: &str = "\"payload\":\"";
-        let parses = |t: &str| {
-            serde_json::from_str::<&RawValue>(t).is_ok_and(|raw| raw.get().len() == t.len())
-        };
-        if let Some(key) = text.find(PAYLOAD) {
-            let start = key + PAYLOAD.len();
-            if let Some(len) = text[start..].find('"') {
-                let run = &text.as_bytes()[start..start + len];
-                // No early exit: vectorized.
-                let base64 = run.iter().fold(true, |all, &b| {
-                    all & (b.is_ascii_alphanumeric() | (b == b'+') | (b == b'/') | (b == b'='))
-                });
-                if base64 {
-                    let mut rest = String::with_capacity(text.len() - len);
-                    rest.push_str(&text[..start]);
-                    rest.push_str(&text[start + len..]);
-                    return parses(&rest);
-                }
-            }
-        }
-        parses(text)
-    }
 }
 
 impl SignedRecord {
@@ -117,21 +91,9 @@ impl SignedRecord {
         sha256_digest(&self.envelope)
     }
 
-    /// The record as compact JSON, the bytes of `serde_json::to_vec(self)`, written into a buffer
-    /// sized for it (the envelope makes most of it: tens of kilobytes for a large run, which
-    /// growing a buffer by doubling would copy several times).
-    pub fn to_json(&self) -> Vec<u8> {
-        let signatures: usize = self
-            .signatures
-            .iter()
-            .map(|s| 96 + s.repository.len() + s.digest.len() + s.payload.len() + s.signature.len())
-            .sum();
-        let mut out = Vec::with_capacity(
-            128 + self.predicate_type.len() + self.key_id.len() + self.envelope.len() + signatures,
-        );
-        // Strings and an embedded JSON value (or a string): serialization cannot fail.
-        let _ = crate::provenance::json::append(&mut out, self);
-        out
+    /// The record as compact JSON.
+    pub fn to_json(&self) -> Result<Vec<u8>, AttestError> {
+        serde_json::to_vec(self).map_err(AttestError::RecordJson)
     }
 
     /// The subjects of the statement, as registry subjects.
@@ -182,22 +144,31 @@ pub enum AttestError {
     Storage(#[from] StorageError),
     #[error("persisted provenance record is unusable: {0}")]
     Record(String),
+    #[error("cannot serialize the statement: {0}")]
+    Statement(#[source] serde_json::Error),
+    #[error("cannot serialize the provenance record: {0}")]
+    RecordJson(#[source] serde_json::Error),
 }
 
-/// Sign a statement: the DSSE envelope over it, and a cosign simple signature per subject. The
-/// statement is serialized once, into a buffer with room for the PAE header in front; the PAE is
-/// signed in place and the payload base64-encoded straight into the envelope's JSON.
+impl AttestError {
+    /// Condition reason (CamelCase, stable).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AttestError::Signing(_) => "SigningFailed",
+            AttestError::Statement(_) => "StatementUnserializable",
+            AttestError::Storage(_) | AttestError::Record(_) | AttestError::RecordJson(_) => {
+                "RegistryRejected"
+            }
+        }
+    }
+}
+
+/// Sign a statement: the DSSE envelope over its canonical bytes, and a cosign simple signature
+/// per subject.
 pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, AttestError> {
-    let payload_type = signing::dsse::IN_TOTO_PAYLOAD_TYPE;
-    let room = signing::dsse::pae_header_room(payload_type);
-    // The payload only lives until it is base64-encoded into the envelope: this thread's scratch
-    // buffer holds it.
-    let envelope = crate::provenance::json::with_scratch(|buffer| {
-        buffer.reserve(room + statement.size_hint());
-        buffer.resize(room, 0);
-        statement.write_into(buffer);
-        signing::dsse::sign_envelope_json_in_place(signer, payload_type, buffer, room)
-    })?;
+    let payload = statement.to_bytes().map_err(AttestError::Statement)?;
+    let envelope =
+        signing::sign_envelope(signer, signing::IN_TOTO_PAYLOAD_TYPE, &payload)?.to_json()?;
     let mut signatures = Vec::with_capacity(statement.subject.len());
     for subject in &statement.subject {
         let (Some(repository), Some(hex)) = (subject.name.as_ref(), subject.digest.get("sha256"))
@@ -315,13 +286,13 @@ mod tests {
         assert_eq!(record.key_id, key.key_id());
         let envelope = Envelope::from_json(&record.envelope).expect("envelope");
         assert_eq!(
-            envelope.to_json(),
+            envelope.to_json().expect("serializes"),
             record.envelope,
             "compact, cosign's field order"
         );
         assert_eq!(
             verify_envelope(&envelope, key.public_key()).expect("verifies"),
-            statement.to_bytes()
+            statement.to_bytes().expect("serializes")
         );
         assert_eq!(record.signatures.len(), 2);
         for (s, subject) in record.signatures.iter().zip(&statement.subject) {
@@ -354,7 +325,7 @@ mod tests {
         assert_eq!(back, record);
         assert_eq!(back.envelope_digest(), digest);
         // Compact serialization too (what the engine benchmark measures).
-        let compact = record.to_json();
+        let compact = record.to_json().expect("serializes");
         assert_eq!(compact, serde_json::to_vec(&record).expect("serializes"));
         let back: SignedRecord = serde_json::from_slice(&compact).expect("reads");
         assert_eq!(back.envelope, record.envelope);
@@ -381,57 +352,60 @@ mod tests {
 
     #[test]
     fn envelope_bytes_that_are_not_one_json_object_are_kept_as_a_string() {
-        for bytes in [
-            b"not json".to_vec(),
-            format!(" {ENVELOPE}\n").into_bytes(),
-            br#""abc""#.to_vec(),
-            br#""\ud800""#.to_vec(),
-            b"[1]".to_vec(),
-            b"{} {}".to_vec(),
-            Vec::new(),
+        let key = CosignKey::ephemeral().expect("key");
+        let signed =
+            String::from_utf8(sign(&statement(), &key).expect("signs").envelope).expect("utf-8");
+        for text in [
+            "not json".to_string(),
+            format!(" {ENVELOPE}"),
+            // Whitespace around an object would not survive being embedded.
+            format!("{ENVELOPE}\n"),
+            r#""abc""#.to_string(),
+            r#""\ud800""#.to_string(),
+            "[1]".to_string(),
+            "{} {}".to_string(),
+            r#"{"payload":"abc"}}"#.to_string(),
+            r#"{"payload":"abc"#.to_string(),
+            signed.replacen("\"signatures\":[", "\"signatures\":", 1),
+            String::new(),
         ] {
             let record = SignedRecord {
                 predicate_type: SLSA_PROVENANCE_V1.into(),
                 key_id: "ab".into(),
-                envelope: bytes.clone(),
+                envelope: text.clone().into_bytes(),
                 signatures: Vec::new(),
             };
-            let text = serde_json::to_string(&record).expect("serializes");
-            assert!(text.contains("\"envelope\":\""), "{text}");
-            let back: SignedRecord = serde_json::from_str(&text).expect("reads");
-            assert_eq!(back.envelope, bytes);
+            let json = String::from_utf8(record.to_json().expect("serializes")).expect("utf-8");
+            assert!(json.contains("\"envelope\":\""), "{json}");
+            let back: SignedRecord = serde_json::from_str(&json).expect("reads");
+            assert_eq!(back.envelope, text.as_bytes());
         }
     }
 
     #[test]
-    fn one_json_value_is_recognized_with_or_without_a_payload_shortcut() {
-        let key = CosignKey::ephemeral().expect("key");
-        let envelope = sign(&statement(), &key).expect("signs").envelope;
-        let envelope = String::from_utf8(envelope).expect("utf-8");
-        for (text, json) in [
-            (envelope.as_str(), true),
-            (ENVELOPE, true),
-            (r#"{"payload":""}"#, true),
-            (r#"{"payload":"a"}"#, true),
-            (r#"{"payload":"a\"b"}"#, true),
-            (r#"{"payload":"ab=="}"#, true),
-            (r#"["x","payload":"abc"]"#, false),
-            (r#"{"payload":"abc"}}"#, false),
-            (r#"{"payload":"abc" "#, false),
-            (r#"{"payload":"abc"#, false),
-            (r#"{"a":"\"payload\":\"abc\""}"#, true),
-            (r#"{"a":"x"payload":"abc"}"#, false),
-            (r#" {"payload":"abc"}"#, false),
-            ("", false),
-            ("{} {}", false),
-        ] {
-            assert_eq!(embedded_json::is_one_json_value(text), json, "{text}");
-        }
-        // Broken anywhere outside the payload: still refused.
-        let broken = envelope.replacen("\"signatures\":[", "\"signatures\":", 1);
-        assert!(!embedded_json::is_one_json_value(&broken));
-        let broken = envelope.replacen("{\"payloadType\"", "{payloadType\"", 1);
-        assert!(!embedded_json::is_one_json_value(&broken));
+    fn an_envelope_that_is_not_utf8_is_an_error_not_a_lossy_copy() {
+        let record = SignedRecord {
+            predicate_type: SLSA_PROVENANCE_V1.into(),
+            key_id: "ab".into(),
+            envelope: b"{\"payload\":\"\xff\"}".to_vec(),
+            signatures: Vec::new(),
+        };
+        let err = record.to_json().expect_err("not UTF-8");
+        assert!(matches!(err, AttestError::RecordJson(_)), "{err}");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn serialization_errors_have_their_own_condition_reason() {
+        use serde::ser::Error as _;
+        let err = AttestError::Statement(serde_json::Error::custom("a map key is not a string"));
+        assert_eq!(err.reason(), "StatementUnserializable");
+        assert_eq!(
+            err.to_string(),
+            "cannot serialize the statement: a map key is not a string"
+        );
+        let err = AttestError::Signing(SigningError::Generate("x".into()));
+        assert_eq!(err.reason(), "SigningFailed");
     }
 
     #[test]

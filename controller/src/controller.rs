@@ -199,7 +199,6 @@ async fn lead_and_reconcile(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let Some(election) = options.leader_election.clone() else {
-        state.set_leader(true);
         run_controller(client, config, attestor, &options, state.clone(), stop).await;
         return Ok(());
     };
@@ -226,7 +225,6 @@ async fn lead_and_reconcile(
             _ = stop.wait_for(|s| *s) => break,
         }
         info!(identity = %election.identity, "became the leader");
-        state.set_leader(true);
         let (lost_tx, lost_rx) = watch::channel(false);
         let mut leading_watch = leading.clone();
         let watch_loss = tokio::spawn(async move {
@@ -254,7 +252,6 @@ async fn lead_and_reconcile(
             }
         }
         watch_loss.abort();
-        state.set_leader(false);
         if *stop.borrow() {
             break;
         }

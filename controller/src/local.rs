@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::validation::Admission;
 use crate::api::{
@@ -122,20 +122,6 @@ fn local_path(uri: &str) -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     (!uri.contains("://")).then(|| PathBuf::from(uri))
-}
-
-fn uuid_v4() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-{:x}{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        (b[8] & 0x3) | 0x8,
-        &h[17..20],
-        &h[20..32]
-    )
 }
 
 /// Run the TrainingRun here and attest its model.
@@ -337,7 +323,7 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
     let accelerator = host::host_accelerator();
     let message_digest =
         (!message.trim().is_empty()).then(|| observe::sha256_digest(message.as_bytes()));
-    run.metadata.uid = Some(uuid_v4());
+    run.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
     run.status = Some(TrainingRunStatus {
         phase: Some(Phase::Succeeded),
         start_time: Some(Time(started)),
@@ -396,7 +382,7 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
         record,
         references,
         files,
-        statement: serde_json::from_slice(&statement.to_bytes()).unwrap_or(json!({})),
+        statement: serde_json::to_value(&statement).map_err(attest::AttestError::Statement)?,
     })
 }
 
@@ -434,8 +420,5 @@ mod tests {
             Some(PathBuf::from("/data/x.csv"))
         );
         assert_eq!(local_path("gs://bucket/x"), None);
-        let id = uuid_v4();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
     }
 }

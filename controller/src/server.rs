@@ -19,7 +19,6 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct State {
     ready: AtomicBool,
-    leader: AtomicBool,
     pub metrics: Metrics,
     /// The controller's cache of runs, while this instance leads.
     runs: Mutex<Option<Store<TrainingRun>>>,
@@ -31,12 +30,6 @@ impl State {
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
-    }
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
-    }
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
     }
     pub fn set_runs(&self, store: Option<Store<TrainingRun>>) {
         if store.is_none() {

@@ -103,7 +103,7 @@ fn attestation(subject: &Subject, n: u32) -> Result<Attestation> {
     Ok(Attestation {
         subject: subject.clone(),
         predicate_type: SLSA.to_string(),
-        envelope: envelope.to_json(),
+        envelope: envelope.to_json()?,
         signature: Some(SimpleSignature { payload, signature }),
     })
 }

@@ -1,18 +1,27 @@
-//! The statement of a recorded run, byte for byte against a golden file, and field by field against
-//! the mapping table of DESIGN.md. Regenerate after an intended change with
-//! `UPDATE_GOLDEN=1 cargo test -p provenant --test provenance_golden` and review the diff.
+//! The statements of a recorded run, checked three ways: against golden files (one per builder:
+//! `statement_for_run`, `statement_for_local_run`), against the statement written out field by
+//! field from docs/provenance.md and the fixture, and by the in-toto-attestation reference
+//! library. The tests never rewrite the golden files: after an intended change of the format,
+//! edit them by hand, with docs/provenance.md, and review the diff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use provenant::api::TrainingRun;
-use provenant::config::ControllerConfig;
+use provenant::api::{AcceleratorFacts, TrainingRun};
+use provenant::config::{ControllerConfig, Placement};
+use provenant::provenance::statement::Statement;
 use provenant::provenance::{self, BuilderIdentity, LocalInvocation, ProvenanceError};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/statement.json");
+const LOCAL_GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/golden/local-statement.json"
+);
 
 fn fixture() -> TrainingRun {
     let text = std::fs::read_to_string(concat!(
@@ -23,134 +32,7 @@ fn fixture() -> TrainingRun {
     serde_saphyr::from_str(&text).unwrap()
 }
 
-fn statement() -> provenance::statement::Statement {
-    let run = fixture();
-    let placement = ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
-        .unwrap();
-    let builder = BuilderIdentity {
-        id: "https://provenant.dev/controller/v1".into(),
-        version: "0.1.0".into(),
-    };
-    provenance::statement_for_run(&run, &placement, &builder).unwrap()
-}
-
-#[test]
-fn statement_matches_the_golden_file() {
-    let bytes = statement().to_bytes();
-    assert_eq!(bytes, statement().to_bytes(), "same run, different bytes");
-    let pretty = serde_json::to_string_pretty(&serde_json::from_slice::<Value>(&bytes).unwrap())
-        .unwrap()
-        + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(GOLDEN, &pretty).unwrap();
-    }
-    let golden = std::fs::read_to_string(GOLDEN).unwrap();
-    assert!(
-        pretty == golden,
-        "statement differs from {GOLDEN}; if intended, rerun with UPDATE_GOLDEN=1 and review"
-    );
-}
-
-#[test]
-fn statement_carries_every_recorded_fact() {
-    let s: Value = serde_json::from_slice(&statement().to_bytes()).unwrap();
-    assert_eq!(s["_type"], "https://in-toto.io/Statement/v1");
-    assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
-    assert_eq!(
-        s["subject"],
-        json!([{"name": "registry.example.com/models/resnet50-finetuned", "digest": {"sha256": "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"}}])
-    );
-    let def = &s["predicate"]["buildDefinition"];
-    assert_eq!(def["buildType"], "https://provenant.dev/TrainingRun/v1");
-    let ext = &def["externalParameters"];
-    assert_eq!(ext["seed"], 42);
-    assert_eq!(ext["replicas"], 2);
-    assert_eq!(ext["hyperparameters"]["schedule"]["decay"], "cosine");
-    assert_eq!(
-        ext["accelerator"],
-        json!({"type": "nvidia-a100-80gb", "count": 4})
-    );
-    assert_eq!(
-        ext["env"][1]["valueFrom"]["secretKeyRef"]["name"], "hf",
-        "secret references, never values"
-    );
-    let int = &def["internalParameters"];
-    assert_eq!(int["namespace"], "ml-team");
-    assert_eq!(
-        int["scheduling"]["nodeSelector"]["nvidia.com/gpu.product"],
-        "NVIDIA-A100-SXM4-80GB"
-    );
-    assert_eq!(int["scheduling"]["nodeSelector"]["pool"], "training");
-    let deps = def["resolvedDependencies"].as_array().unwrap();
-    let dep = |name: &str| {
-        deps.iter()
-            .find(|d| d["name"] == name)
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
-    assert_eq!(
-        dep("image")["digest"]["sha256"],
-        "4f1c1a8e8f0a7c1d2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a"
-    );
-    assert_eq!(dep("image")["annotations"]["source"], json!(["observed"]));
-    assert_eq!(
-        dep("dataset:imagenet-subset")["annotations"]["source"],
-        json!(["declared"])
-    );
-    assert_eq!(
-        dep("dataset:augment-cache")["annotations"]["source"],
-        json!(["declared", "reported"])
-    );
-    assert_eq!(
-        dep("dataset:augment-cache")["digest"]["sha256"],
-        "5d41402abc4b2a76b9719d911017c592ae2b0c4e6f8a9b7c6d5e4f3a2b1c0d9e"
-    );
-    assert_eq!(
-        dep("code")["digest"]["gitCommit"],
-        "3f2c7e9a1b4d5c6e7f8091a2b3c4d5e6f7a8b9c0"
-    );
-    assert_eq!(
-        dep("code")["uri"],
-        "git+https://github.com/acme/train-resnet"
-    );
-    assert_eq!(
-        dep("baseModel")["digest"]["sha256"],
-        "1e2d3c4b5a69788f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"
-    );
-    let run = &s["predicate"]["runDetails"];
-    assert_eq!(run["builder"]["id"], "https://provenant.dev/controller/v1");
-    assert_eq!(
-        run["metadata"]["invocationId"],
-        "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
-    );
-    assert_eq!(run["metadata"]["startedOn"], "2026-11-20T10:00:00Z");
-    assert_eq!(run["metadata"]["finishedOn"], "2026-11-20T12:30:05Z");
-    let w0 = &run["byproducts"][0];
-    assert_eq!(w0["name"], "worker/resnet50-finetune-0");
-    assert_eq!(w0["annotations"]["observed"]["node"], "gpu-node-7");
-    assert_eq!(
-        w0["annotations"]["observed"]["accelerator"]["product"],
-        "NVIDIA-A100-SXM4-80GB"
-    );
-    assert_eq!(
-        w0["annotations"]["observed"]["accelerator"]["driverVersion"],
-        "535.104.05"
-    );
-    assert_eq!(w0["annotations"]["observed"]["exitCode"], 0);
-    assert_eq!(w0["annotations"]["reported"]["metrics"]["top1"], 0.812);
-    assert_eq!(
-        w0["digest"]["sha256"],
-        "aa11bb22cc33dd44ee55ff66aa77bb88cc99dd00ee11ff22aa33bb44cc55dd66"
-    );
-    assert!(
-        run["byproducts"][1]["annotations"]
-            .get("reported")
-            .is_none(),
-        "rank 1 reported nothing"
-    );
-}
-
-fn placement_of(run: &TrainingRun) -> provenant::config::Placement {
+fn placement_of(run: &TrainingRun) -> Placement {
     ControllerConfig::defaults()
         .placement(run.spec.accelerator.as_ref())
         .unwrap()
@@ -158,8 +40,459 @@ fn placement_of(run: &TrainingRun) -> provenant::config::Placement {
 
 fn builder() -> BuilderIdentity {
     BuilderIdentity {
-        id: "https://provenant.dev/controller/v1".into(),
+        id: provenance::DEFAULT_BUILDER_ID.into(),
         version: "0.1.0".into(),
+    }
+}
+
+fn statement() -> Statement {
+    let run = fixture();
+    provenance::statement_for_run(&run, &placement_of(&run), &builder()).unwrap()
+}
+
+/// The fixture as `provenant attest` records a run on a host (`local.rs`): one worker, `local`,
+/// on the host, no containers and no images, the host's GPUs as nvidia-smi gives them, the outputs
+/// packaged by attest rather than reported.
+fn local_run() -> TrainingRun {
+    let mut run = fixture();
+    let status = run.status.as_mut().unwrap();
+    status.materials.as_mut().unwrap().images.clear();
+    let mut worker = status.workers[0].clone();
+    worker.pod_name = "local".into();
+    worker.node_name = Some("ws-1".into());
+    worker.containers.clear();
+    worker.accelerator = Some(AcceleratorFacts {
+        product: Some("NVIDIA A100-SXM4-80GB".into()),
+        count: Some("8".into()),
+        memory: Some("81920".into()),
+        driver_version: Some("535.104.05".into()),
+        cuda_version: Some("12.2".into()),
+        ..AcceleratorFacts::default()
+    });
+    worker.report.as_mut().unwrap().outputs.clear();
+    status.workers = vec![worker];
+    run
+}
+
+fn local_invocation() -> LocalInvocation {
+    LocalInvocation {
+        host: json!({
+            "hostname": "ws-1", "os": "linux", "distribution": "Debian GNU/Linux 13 (trixie)",
+            "arch": "x86_64", "cpus": 16, "kernel": "6.12.48"
+        }),
+        working_directory: "/home/me/train-resnet".into(),
+        command: ["python", "-m", "train", "--epochs", "10"]
+            .map(String::from)
+            .to_vec(),
+        // The working tree is at the declared revision, clean.
+        code: Some((
+            "https://github.com/acme/train-resnet".into(),
+            "3f2c7e9a1b4d5c6e7f8091a2b3c4d5e6f7a8b9c0".into(),
+            false,
+        )),
+    }
+}
+
+fn local_statement() -> Statement {
+    let builder = BuilderIdentity {
+        id: provenance::DEFAULT_LOCAL_BUILDER_ID.into(),
+        version: "0.1.0".into(),
+    };
+    provenance::statement_for_local_run(&local_run(), &local_invocation(), &builder).unwrap()
+}
+
+/// Statement bytes as the golden files hold them: pretty-printed, every key sorted.
+fn pretty(bytes: &[u8]) -> String {
+    serde_json::to_string_pretty(&serde_json::from_slice::<Value>(bytes).unwrap()).unwrap() + "\n"
+}
+
+fn assert_golden(built: &Statement, path: &str) {
+    let bytes = built.to_bytes().unwrap();
+    assert_eq!(
+        bytes,
+        built.to_bytes().unwrap(),
+        "same run, different bytes"
+    );
+    let golden = std::fs::read_to_string(path).unwrap();
+    assert!(
+        pretty(&bytes) == golden,
+        "the statement differs from {path}:\n{}",
+        pretty(&bytes)
+    );
+}
+
+#[test]
+fn statement_matches_the_golden_file() {
+    assert_golden(&statement(), GOLDEN);
+}
+
+#[test]
+fn local_statement_matches_the_golden_file() {
+    assert_golden(&local_statement(), LOCAL_GOLDEN);
+}
+
+const MODEL: &str = "registry.example.com/models/resnet50-finetuned";
+const MODEL_HEX: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+const IMAGE_HEX: &str = "4f1c1a8e8f0a7c1d2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a";
+const IMAGENET_HEX: &str = "9b2f0a6e3c1d4b5a69788f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c";
+const CACHE_HEX: &str = "5d41402abc4b2a76b9719d911017c592ae2b0c4e6f8a9b7c6d5e4f3a2b1c0d9e";
+const BASE_HEX: &str = "1e2d3c4b5a69788f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a49";
+const COMMIT: &str = "3f2c7e9a1b4d5c6e7f8091a2b3c4d5e6f7a8b9c0";
+const REPORT_HEX: &str = "aa11bb22cc33dd44ee55ff66aa77bb88cc99dd00ee11ff22aa33bb44cc55dd66";
+
+fn image() -> String {
+    format!("ghcr.io/acme/train-resnet@sha256:{IMAGE_HEX}")
+}
+
+fn base_model() -> String {
+    format!("registry.example.com/models/resnet50-base@sha256:{BASE_HEX}")
+}
+
+/// `subject`: the output the workload reported and the controller resolved.
+fn expected_subject() -> Value {
+    json!([{"name": MODEL, "digest": {"sha256": MODEL_HEX}}])
+}
+
+/// `externalParameters`: the spec as submitted; `valueFrom` as the reference, never resolved.
+fn expected_external_parameters() -> Value {
+    json!({
+        "image": image(),
+        "command": ["python", "-m", "train"],
+        "args": ["--epochs", "10"],
+        "env": [
+            {"name": "NCCL_DEBUG", "value": "WARN"},
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+        ],
+        "replicas": 2,
+        "seed": 42,
+        "hyperparameters": {
+            "learningRate": 0.001, "batchSize": 256,
+            "schedule": {"warmupSteps": 500, "decay": "cosine"}
+        },
+        "accelerator": {"type": "nvidia-a100-80gb", "count": 4},
+        "datasets": [
+            {
+                "name": "imagenet-subset",
+                "uri": "gs://acme-datasets/imagenet/subset-2026-10",
+                "digest": format!("sha256:{IMAGENET_HEX}")
+            },
+            {"name": "augment-cache", "uri": "gs://acme-datasets/cache"}
+        ],
+        "baseModel": {"uri": base_model(), "digest": format!("sha256:{BASE_HEX}")},
+        "code": {"uri": "https://github.com/acme/train-resnet", "revision": COMMIT},
+        "output": {"repository": MODEL}
+    })
+}
+
+/// The `dataset:*` and `baseModel` entries of `resolvedDependencies`.
+fn expected_dataset_and_base_model_dependencies() -> Vec<Value> {
+    vec![
+        json!({
+            "name": "dataset:imagenet-subset",
+            "uri": "gs://acme-datasets/imagenet/subset-2026-10",
+            "digest": {"sha256": IMAGENET_HEX},
+            "annotations": {"source": ["declared"]}
+        }),
+        // Declared without a digest, reported with one: both sources, the reported digest.
+        json!({
+            "name": "dataset:augment-cache",
+            "uri": "gs://acme-datasets/cache",
+            "digest": {"sha256": CACHE_HEX},
+            "annotations": {"source": ["declared", "reported"]}
+        }),
+        json!({
+            "name": "baseModel",
+            "uri": base_model(),
+            "digest": {"sha256": BASE_HEX},
+            "annotations": {"source": ["declared"]}
+        }),
+    ]
+}
+
+/// What worker 0 reported.
+fn expected_report(outputs: Value) -> Value {
+    json!({
+        "metrics": {"top1": 0.812, "loss": 0.734},
+        "datasets": [{"name": "augment-cache", "digest": format!("sha256:{CACHE_HEX}")}],
+        "outputs": outputs
+    })
+}
+
+/// docs/provenance.md applied to the fixture, field by field.
+fn expected_statement() -> Value {
+    let mut dependencies = vec![json!({
+        "name": "image",
+        "uri": "oci://ghcr.io/acme/train-resnet",
+        "digest": {"sha256": IMAGE_HEX},
+        "annotations": {"source": ["observed"], "reference": image()}
+    })];
+    dependencies.extend(expected_dataset_and_base_model_dependencies());
+    dependencies.push(json!({
+        "name": "code",
+        "uri": "git+https://github.com/acme/train-resnet",
+        "digest": {"gitCommit": COMMIT},
+        "annotations": {"source": ["declared"]}
+    }));
+    let container = |image_id: bool| {
+        let mut c =
+            json!({"name": "trainer", "image": image(), "digest": format!("sha256:{IMAGE_HEX}")});
+        if image_id {
+            c["imageId"] = json!(image());
+        }
+        c
+    };
+    json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": expected_subject(),
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://provenant.dev/TrainingRun/v1",
+                "externalParameters": expected_external_parameters(),
+                "internalParameters": {
+                    "namespace": "ml-team",
+                    "serviceAccountName": "default",
+                    // The default nvidia-a100-80gb profile's, merged with the spec's nodeSelector.
+                    "scheduling": {
+                        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "pool": "training"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                        "acceleratorResource": {"name": "nvidia.com/gpu", "countPerWorker": 4}
+                    }
+                },
+                "resolvedDependencies": dependencies
+            },
+            "runDetails": {
+                "builder": {"id": "https://provenant.dev/controller/v1", "version": {"provenant": "0.1.0"}},
+                "metadata": {
+                    "invocationId": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
+                    "startedOn": "2026-11-20T10:00:00Z",
+                    "finishedOn": "2026-11-20T12:30:05Z"
+                },
+                "byproducts": [
+                    {
+                        "name": "worker/resnet50-finetune-0",
+                        "uri": "k8s://ml-team/pods/resnet50-finetune-0",
+                        "digest": {"sha256": REPORT_HEX},
+                        "mediaType": "application/json",
+                        "annotations": {
+                            "observed": {
+                                "rank": 0, "node": "gpu-node-7", "phase": "Succeeded", "exitCode": 0,
+                                "reason": "Completed",
+                                "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:29:58Z",
+                                "containers": [container(true)],
+                                "accelerator": {
+                                    "product": "NVIDIA-A100-SXM4-80GB", "count": "8", "memory": "81920",
+                                    "driverVersion": "535.104.05", "cudaVersion": "12.2",
+                                    "instanceType": "p4de.24xlarge",
+                                    "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "8"},
+                                    "allocated": 4
+                                }
+                            },
+                            "reported": expected_report(json!([format!("{MODEL}:v3@sha256:{MODEL_HEX}")]))
+                        }
+                    },
+                    // Reported nothing: no digest, no mediaType, no `reported`.
+                    {
+                        "name": "worker/resnet50-finetune-1",
+                        "uri": "k8s://ml-team/pods/resnet50-finetune-1",
+                        "annotations": {
+                            "observed": {
+                                "rank": 1, "node": "gpu-node-8", "phase": "Succeeded", "exitCode": 0,
+                                "reason": "Completed",
+                                "startedAt": "2026-11-20T10:00:13Z", "finishedAt": "2026-11-20T12:29:57Z",
+                                "containers": [container(false)],
+                                "accelerator": {"product": "NVIDIA-A100-SXM4-80GB", "count": "8", "allocated": 4}
+                            }
+                        }
+                    }
+                ]
+            }
+        }
+    })
+}
+
+/// The local variant of docs/provenance.md applied to [`local_run`] and [`local_invocation`].
+fn expected_local_statement() -> Value {
+    let mut dependencies = expected_dataset_and_base_model_dependencies();
+    // The working tree's HEAD, which the spec also declares; no image (the command ran on the
+    // host).
+    dependencies.push(json!({
+        "name": "code",
+        "uri": "git+https://github.com/acme/train-resnet",
+        "digest": {"gitCommit": COMMIT},
+        "annotations": {"source": ["declared", "observed"], "dirty": false}
+    }));
+    json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": expected_subject(),
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://provenant.dev/TrainingRun/local/v1",
+                "externalParameters": expected_external_parameters(),
+                "internalParameters": {
+                    "host": local_invocation().host,
+                    "workingDirectory": "/home/me/train-resnet",
+                    "command": ["python", "-m", "train", "--epochs", "10"]
+                },
+                "resolvedDependencies": dependencies
+            },
+            "runDetails": {
+                "builder": {"id": "https://provenant.dev/attest/v1", "version": {"provenant": "0.1.0"}},
+                "metadata": {
+                    "invocationId": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
+                    "startedOn": "2026-11-20T10:00:00Z",
+                    "finishedOn": "2026-11-20T12:30:05Z"
+                },
+                "byproducts": [{
+                    "name": "worker/local",
+                    "uri": "local://ws-1/local",
+                    "digest": {"sha256": REPORT_HEX},
+                    "mediaType": "application/json",
+                    "annotations": {
+                        "observed": {
+                            "rank": 0, "node": "ws-1", "phase": "Succeeded", "exitCode": 0,
+                            "reason": "Completed",
+                            "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:29:58Z",
+                            "containers": [],
+                            "accelerator": {
+                                "product": "NVIDIA A100-SXM4-80GB", "count": "8", "memory": "81920",
+                                "driverVersion": "535.104.05", "cudaVersion": "12.2"
+                            }
+                        },
+                        "reported": expected_report(json!([]))
+                    }
+                }]
+            }
+        }
+    })
+}
+
+/// `built`, read as JSON, equals `expected`; on failure, the first differing field is named.
+fn assert_same_json(built: &Statement, expected: &Value) {
+    let actual: Value = serde_json::from_slice(&built.to_bytes().unwrap()).unwrap();
+    if &actual == expected {
+        return;
+    }
+    fn first_difference(path: String, a: &Value, e: &Value) -> String {
+        match (a, e) {
+            (Value::Object(a), Value::Object(e)) => {
+                for key in a.keys().chain(e.keys()) {
+                    let (x, y) = (a.get(key), e.get(key));
+                    if x != y {
+                        let (x, y) = (x.unwrap_or(&Value::Null), y.unwrap_or(&Value::Null));
+                        return first_difference(format!("{path}.{key}"), x, y);
+                    }
+                }
+                path
+            }
+            (Value::Array(a), Value::Array(e)) if a.len() == e.len() => a
+                .iter()
+                .zip(e)
+                .enumerate()
+                .find(|(_, (x, y))| x != y)
+                .map(|(i, (x, y))| first_difference(format!("{path}[{i}]"), x, y))
+                .unwrap_or(path),
+            _ => format!("{path}: built {a}, expected {e}"),
+        }
+    }
+    panic!(
+        "the statement differs from the documented one at {}",
+        first_difference(String::new(), &actual, expected)
+    );
+}
+
+#[test]
+fn statement_is_the_documented_mapping_of_the_fixture() {
+    assert_same_json(&statement(), &expected_statement());
+}
+
+#[test]
+fn local_statement_is_the_documented_local_variant() {
+    assert_same_json(&local_statement(), &expected_local_statement());
+}
+
+/// The keys of the JSON object `text` in the order they are written (a `serde_json::Value` sorts
+/// them), each with its value's text.
+fn entries(text: &str) -> Vec<(String, &str)> {
+    let map: HashMap<String, &RawValue> = serde_json::from_str(text).unwrap();
+    let mut entries: Vec<(String, &str)> = map.into_iter().map(|(k, v)| (k, v.get())).collect();
+    // Each value is a slice of `text`: its address gives its position.
+    entries.sort_by_key(|(_, value)| value.as_ptr() as usize);
+    entries
+}
+
+fn keys(text: &str) -> Vec<String> {
+    entries(text).into_iter().map(|(k, _)| k).collect()
+}
+
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    entries(text)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .1
+}
+
+fn first(array: &str) -> &str {
+    serde_json::from_str::<Vec<&RawValue>>(array).unwrap()[0].get()
+}
+
+/// docs/provenance.md: "compact JSON, fields in the order below, object keys sorted".
+#[test]
+fn statement_fields_are_in_the_documented_order() {
+    for built in [statement(), local_statement()] {
+        let bytes = built.to_bytes().unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(!text.contains('\n') && !text.contains(": "), "compact");
+        assert_eq!(
+            keys(text),
+            ["_type", "subject", "predicateType", "predicate"]
+        );
+        assert_eq!(keys(first(field(text, "subject"))), ["name", "digest"]);
+        let predicate = field(text, "predicate");
+        assert_eq!(keys(predicate), ["buildDefinition", "runDetails"]);
+        let definition = field(predicate, "buildDefinition");
+        assert_eq!(
+            keys(definition),
+            [
+                "buildType",
+                "externalParameters",
+                "internalParameters",
+                "resolvedDependencies"
+            ]
+        );
+        let dependency = first(field(definition, "resolvedDependencies"));
+        assert_eq!(keys(dependency), ["name", "uri", "digest", "annotations"]);
+        let details = field(predicate, "runDetails");
+        assert_eq!(keys(details), ["builder", "metadata", "byproducts"]);
+        assert_eq!(keys(field(details, "builder")), ["id", "version"]);
+        assert_eq!(
+            keys(field(details, "metadata")),
+            ["invocationId", "startedOn", "finishedOn"]
+        );
+        let byproduct = first(field(details, "byproducts"));
+        assert_eq!(
+            keys(byproduct),
+            ["name", "uri", "digest", "mediaType", "annotations"]
+        );
+        // The objects whose content is provenant's own: sorted keys, at every depth.
+        for object in [
+            field(definition, "externalParameters"),
+            field(definition, "internalParameters"),
+            field(dependency, "annotations"),
+            field(byproduct, "annotations"),
+            field(field(byproduct, "annotations"), "observed"),
+            field(
+                field(field(byproduct, "annotations"), "observed"),
+                "accelerator",
+            ),
+        ] {
+            let keys = keys(object);
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "{object}");
+        }
     }
 }
 
@@ -285,191 +618,176 @@ fn maximal(run: &TrainingRun) -> TrainingRun {
     run
 }
 
-#[test]
-fn typed_builders_give_the_reference_bytes() {
-    let fixture = fixture();
-    let cpu = provenant::config::Placement {
+fn cpu() -> Placement {
+    Placement {
         resource: None,
         node_selector: BTreeMap::new(),
         tolerations: Vec::new(),
-    };
-    let variants = [
-        ("fixture", fixture.clone(), placement_of(&fixture)),
-        (
-            "64 workers",
-            with_workers(&fixture, 64),
-            placement_of(&fixture),
-        ),
-        ("minimal", minimal(&fixture), placement_of(&fixture)),
-        ("minimal on CPU", minimal(&fixture), cpu.clone()),
-        ("maximal", maximal(&fixture), placement_of(&fixture)),
-        ("maximal on CPU", maximal(&fixture), cpu),
-    ];
-    for (name, run, placement) in &variants {
-        let built = provenance::statement_for_run(run, placement, &builder()).unwrap();
-        let bytes = built.to_bytes();
-        // The objects written from typed views, byte for byte against the reference builder (the
-        // rest of the statement is plain serde structs, pinned by the golden file).
-        let namespace = run.metadata.namespace.as_deref().unwrap();
-        let status = run.status.as_ref().unwrap();
-        let definition = &built.predicate.build_definition;
-        let pairs = [
-            (
-                "externalParameters".to_string(),
-                definition.external_parameters.get().to_string(),
-                reference::external_parameters(&run.spec),
-            ),
-            (
-                "internalParameters".to_string(),
-                definition.internal_parameters.get().to_string(),
-                reference::internal_parameters(&run.spec, namespace, placement),
-            ),
-        ];
-        let workers = built
-            .predicate
-            .run_details
-            .byproducts
-            .iter()
-            .zip(reference::worker_annotations(status))
-            .enumerate()
-            .map(|(i, (b, r))| {
-                (
-                    format!("byproducts[{i}]"),
-                    b.annotations.get().to_string(),
-                    r,
-                )
-            });
-        assert_eq!(
-            built.predicate.run_details.byproducts.len(),
-            status.workers.len(),
-            "{name}"
-        );
-        for (field, typed, expected) in pairs.into_iter().chain(workers) {
-            let expected = serde_json::to_string(&expected).unwrap();
-            assert!(
-                typed == expected,
-                "{name}: {field} differs from the reference\n typed: {typed}\n   ref: {expected}"
-            );
-            assert!(
-                String::from_utf8_lossy(&bytes).contains(&typed),
-                "{name}: {field} is not in the statement as built"
-            );
-        }
-        assert!(
-            built.size_hint() >= bytes.len(),
-            "{name}: size hint {} < {} bytes",
-            built.size_hint(),
-            bytes.len()
-        );
-        // serde_json writes the same bytes (the pre-serialized objects verbatim), and its Value
-        // serializer reads them as JSON.
-        assert!(
-            serde_json::to_vec(&built).unwrap() == bytes,
-            "{name}: serde_json writes other bytes"
-        );
-        assert_eq!(
-            serde_json::to_value(&built).unwrap(),
-            serde_json::from_slice::<Value>(&bytes).unwrap(),
-            "{name}"
-        );
-        // Read back, the same statement (now plain JSON objects) gives the same bytes again.
-        let parsed: provenance::statement::Statement = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(
-            parsed.to_bytes(),
-            bytes,
-            "{name}: parsed statement re-serializes differently"
-        );
     }
 }
 
+/// Same run, same bytes; read back, the statement writes the same bytes again.
+fn assert_reproducible(name: &str, built: &Statement) {
+    let bytes = built.to_bytes().unwrap();
+    assert_eq!(bytes, built.to_bytes().unwrap(), "{name}");
+    let parsed: Statement = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        parsed.to_bytes().unwrap() == bytes,
+        "{name}: the statement read back writes other bytes"
+    );
+}
+
 #[test]
-fn typed_local_builder_gives_the_reference_bytes() {
+fn statements_of_every_shape_are_reproducible() {
     let fixture = fixture();
-    let host = json!({"hostname": "ws-1", "os": "linux", "arch": "x86_64", "cpus": 16});
-    let declared = fixture
-        .spec
-        .code
-        .as_ref()
-        .unwrap()
-        .revision
-        .clone()
-        .unwrap();
-    let invocations = [
-        LocalInvocation {
-            host: host.clone(),
-            working_directory: "/home/me/train".into(),
-            command: vec!["python".into(), "train.py".into()],
-            code: None,
-        },
-        LocalInvocation {
-            host: host.clone(),
-            working_directory: "/w".into(),
-            command: vec![],
-            code: Some((
-                "https://github.com/acme/train-resnet".into(),
-                declared,
-                false,
-            )),
-        },
-        LocalInvocation {
-            host: json!({"os": "linux"}),
-            working_directory: "/w".into(),
-            command: vec!["sh".into()],
-            code: Some(("git+ssh://git@host/x".into(), "0123".into(), true)),
-        },
-    ];
-    for run in [fixture.clone(), minimal(&fixture), maximal(&fixture)] {
-        for local in &invocations {
-            let built = provenance::statement_for_local_run(&run, local, &builder()).unwrap();
-            let bytes = String::from_utf8(built.to_bytes()).unwrap();
-            let definition = &built.predicate.build_definition;
-            // Sorted keys, as a `serde_json::Value` map writes them.
-            let internal = serde_json::to_string(&json!({
-                "host": local.host,
-                "workingDirectory": local.working_directory,
-                "command": local.command,
-            }))
-            .unwrap();
-            let external =
-                serde_json::to_string(&reference::external_parameters(&run.spec)).unwrap();
-            for (field, typed, expected) in [
-                (
-                    "internalParameters",
-                    definition.internal_parameters.get(),
-                    internal,
-                ),
-                (
-                    "externalParameters",
-                    definition.external_parameters.get(),
-                    external,
-                ),
-            ] {
-                assert!(
-                    typed == expected,
-                    "local {field} differs from the reference\n typed: {typed}\n   ref: {expected}"
-                );
-                assert!(bytes.contains(&format!("\"{field}\":{typed}")), "{bytes}");
-            }
-            let status = run.status.as_ref().unwrap();
-            for (b, r) in built
-                .predicate
-                .run_details
-                .byproducts
-                .iter()
-                .zip(reference::worker_annotations(status))
-            {
-                assert_eq!(b.annotations.get(), serde_json::to_string(&r).unwrap());
-            }
+    let placement = placement_of(&fixture);
+    for (name, run, placement) in [
+        ("fixture", fixture.clone(), placement.clone()),
+        ("64 workers", with_workers(&fixture, 64), placement.clone()),
+        ("minimal", minimal(&fixture), placement.clone()),
+        ("minimal on CPU", minimal(&fixture), cpu()),
+        ("maximal", maximal(&fixture), placement.clone()),
+        ("maximal on CPU", maximal(&fixture), cpu()),
+    ] {
+        let built = provenance::statement_for_run(&run, &placement, &builder()).unwrap();
+        assert_reproducible(name, &built);
+        for local in [
+            local_invocation(),
+            LocalInvocation {
+                host: json!({"os": "linux"}),
+                working_directory: "/w".into(),
+                command: vec![],
+                code: Some(("git+ssh://git@host/x".into(), "0123".into(), true)),
+            },
+        ] {
+            let built = provenance::statement_for_local_run(&run, &local, &builder()).unwrap();
+            assert_reproducible(name, &built);
         }
     }
+    assert_eq!(
+        provenance::statement_for_run(&with_workers(&fixture, 64), &placement, &builder())
+            .unwrap()
+            .predicate
+            .run_details
+            .byproducts
+            .len(),
+        64
+    );
+}
+
+fn json_of(built: &Statement) -> Value {
+    serde_json::from_slice(&built.to_bytes().unwrap()).unwrap()
+}
+
+#[test]
+fn absent_optional_fields_are_omitted() {
+    let run = minimal(&fixture());
+    let s = json_of(&provenance::statement_for_run(&run, &cpu(), &builder()).unwrap());
+    let definition = &s["predicate"]["buildDefinition"];
+    assert_eq!(
+        definition["externalParameters"],
+        json!({
+            "image": image(), "replicas": 2, "seed": 42, "hyperparameters": {},
+            "output": {"repository": MODEL}
+        })
+    );
+    assert_eq!(
+        definition["internalParameters"],
+        json!({"namespace": "ml-team", "serviceAccountName": "default", "scheduling": {}})
+    );
+    assert!(definition.get("resolvedDependencies").is_none(), "{s}");
+    let details = &s["predicate"]["runDetails"];
+    assert_eq!(
+        details["metadata"],
+        json!({"invocationId": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"})
+    );
+    assert_eq!(
+        details["byproducts"][1],
+        json!({
+            "name": "worker/resnet50-finetune-1",
+            "uri": "k8s://ml-team/pods/resnet50-finetune-1",
+            "annotations": {"observed": {"rank": 1, "containers": []}}
+        })
+    );
+}
+
+#[test]
+fn odd_values_are_written_as_documented() {
+    let fixture = fixture();
+    let run = maximal(&fixture);
+    let s =
+        json_of(&provenance::statement_for_run(&run, &placement_of(&fixture), &builder()).unwrap());
+    let definition = &s["predicate"]["buildDefinition"];
+    let scheduling = &definition["internalParameters"]["scheduling"];
+    // The run's nodeSelector wins over the profile's; tolerations: the profile's, then the run's.
+    assert_eq!(
+        scheduling["nodeSelector"],
+        json!({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "pool": "override", "zone": "eu\"west\\1"})
+    );
+    assert_eq!(
+        scheduling["tolerations"],
+        json!([
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute", "tolerationSeconds": 30}
+        ])
+    );
+    assert_eq!(
+        scheduling["resources"],
+        json!({"limits": {"cpu": "8", "memory": "64Gi"}, "requests": {"cpu": "4"}})
+    );
+    assert_eq!(
+        definition["internalParameters"]["serviceAccountName"],
+        "trainer"
+    );
+    assert_eq!(
+        definition["externalParameters"]["accelerator"],
+        json!({"type": "nvidia-a100-80gb", "count": 4, "topology": "2x2"})
+    );
+    assert_eq!(
+        definition["externalParameters"]["activeDeadlineSeconds"],
+        86_400
+    );
+    // A code URI already starting with git+ is kept as it is.
+    let code = definition["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "code")
+        .unwrap();
+    assert_eq!(code["uri"], "git+https://example.com/x");
+    // Timestamps: whole seconds, UTC, `Z`.
+    let details = &s["predicate"]["runDetails"];
+    assert_eq!(details["metadata"]["startedOn"], "0999-01-02T03:04:05Z");
+    assert_eq!(details["metadata"]["finishedOn"], "9999-12-28T12:26:40Z");
+    let worker = &details["byproducts"][1];
+    assert_eq!(
+        worker["uri"],
+        "k8s://ml-team/pods/pod-\u{e9}-\u{1F680}-\"q\"-\t"
+    );
+    let observed = &worker["annotations"]["observed"];
+    assert_eq!(observed["finishedAt"], "1000-01-01T00:00:00Z");
+    assert_eq!(observed["exitCode"], -1);
+    assert_eq!(observed["accelerator"]["labels"]["Z-upper"], "1");
+    assert_eq!(
+        observed["containers"][1]["imageId"],
+        "docker.io/x@sha256:11"
+    );
+    // Metrics: non-finite values as null, the others as the numbers they are.
+    let metrics = &worker["annotations"]["reported"]["metrics"];
+    assert_eq!(metrics["nan"], Value::Null);
+    assert_eq!(metrics["inf"], Value::Null);
+    assert_eq!(metrics["tiny"], 1e-300);
+    assert_eq!(metrics["whole"], 3.0);
+    assert_eq!(
+        details["byproducts"][0]["annotations"]["reported"],
+        json!({"metrics": {}, "datasets": [{"name": "augment-cache", "digest": format!("sha256:{CACHE_HEX}")}], "outputs": []})
+    );
 }
 
 #[test]
 fn runs_without_outputs_or_success_are_not_attested() {
     let mut run = fixture();
-    let placement = ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
-        .unwrap();
+    let placement = placement_of(&run);
     let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, Some("prod-eu1"));
     assert_eq!(builder.id, "https://provenant.dev/controller/v1/prod-eu1");
     run.status.as_mut().unwrap().outputs.clear();
@@ -484,171 +802,72 @@ fn runs_without_outputs_or_success_are_not_attested() {
     );
 }
 
-/// Independent check: the in-toto-attestation reference library parses the statement strictly into
-/// the Statement v1 and SLSA Provenance v1 protobufs and validates it.
-#[test]
-fn in_toto_attestation_accepts_the_statement() {
+/// `test/python/check_statement.py` on a statement: whether it accepts it, and what it said.
+fn check_statement(statement: &[u8]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("statement.json");
-    std::fs::write(&path, statement().to_bytes()).unwrap();
+    std::fs::write(&path, statement).unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../test/python/check_statement.py"
     );
-    let out = std::process::Command::new("python3")
+    let out = Command::new("python3")
         .args([script, path.to_str().unwrap()])
         .output()
         .expect("python3 is needed for the interop checks");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "in-toto-attestation is not installed: pip install -r test/python/requirements.txt\n{stderr}"
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        out.status.success(),
-        "in-toto-attestation refused the statement: {stdout}{stderr}"
+        !said.contains("ModuleNotFoundError"),
+        "in-toto-attestation is not installed: pip install -r test/python/requirements.txt\n{said}"
     );
+    (out.status.success(), said)
 }
 
-/// The Value-based builder the statement bytes were first defined by (before the typed predicate
-/// structs), kept as the reference: the typed builders must give the same bytes for any run.
-#[allow(dead_code, clippy::all)]
-/// The objects the typed views of `provenance/fields.rs` write, as the first builder made them:
-/// `serde_json::Value` maps, whose keys are sorted. The typed views must give the same bytes.
-mod reference {
-    use std::collections::BTreeMap;
+/// Independent check: the in-toto-attestation reference library parses each statement strictly
+/// into the Statement v1 and SLSA Provenance v1 protobufs and validates it.
+#[test]
+fn in_toto_attestation_accepts_the_statements() {
+    for built in [statement(), local_statement()] {
+        let (ok, said) = check_statement(&built.to_bytes().unwrap());
+        assert!(ok, "in-toto-attestation refused the statement: {said}");
+    }
+}
 
-    use provenant::api::{TrainingRunSpec, TrainingRunStatus};
-    use provenant::config::Placement;
-    use serde_json::{Value, json};
-
-    /// The run as submitted: everything the user controls.
-    pub fn external_parameters(spec: &TrainingRunSpec) -> BTreeMap<String, Value> {
-        let mut p = BTreeMap::new();
-        p.insert("image".into(), json!(spec.image));
-        if !spec.command.is_empty() {
-            p.insert("command".into(), json!(spec.command));
-        }
-        if !spec.args.is_empty() {
-            p.insert("args".into(), json!(spec.args));
-        }
-        if !spec.env.is_empty() {
-            // Values as written; `valueFrom` is recorded as the reference, never resolved.
-            p.insert("env".into(), json!(spec.env));
-        }
-        p.insert("replicas".into(), json!(spec.replicas));
-        p.insert("seed".into(), json!(spec.seed));
-        p.insert(
-            "hyperparameters".into(),
-            Value::Object(spec.hyperparameters.clone().unwrap_or_default()),
+/// The same check shown bad statements: each must be refused, for its own reason.
+#[test]
+fn in_toto_attestation_refuses_bad_statements() {
+    let good: Value = json_of(&statement());
+    let mut unknown_field = good.clone();
+    unknown_field["unexpectedField"] = json!(1);
+    let mut unknown_predicate_field = good.clone();
+    unknown_predicate_field["predicate"]["runDetails"]["unexpectedField"] = json!(1);
+    let mut subject_without_digest = good.clone();
+    subject_without_digest["subject"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("digest");
+    for (case, statement, reason) in [
+        ("an unknown field", unknown_field, "unexpectedField"),
+        (
+            "an unknown field in the predicate",
+            unknown_predicate_field,
+            "unexpectedField",
+        ),
+        (
+            "a subject without a digest",
+            subject_without_digest,
+            "digest required",
+        ),
+    ] {
+        let (ok, said) = check_statement(&serde_json::to_vec(&statement).unwrap());
+        assert!(!ok, "{case}: accepted\n{said}");
+        assert!(
+            said.starts_with("invalid:") && said.contains(reason),
+            "{case}: {said}"
         );
-        if let Some(acc) = &spec.accelerator {
-            p.insert("accelerator".into(), json!(acc));
-        }
-        if !spec.datasets.is_empty() {
-            p.insert("datasets".into(), json!(spec.datasets));
-        }
-        if let Some(base) = &spec.base_model {
-            p.insert("baseModel".into(), json!(base));
-        }
-        if let Some(code) = &spec.code {
-            p.insert("code".into(), json!(code));
-        }
-        p.insert("output".into(), json!(spec.output));
-        if let Some(secs) = spec.active_deadline_seconds {
-            p.insert("activeDeadlineSeconds".into(), json!(secs));
-        }
-        p
-    }
-
-    /// What the controller decided around the run: where and as whom it ran.
-    pub fn internal_parameters(
-        spec: &TrainingRunSpec,
-        namespace: &str,
-        placement: &Placement,
-    ) -> BTreeMap<String, Value> {
-        let mut p = BTreeMap::new();
-        p.insert("namespace".into(), json!(namespace));
-        p.insert(
-            "serviceAccountName".into(),
-            json!(
-                spec.service_account_name
-                    .clone()
-                    .unwrap_or_else(|| "default".into())
-            ),
-        );
-        // The scheduling constraints actually applied: the profile's merged with the run's own.
-        let mut node_selector = placement.node_selector.clone();
-        node_selector.extend(spec.node_selector.clone().unwrap_or_default());
-        let mut tolerations = placement.tolerations.clone();
-        tolerations.extend(spec.tolerations.clone().unwrap_or_default());
-        let mut scheduling = serde_json::Map::new();
-        if !node_selector.is_empty() {
-            scheduling.insert("nodeSelector".into(), json!(node_selector));
-        }
-        if !tolerations.is_empty() {
-            scheduling.insert("tolerations".into(), json!(tolerations));
-        }
-        if let Some((resource, count)) = &placement.resource {
-            scheduling.insert(
-                "acceleratorResource".into(),
-                json!({"name": resource, "countPerWorker": count}),
-            );
-        }
-        if let Some(resources) = &spec.resources {
-            scheduling.insert("resources".into(), json!(resources));
-        }
-        p.insert("scheduling".into(), Value::Object(scheduling));
-        p
-    }
-
-    fn rfc3339(t: &jiff::Timestamp) -> String {
-        // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
-        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    }
-
-    /// Each worker's byproduct annotations: what the controller observed (node, accelerator
-    /// facts, exit code, timings, images) apart from what the workload reported.
-    pub fn worker_annotations(status: &TrainingRunStatus) -> Vec<BTreeMap<String, Value>> {
-        status
-            .workers
-            .iter()
-            .map(|w| {
-                let mut observed = serde_json::Map::new();
-                observed.insert("rank".into(), json!(w.rank));
-                if let Some(node) = &w.node_name {
-                    observed.insert("node".into(), json!(node));
-                }
-                if let Some(phase) = &w.phase {
-                    observed.insert("phase".into(), json!(phase));
-                }
-                if let Some(code) = w.exit_code {
-                    observed.insert("exitCode".into(), json!(code));
-                }
-                if let Some(reason) = &w.reason {
-                    observed.insert("reason".into(), json!(reason));
-                }
-                if let Some(t) = &w.started_at {
-                    observed.insert("startedAt".into(), json!(rfc3339(&t.0)));
-                }
-                if let Some(t) = &w.finished_at {
-                    observed.insert("finishedAt".into(), json!(rfc3339(&t.0)));
-                }
-                if let Some(acc) = &w.accelerator {
-                    observed.insert("accelerator".into(), json!(acc));
-                }
-                observed.insert("containers".into(), json!(w.containers));
-                let mut annotations =
-                    BTreeMap::from([("observed".to_string(), Value::Object(observed))]);
-                if let Some(report) = &w.report {
-                    annotations.insert(
-                        "reported".into(),
-                        json!({"metrics": report.metrics, "datasets": report.datasets, "outputs": report.outputs}),
-                    );
-                }
-                annotations
-            })
-            .collect()
     }
 }

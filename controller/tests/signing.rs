@@ -1,5 +1,6 @@
 //! Signing seen from outside: DSSE envelopes verified by Python's securesystemslib (an
-//! independent implementation), and `provenant keys generate` as a user runs it.
+//! independent implementation), which must also refuse a tampered one, and `provenant keys
+//! generate` as a user runs it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +8,9 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use provenant::api::TrainingRun;
+use provenant::config::ControllerConfig;
+use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::{
     CosignKey, Envelope, IN_TOTO_PAYLOAD_TYPE, PublicKey, Signer, generate, load_from_secret_data,
     sign_envelope,
@@ -60,7 +64,7 @@ fn securesystemslib_verifies_our_envelope_and_rejects_tampering() {
     std::fs::write(&public_path, &keys.public_pem).expect("write pub");
 
     let good = dir.path().join("envelope.json");
-    std::fs::write(&good, envelope.to_json()).expect("write envelope");
+    std::fs::write(&good, envelope.to_json().expect("serialize")).expect("write envelope");
     let output = python_verify(&good, &public_path);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(
@@ -73,7 +77,7 @@ fn securesystemslib_verifies_our_envelope_and_rejects_tampering() {
     let mut tampered = envelope.clone();
     tampered.payload = STANDARD.encode(STATEMENT.replace("resnet", "resnes"));
     let bad = dir.path().join("tampered.json");
-    std::fs::write(&bad, tampered.to_json()).expect("write tampered");
+    std::fs::write(&bad, tampered.to_json().expect("serialize")).expect("write tampered");
     let output = python_verify(&bad, &public_path);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(
@@ -104,17 +108,65 @@ fn securesystemslib_verifies_an_envelope_without_keyid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let envelope_path = dir.path().join("envelope.json");
     let public_path = dir.path().join("cosign.pub");
-    std::fs::write(&envelope_path, envelope.to_json()).expect("write envelope");
+    std::fs::write(&envelope_path, envelope.to_json().expect("serialize")).expect("write envelope");
     std::fs::write(&public_path, key.public_key_pem()).expect("write pub");
     let output = python_verify(&envelope_path, &public_path);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+/// An envelope as the controller signs one (`attest::sign` of the fixture's statement).
+fn controller_envelope(key: &CosignKey) -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/succeeded-run.yaml"
+    ))
+    .expect("fixture");
+    let run: TrainingRun = serde_saphyr::from_str(&text).expect("fixture");
+    let placement = ControllerConfig::defaults()
+        .placement(run.spec.accelerator.as_ref())
+        .expect("placement");
+    let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
+    let statement = provenance::statement_for_run(&run, &placement, &builder).expect("statement");
+    provenant::attest::sign(&statement, key)
+        .expect("sign")
+        .envelope
+}
+
+#[test]
+fn securesystemslib_refuses_a_controller_envelope_with_one_payload_bit_flipped() {
+    let key = CosignKey::ephemeral().expect("key");
+    let signed = controller_envelope(&key);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public_path = dir.path().join("cosign.pub");
+    std::fs::write(&public_path, key.public_key_pem()).expect("write pub");
+
+    // The envelope as signed verifies: what fails below fails for the flipped bit.
+    let good = dir.path().join("envelope.json");
+    std::fs::write(&good, &signed).expect("write envelope");
+    let output = python_verify(&good, &public_path);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+
+    let mut envelope = Envelope::from_json(&signed).expect("parse");
+    let mut payload = envelope.payload_bytes().expect("payload");
+    let middle = payload.len() / 2;
+    payload[middle] ^= 0x01;
+    envelope.payload = STANDARD.encode(&payload);
+    let bad = dir.path().join("flipped.json");
+    std::fs::write(&bad, envelope.to_json().expect("serialize")).expect("write flipped");
+    let output = python_verify(&bad, &public_path);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("does not verify"),
+        "{}",
+        describe(&output)
+    );
 }
 
 #[test]
 fn envelope_json_round_trips_and_verifies_in_rust() {
     let key = CosignKey::ephemeral().expect("key");
     let envelope = sign_envelope(&key, IN_TOTO_PAYLOAD_TYPE, STATEMENT.as_bytes()).expect("sign");
-    let parsed = Envelope::from_json(&envelope.to_json()).expect("parse");
+    let parsed = Envelope::from_json(&envelope.to_json().expect("serialize")).expect("parse");
     let public = PublicKey::from_pem(key.public_key_pem()).expect("public key");
     let payload = provenant::signing::verify_envelope(&parsed, &public).expect("verify");
     assert_eq!(payload, STATEMENT.as_bytes());

@@ -1,140 +1,97 @@
-//! The JSON objects whose content is provenant's own (`externalParameters`, `internalParameters`,
-//! a worker's byproduct annotations) as typed views borrowing from the run: serialized once into a
-//! [`JsonObject`](super::statement::JsonObject) when the statement is built, without copying the
-//! run's strings or building `serde_json::Value` trees.
+//! The JSON objects whose content is provenant's own, one builder per field of the mapping table
+//! of DESIGN.md: [`external_parameters`], [`cluster_parameters`] and [`local_parameters`] (the
+//! `internalParameters` of a run in a cluster and on a host), [`worker_annotations`] (a worker's
+//! byproduct). docs/provenance.md documents every field.
 //!
-//! Every struct declares its fields in the byte order of their JSON names, so that its JSON is
-//! that of a sorted JSON object (docs/provenance.md: "object keys sorted"); the bytes are checked
-//! against a builder made of sorted `serde_json::Value` maps by
-//! `controller/tests/provenance_golden.rs`. The API types are destructured exhaustively: a field
-//! added to one of them is a compile error here, so that it is either recorded or deliberately
-//! left out of the provenance.
+//! Each builder fills a typed view of the run and turns it into a [`JsonMap`], whose keys are
+//! sorted (docs/provenance.md: "object keys sorted"), so the views declare their fields in the
+//! order the docs list them. The API types are destructured exhaustively: a field added to one of
+//! them is a compile error here, so that it is either recorded or deliberately left out of the
+//! provenance.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use serde::Serialize;
 use serde::ser::Error as _;
-use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use super::LocalInvocation;
+use super::statement::JsonMap;
 use crate::api::{
     AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetRef,
     NamedDigest, OutputSpec, ReportRecord, TrainingRunSpec, WorkerRecord,
 };
 use crate::config::Placement;
 
-/// The items of a slice, each serialized as the view `view` makes of it.
-struct Each<'a, T, V>(&'a [T], fn(&'a T) -> V);
-
-impl<T, V> Each<'_, T, V> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'a, T, V: Serialize> Serialize for Each<'a, T, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(self.1))
-    }
-}
-
-/// A type whose own serialization is not in sorted key order (Kubernetes API types), serialized
-/// through a `serde_json::Value`, whose maps are sorted.
-struct SortedJson<'a, T>(&'a T);
-
-impl<T: Serialize> Serialize for SortedJson<'_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serde_json::to_value(self.0)
-            .map_err(S::Error::custom)?
-            .serialize(serializer)
-    }
-}
-
-/// A timestamp as `runDetails` and the byproducts write it (see [`super::rfc3339`]).
-struct Rfc3339<'a>(&'a jiff::Timestamp);
-
-impl Serialize for Rfc3339<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buffer = [0u8; 20];
-        match super::rfc3339_into(self.0, &mut buffer) {
-            Some(text) => serializer.serialize_str(text),
-            None => serializer.serialize_str(&super::rfc3339(self.0)),
-        }
-    }
-}
-
-/// `hyperparameters`: the object as given, `{}` when none.
-struct Hyperparameters<'a>(Option<&'a serde_json::Map<String, Value>>);
-
-impl Serialize for Hyperparameters<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Some(map) => map.serialize(serializer),
-            None => serializer.collect_map(std::iter::empty::<(&str, &Value)>()),
-        }
+/// The JSON object of a typed view (a struct).
+fn to_object(view: &impl Serialize) -> serde_json::Result<JsonMap> {
+    match serde_json::to_value(view)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(serde_json::Error::custom(
+            "a view of the run is not a JSON object",
+        )),
     }
 }
 
 /// `externalParameters` of a TrainingRun: the run as submitted.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct ExternalParameters<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accelerator: Option<AcceleratorParameter<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    active_deadline_seconds: Option<i64>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    args: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base_model: Option<DigestUri<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<CodeParameter<'a>>,
+struct ExternalParameters<'a> {
+    image: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     command: &'a [String],
-    #[serde(skip_serializing_if = "Each::is_empty")]
-    datasets: Each<'a, DatasetRef, DatasetParameter<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    args: &'a [String],
     /// Values as written; `valueFrom` is recorded as the reference, never resolved.
-    #[serde(skip_serializing_if = "Each::is_empty")]
-    env: Each<
-        'a,
-        k8s_openapi::api::core::v1::EnvVar,
-        SortedJson<'a, k8s_openapi::api::core::v1::EnvVar>,
-    >,
-    hyperparameters: Hyperparameters<'a>,
-    image: &'a str,
-    output: OutputParameter<'a>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    env: &'a [EnvVar],
     replicas: i32,
     seed: i64,
+    /// The object as given, `{}` when none.
+    hyperparameters: JsonMap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accelerator: Option<AcceleratorParameter<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    datasets: Vec<DatasetParameter<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_model: Option<BaseModelParameter<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<CodeParameter<'a>>,
+    output: OutputParameter<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_deadline_seconds: Option<i64>,
 }
 
 #[derive(Serialize)]
 struct AcceleratorParameter<'a> {
+    #[serde(rename = "type")]
+    type_: &'a str,
     count: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     topology: Option<&'a str>,
-    #[serde(rename = "type")]
-    type_: &'a str,
-}
-
-#[derive(Serialize)]
-struct DigestUri<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    digest: Option<&'a str>,
-    uri: &'a str,
-}
-
-#[derive(Serialize)]
-struct CodeParameter<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revision: Option<&'a str>,
-    uri: &'a str,
 }
 
 #[derive(Serialize)]
 struct DatasetParameter<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    digest: Option<&'a str>,
     name: &'a str,
     uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct BaseModelParameter<'a> {
+    uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CodeParameter<'a> {
+    uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -142,7 +99,7 @@ struct OutputParameter<'a> {
     repository: &'a str,
 }
 
-pub(super) fn external_parameters(spec: &TrainingRunSpec) -> ExternalParameters<'_> {
+pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<JsonMap> {
     let accelerator = spec.accelerator.as_ref().map(|a| {
         let AcceleratorRequest {
             type_,
@@ -150,148 +107,147 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> ExternalParameters<
             topology,
         } = a;
         AcceleratorParameter {
+            type_,
             count: *count,
             topology: topology.as_deref(),
-            type_,
         }
     });
+    let datasets = spec
+        .datasets
+        .iter()
+        .map(|d| {
+            let DatasetRef { name, uri, digest } = d;
+            DatasetParameter {
+                name,
+                uri,
+                digest: digest.as_deref(),
+            }
+        })
+        .collect();
     let base_model = spec.base_model.as_ref().map(|b| {
         let BaseModelRef { uri, digest } = b;
-        DigestUri {
-            digest: digest.as_deref(),
+        BaseModelParameter {
             uri,
+            digest: digest.as_deref(),
         }
     });
     let code = spec.code.as_ref().map(|c| {
         let CodeRef { uri, revision } = c;
         CodeParameter {
-            revision: revision.as_deref(),
             uri,
+            revision: revision.as_deref(),
         }
     });
     let OutputSpec { repository } = &spec.output;
-    ExternalParameters {
-        accelerator,
-        active_deadline_seconds: spec.active_deadline_seconds,
-        args: &spec.args,
-        base_model,
-        code,
-        command: &spec.command,
-        datasets: Each(&spec.datasets, |d| {
-            let DatasetRef { name, uri, digest } = d;
-            DatasetParameter {
-                digest: digest.as_deref(),
-                name,
-                uri,
-            }
-        }),
-        env: Each(&spec.env, SortedJson),
-        hyperparameters: Hyperparameters(spec.hyperparameters.as_ref()),
+    to_object(&ExternalParameters {
         image: &spec.image,
-        output: OutputParameter { repository },
+        command: &spec.command,
+        args: &spec.args,
+        env: &spec.env,
         replicas: spec.replicas,
         seed: spec.seed,
-    }
+        hyperparameters: spec.hyperparameters.clone().unwrap_or_default(),
+        accelerator,
+        datasets,
+        base_model,
+        code,
+        output: OutputParameter { repository },
+        active_deadline_seconds: spec.active_deadline_seconds,
+    })
 }
 
 /// `internalParameters` of a run the controller ran: where and as whom.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct ClusterParameters<'a> {
+struct ClusterParameters<'a> {
     namespace: &'a str,
-    scheduling: Scheduling<'a>,
     service_account_name: &'a str,
+    scheduling: Scheduling<'a>,
 }
 
 /// The scheduling constraints actually applied to the worker pods.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Scheduling<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accelerator_resource: Option<AcceleratorResource<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     node_selector: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tolerations: Vec<&'a Toleration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    resources: Option<SortedJson<'a, k8s_openapi::api::core::v1::ResourceRequirements>>,
-    #[serde(skip_serializing_if = "Tolerations::is_empty")]
-    tolerations: Tolerations<'a>,
+    accelerator_resource: Option<AcceleratorResource<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<&'a ResourceRequirements>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AcceleratorResource<'a> {
-    count_per_worker: i32,
     name: &'a str,
+    count_per_worker: i32,
 }
 
-/// The profile's tolerations, then the run's.
-struct Tolerations<'a>(
-    &'a [k8s_openapi::api::core::v1::Toleration],
-    &'a [k8s_openapi::api::core::v1::Toleration],
-);
-
-impl Tolerations<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty() && self.1.is_empty()
-    }
-}
-
-impl Serialize for Tolerations<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().chain(self.1).map(SortedJson))
-    }
-}
-
-pub(super) fn cluster_parameters<'a>(
-    spec: &'a TrainingRunSpec,
-    namespace: &'a str,
-    placement: &'a Placement,
-) -> ClusterParameters<'a> {
+pub(super) fn cluster_parameters(
+    spec: &TrainingRunSpec,
+    namespace: &str,
+    placement: &Placement,
+) -> serde_json::Result<JsonMap> {
     // The profile's node selector merged with the run's own (the run's wins).
-    let mut node_selector: BTreeMap<&str, &str> = placement
+    let node_selector = placement
         .node_selector
         .iter()
+        .chain(spec.node_selector.iter().flatten())
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    node_selector.extend(
-        spec.node_selector
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    ClusterParameters {
+    // The profile's tolerations, then the run's.
+    let tolerations = placement
+        .tolerations
+        .iter()
+        .chain(spec.tolerations.iter().flatten())
+        .collect();
+    to_object(&ClusterParameters {
         namespace,
+        service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
         scheduling: Scheduling {
+            node_selector,
+            tolerations,
             accelerator_resource: placement.resource.as_ref().map(|(name, count)| {
                 AcceleratorResource {
-                    count_per_worker: *count,
                     name,
+                    count_per_worker: *count,
                 }
             }),
-            node_selector,
-            resources: spec.resources.as_ref().map(SortedJson),
-            tolerations: Tolerations(
-                &placement.tolerations,
-                spec.tolerations.as_deref().unwrap_or_default(),
-            ),
+            resources: spec.resources.as_ref(),
         },
-        service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
-    }
+    })
 }
 
 /// `internalParameters` of a run `provenant attest` ran on a host.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct LocalParameters<'a> {
-    pub command: &'a [String],
-    pub host: &'a Value,
-    pub working_directory: &'a str,
+struct LocalParameters<'a> {
+    host: &'a Value,
+    working_directory: &'a str,
+    command: &'a [String],
+}
+
+pub(super) fn local_parameters(local: &LocalInvocation) -> serde_json::Result<JsonMap> {
+    let LocalInvocation {
+        host,
+        working_directory,
+        command,
+        code: _, // a resolved dependency, not a parameter
+    } = local;
+    to_object(&LocalParameters {
+        host,
+        working_directory,
+        command,
+    })
 }
 
 /// The annotations of a worker's byproduct: what the controller observed apart from what the
 /// workload reported.
 #[derive(Serialize)]
-pub(super) struct WorkerAnnotations<'a> {
+struct WorkerAnnotations<'a> {
     observed: ObservedWorker<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reported: Option<ReportedWorker<'a>>,
@@ -300,71 +256,88 @@ pub(super) struct WorkerAnnotations<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ObservedWorker<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accelerator: Option<Accelerator<'a>>,
-    containers: Each<'a, ContainerRecord, Container<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<Rfc3339<'a>>,
+    rank: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     phase: Option<&'a str>,
-    rank: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<Rfc3339<'a>>,
-}
-
-/// A node's accelerator facts.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Accelerator<'a> {
+    started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    allocated: Option<i64>,
+    finished_at: Option<String>,
+    containers: Vec<Container<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cuda_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    driver_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    instance_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    product: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tpu_topology: Option<&'a str>,
+    accelerator: Option<Accelerator<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Container<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    digest: Option<&'a str>,
+    name: &'a str,
     image: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     image_id: Option<&'a str>,
-    name: &'a str,
+}
+
+/// A node's accelerator facts when the worker finished.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accelerator<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cuda_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpu_topology: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_type: Option<&'a str>,
+    /// Every accelerator label of the node, verbatim.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocated: Option<i64>,
 }
 
 /// The workload's report (all three keys always present).
 #[derive(Serialize)]
 struct ReportedWorker<'a> {
-    datasets: Each<'a, NamedDigest, Digest<'a>>,
+    /// Evaluation metrics; a non-finite value is written as `null`.
     metrics: &'a BTreeMap<String, f64>,
+    datasets: Vec<ReportedDataset<'a>>,
     outputs: &'a [String],
 }
 
 #[derive(Serialize)]
-struct Digest<'a> {
-    digest: &'a str,
+struct ReportedDataset<'a> {
     name: &'a str,
+    digest: &'a str,
+}
+
+fn container(c: &ContainerRecord) -> Container<'_> {
+    let ContainerRecord {
+        name,
+        image,
+        digest,
+        image_id,
+    } = c;
+    Container {
+        name,
+        image,
+        digest: digest.as_deref(),
+        image_id: image_id.as_deref(),
+    }
 }
 
 fn accelerator(facts: &AcceleratorFacts) -> Accelerator<'_> {
@@ -380,30 +353,15 @@ fn accelerator(facts: &AcceleratorFacts) -> Accelerator<'_> {
         labels,
     } = facts;
     Accelerator {
-        allocated: *allocated,
+        product: product.as_deref(),
         count: count.as_deref(),
-        cuda_version: cuda_version.as_deref(),
+        memory: memory.as_deref(),
         driver_version: driver_version.as_deref(),
+        cuda_version: cuda_version.as_deref(),
+        tpu_topology: tpu_topology.as_deref(),
         instance_type: instance_type.as_deref(),
         labels,
-        memory: memory.as_deref(),
-        product: product.as_deref(),
-        tpu_topology: tpu_topology.as_deref(),
-    }
-}
-
-fn container(c: &ContainerRecord) -> Container<'_> {
-    let ContainerRecord {
-        name,
-        image,
-        digest,
-        image_id,
-    } = c;
-    Container {
-        digest: digest.as_deref(),
-        image,
-        image_id: image_id.as_deref(),
-        name,
+        allocated: *allocated,
     }
 }
 
@@ -414,11 +372,14 @@ fn reported(report: &ReportRecord) -> ReportedWorker<'_> {
         metrics,
     } = report;
     ReportedWorker {
-        datasets: Each(datasets, |d| {
-            let NamedDigest { name, digest } = d;
-            Digest { digest, name }
-        }),
         metrics,
+        datasets: datasets
+            .iter()
+            .map(|d| {
+                let NamedDigest { name, digest } = d;
+                ReportedDataset { name, digest }
+            })
+            .collect(),
         outputs,
     }
 }
@@ -426,7 +387,7 @@ fn reported(report: &ReportRecord) -> ReportedWorker<'_> {
 /// The annotations of `w`'s byproduct. Not recorded there: `pod_name` and `report_digest` (the
 /// descriptor's name and digest) and `report_error` (why a report was refused; the run's
 /// conditions carry it).
-pub(super) fn worker_annotations(w: &WorkerRecord) -> WorkerAnnotations<'_> {
+pub(super) fn worker_annotations(w: &WorkerRecord) -> serde_json::Result<JsonMap> {
     let WorkerRecord {
         pod_name: _,
         rank,
@@ -442,18 +403,18 @@ pub(super) fn worker_annotations(w: &WorkerRecord) -> WorkerAnnotations<'_> {
         report,
         report_error: _,
     } = w;
-    WorkerAnnotations {
+    to_object(&WorkerAnnotations {
         observed: ObservedWorker {
-            accelerator: facts.as_ref().map(accelerator),
-            containers: Each(containers, container),
-            exit_code: *exit_code,
-            finished_at: finished_at.as_ref().map(|t| Rfc3339(&t.0)),
+            rank: *rank,
             node: node_name.as_deref(),
             phase: phase.as_deref(),
-            rank: *rank,
+            exit_code: *exit_code,
             reason: reason.as_deref(),
-            started_at: started_at.as_ref().map(|t| Rfc3339(&t.0)),
+            started_at: started_at.as_ref().map(|t| super::rfc3339(&t.0)),
+            finished_at: finished_at.as_ref().map(|t| super::rfc3339(&t.0)),
+            containers: containers.iter().map(container).collect(),
+            accelerator: facts.as_ref().map(accelerator),
         },
         reported: report.as_ref().map(reported),
-    }
+    })
 }

@@ -4,21 +4,20 @@
 //!
 //! The builders are split by what they fill, as in the mapping table of DESIGN.md:
 //! [`external_parameters`], [`internal_parameters`], [`resolved_dependencies`], [`byproducts`],
-//! [`subjects`].
+//! [`subjects`]; the objects whose content is provenant's own are built in `fields.rs`.
 
 mod fields;
-pub(crate) mod json;
 pub mod statement;
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use crate::config::Placement;
 use statement::{
-    BuildDefinition, BuildMetadata, Builder, Byproduct, JsonObject, Provenance, ResourceDescriptor,
-    RunDetails, SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
+    BuildDefinition, BuildMetadata, Builder, JsonMap, Provenance, ResourceDescriptor, RunDetails,
+    SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
 };
 
 /// buildType of runs executed by the controller (a stable contract, docs/provenance.md).
@@ -79,6 +78,8 @@ pub enum ProvenanceError {
     NotSucceeded,
     #[error("the run has no {0}")]
     Missing(&'static str),
+    #[error("cannot write {field} of the statement as JSON: {reason}")]
+    Unserializable { field: &'static str, reason: String },
 }
 
 impl ProvenanceError {
@@ -88,6 +89,7 @@ impl ProvenanceError {
             ProvenanceError::NoOutputs => "NoOutputs",
             ProvenanceError::NotSucceeded => "NotSucceeded",
             ProvenanceError::Missing(_) => "InvalidRun",
+            ProvenanceError::Unserializable { .. } => "StatementUnserializable",
         }
     }
 }
@@ -97,7 +99,7 @@ fn run_details(
     builder: &BuilderIdentity,
     invocation_id: String,
     status: &TrainingRunStatus,
-    byproducts: Vec<Byproduct>,
+    byproducts: Vec<ResourceDescriptor>,
 ) -> RunDetails {
     RunDetails {
         builder: Builder {
@@ -152,15 +154,15 @@ pub fn statement_for_run(
         predicate: Provenance {
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
-                external_parameters: external_parameters(&run.spec),
-                internal_parameters: internal_parameters(&run.spec, &namespace, placement),
+                external_parameters: external_parameters(&run.spec)?,
+                internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status),
             },
             run_details: run_details(
                 builder,
                 uid,
                 status,
-                byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}")),
+                byproducts(status, |pod| format!("k8s://{namespace}/pods/{pod}"))?,
             ),
         },
     })
@@ -174,11 +176,7 @@ pub fn statement_for_local_run(
     builder: &BuilderIdentity,
 ) -> Result<Statement, ProvenanceError> {
     let (status, subject, uid) = attestable(run)?;
-    let internal = object(&fields::LocalParameters {
-        command: &local.command,
-        host: &local.host,
-        working_directory: &local.working_directory,
-    });
+    let internal = object("internalParameters", fields::local_parameters(local))?;
     let mut deps = resolved_dependencies(&run.spec, status);
     if let Some((uri, commit, dirty)) = &local.code {
         // Observed beats declared here: the commit the working tree is at (attest refuses to run
@@ -186,9 +184,9 @@ pub fn statement_for_local_run(
         deps.retain(|d| d.name.as_deref() != Some("code"));
         let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
         let source = if declared {
-            json!(["declared", "observed"])
+            Value::from(vec!["declared", "observed"])
         } else {
-            json!(["observed"])
+            Value::from(vec!["observed"])
         };
         let uri = if uri.starts_with("git+") {
             uri.clone()
@@ -199,9 +197,9 @@ pub fn statement_for_local_run(
             name: Some("code".into()),
             uri: Some(uri),
             digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
-            annotations: BTreeMap::from([
+            annotations: JsonMap::from_iter([
                 ("source".into(), source),
-                ("dirty".into(), json!(dirty)),
+                ("dirty".into(), Value::Bool(*dirty)),
             ]),
             ..Default::default()
         });
@@ -219,7 +217,7 @@ pub fn statement_for_local_run(
         predicate: Provenance {
             build_definition: BuildDefinition {
                 build_type: LOCAL_BUILD_TYPE.into(),
-                external_parameters: external_parameters(&run.spec),
+                external_parameters: external_parameters(&run.spec)?,
                 internal_parameters: internal,
                 resolved_dependencies: deps,
             },
@@ -227,7 +225,7 @@ pub fn statement_for_local_run(
                 builder,
                 uid,
                 status,
-                byproducts(status, |worker| format!("local://{host}/{worker}")),
+                byproducts(status, |worker| format!("local://{host}/{worker}"))?,
             ),
         },
     })
@@ -235,57 +233,18 @@ pub fn statement_for_local_run(
 
 fn rfc3339(t: &jiff::Timestamp) -> String {
     // Whole seconds, UTC, `Z`: what the API server stores and what every verifier parses.
-    let mut buffer = [0u8; 20];
-    match rfc3339_into(t, &mut buffer) {
-        Some(text) => text.to_string(),
-        None => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    }
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// [`rfc3339`] written into `buffer` for the four-digit years of every real timestamp (the same
-/// bytes as strftime's, which parses its format on every call); `None` for other years.
-fn rfc3339_into<'b>(t: &jiff::Timestamp, buffer: &'b mut [u8; 20]) -> Option<&'b str> {
-    let dt = jiff::tz::Offset::UTC.to_datetime(*t);
-    let year = u16::try_from(dt.year())
-        .ok()
-        .filter(|y| (1000..=9999).contains(y))?;
-    let two = |n: i8| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    let [m0, m1] = two(dt.month());
-    let [d0, d1] = two(dt.day());
-    let [h0, h1] = two(dt.hour());
-    let [i0, i1] = two(dt.minute());
-    let [s0, s1] = two(dt.second());
-    let digit = |n: u16| b'0' + (n % 10) as u8;
-    *buffer = [
-        digit(year / 1000),
-        digit(year / 100),
-        digit(year / 10),
-        digit(year),
-        b'-',
-        m0,
-        m1,
-        b'-',
-        d0,
-        d1,
-        b'T',
-        h0,
-        h1,
-        b':',
-        i0,
-        i1,
-        b':',
-        s0,
-        s1,
-        b'Z',
-    ];
-    std::str::from_utf8(buffer).ok()
-}
-
-/// The JSON object of a typed view of the run (`fields.rs`).
-fn object<T: serde::Serialize>(fields: &T) -> JsonObject {
-    // Views of strings, integers, floats (non-finite ones become null) and string-keyed maps:
-    // serialization cannot fail.
-    JsonObject::from_fields(fields).expect("a view of the run serializes to a JSON object")
+/// A builder's object, or the error that kept it from being written.
+fn object(
+    field: &'static str,
+    built: serde_json::Result<JsonMap>,
+) -> Result<JsonMap, ProvenanceError> {
+    built.map_err(|e| ProvenanceError::Unserializable {
+        field,
+        reason: e.to_string(),
+    })
 }
 
 /// `sha256:<hex>` → `{"sha256": "<hex>"}`.
@@ -310,8 +269,8 @@ pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
 }
 
 /// The run as submitted: everything the user controls.
-pub fn external_parameters(spec: &TrainingRunSpec) -> JsonObject {
-    object(&fields::external_parameters(spec))
+pub fn external_parameters(spec: &TrainingRunSpec) -> Result<JsonMap, ProvenanceError> {
+    object("externalParameters", fields::external_parameters(spec))
 }
 
 /// What the controller decided around the run: where and as whom it ran.
@@ -319,30 +278,26 @@ pub fn internal_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
-) -> JsonObject {
-    object(&fields::cluster_parameters(spec, namespace, placement))
+) -> Result<JsonMap, ProvenanceError> {
+    object(
+        "internalParameters",
+        fields::cluster_parameters(spec, namespace, placement),
+    )
 }
 
 fn sources(list: &[Source]) -> Value {
-    Value::Array(
-        list.iter()
-            .map(|s| {
-                Value::String(
-                    match s {
-                        Source::Declared => "declared",
-                        Source::Observed => "observed",
-                        Source::Reported => "reported",
-                    }
-                    .to_string(),
-                )
-            })
-            .collect(),
-    )
+    list.iter()
+        .map(|s| match s {
+            Source::Declared => "declared",
+            Source::Observed => "observed",
+            Source::Reported => "reported",
+        })
+        .collect()
 }
 
 /// `["<source>"]`.
 fn one_source(source: &str) -> Value {
-    Value::Array(vec![Value::String(source.to_string())])
+    Value::from(vec![source])
 }
 
 /// Container images (observed), datasets (declared and/or reported), base model and code
@@ -358,9 +313,9 @@ pub fn resolved_dependencies(
             name: Some("image".into()),
             uri: Some(format!("oci://{repository}")),
             digest: digest_map(&image.digest),
-            annotations: BTreeMap::from([
+            annotations: JsonMap::from_iter([
                 ("source".into(), one_source("observed")),
-                ("reference".into(), Value::String(image.image.clone())),
+                ("reference".into(), Value::from(image.image.as_str())),
             ]),
             ..Default::default()
         });
@@ -370,7 +325,7 @@ pub fn resolved_dependencies(
             name: Some(format!("dataset:{}", d.name)),
             uri: d.uri.clone(),
             digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: BTreeMap::from([("source".into(), sources(&d.sources))]),
+            annotations: JsonMap::from_iter([("source".into(), sources(&d.sources))]),
             ..Default::default()
         });
     }
@@ -379,7 +334,7 @@ pub fn resolved_dependencies(
             name: Some("baseModel".into()),
             uri: Some(base.uri.clone()),
             digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: BTreeMap::from([("source".into(), one_source("declared"))]),
+            annotations: JsonMap::from_iter([("source".into(), one_source("declared"))]),
             ..Default::default()
         });
     }
@@ -397,7 +352,7 @@ pub fn resolved_dependencies(
                 .as_ref()
                 .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
                 .unwrap_or_default(),
-            annotations: BTreeMap::from([("source".into(), one_source("declared"))]),
+            annotations: JsonMap::from_iter([("source".into(), one_source("declared"))]),
             ..Default::default()
         });
     }
@@ -407,24 +362,29 @@ pub fn resolved_dependencies(
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
 /// timings, images) apart from what the workload reported (metrics), and the digest of the
 /// worker's termination message.
-pub fn byproducts(status: &TrainingRunStatus, uri_of: impl Fn(&str) -> String) -> Vec<Byproduct> {
+pub fn byproducts(
+    status: &TrainingRunStatus,
+    uri_of: impl Fn(&str) -> String,
+) -> Result<Vec<ResourceDescriptor>, ProvenanceError> {
     status
         .workers
         .iter()
-        .map(|w| Byproduct {
-            name: Some(format!("worker/{}", w.pod_name)),
-            // The pod, as a reference (every descriptor needs a uri or a digest).
-            uri: Some(uri_of(&w.pod_name)),
-            digest: w
-                .report_digest
-                .as_deref()
-                .map(digest_map)
-                .unwrap_or_default(),
-            media_type: w
-                .report_digest
-                .as_ref()
-                .map(|_| "application/json".to_string()),
-            annotations: object(&fields::worker_annotations(w)),
+        .map(|w| {
+            Ok(ResourceDescriptor {
+                name: Some(format!("worker/{}", w.pod_name)),
+                // The pod, as a reference (every descriptor needs a uri or a digest).
+                uri: Some(uri_of(&w.pod_name)),
+                digest: w
+                    .report_digest
+                    .as_deref()
+                    .map(digest_map)
+                    .unwrap_or_default(),
+                media_type: w
+                    .report_digest
+                    .as_ref()
+                    .map(|_| "application/json".to_string()),
+                annotations: object("byproducts", fields::worker_annotations(w))?,
+            })
         })
         .collect()
 }

@@ -19,8 +19,9 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::context::{Context, Error, kube_err};
 use super::queue::Next;
-use super::{Context, Error, kube_err, now, publish, upsert, write_status};
+use super::status::{now, publish, write_status};
 use crate::api::{ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus};
 use crate::attest::{self, SignedRecord};
 use crate::labels;
@@ -109,6 +110,18 @@ impl Attestor {
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
     }
+}
+
+/// [`super::decide::upsert`] at the current time.
+fn upsert(
+    status: &mut TrainingRunStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    super::decide::upsert(status, type_, value, reason, message, generation, &now());
 }
 
 /// Name of the ConfigMap holding a run's signed record.
@@ -438,7 +451,7 @@ async fn sign_and_persist(
                 &mut status,
                 PROVENANCE_SIGNED,
                 "False",
-                "SigningFailed",
+                e.reason(),
                 &e.to_string(),
                 generation,
             );
@@ -567,7 +580,7 @@ async fn existing_record(
     else {
         return Ok(None);
     };
-    if !super::owned_by(&cm, run) {
+    if !super::workers::owned_by(&cm, run) {
         return Ok(None);
     }
     let data = cm.data.unwrap_or_default();

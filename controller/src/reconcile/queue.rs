@@ -124,7 +124,11 @@ async fn step(
     let span = info_span!("provenance", namespace = %namespace, run = %run.name_any());
     let status = run.status.clone().unwrap_or_default();
     // The run may have moved on since it was queued (attached, or provenance switched off).
-    let Some(attestor) = super::owes_provenance(&status, &ctx) else {
+    let Some(attestor) = ctx
+        .attestor
+        .as_deref()
+        .filter(|_| super::decide::owes_provenance(&status, true))
+    else {
         return (key, Next::Done);
     };
     let next = match super::provenance::attest_run(&run, &namespace, &ctx, attestor)

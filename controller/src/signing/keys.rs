@@ -67,18 +67,13 @@ impl PublicKey {
             key: name.to_string(),
             reason: problem.to_string(),
         })?;
-        if block.label != PUBLIC_KEY_PEM_LABEL {
+        if block.tag() != PUBLIC_KEY_PEM_LABEL {
             return Err(SigningError::InvalidPublicKey {
                 key: name.to_string(),
-                reason: format!("found a PEM block labelled {:?}", block.label),
+                reason: format!("found a PEM block labelled {:?}", block.tag()),
             });
         }
-        Self::from_spki_der_named(name, &block.contents)
-    }
-
-    /// A DER-encoded SubjectPublicKeyInfo.
-    pub fn from_spki_der(spki_der: &[u8]) -> Result<Self, SigningError> {
-        Self::from_spki_der_named("public key", spki_der)
+        Self::from_spki_der_named(name, block.contents())
     }
 
     fn from_spki_der_named(name: &str, spki_der: &[u8]) -> Result<Self, SigningError> {
@@ -175,11 +170,11 @@ impl CosignKey {
             key: name.to_string(),
             reason: problem.to_string(),
         })?;
-        let pkcs8 = match block.label.as_str() {
+        let pkcs8 = match block.tag() {
             SIGSTORE_PRIVATE_KEY_PEM_LABEL | COSIGN_PRIVATE_KEY_PEM_LABEL => {
-                decrypt(name, &block.contents, password)?
+                decrypt(name, block.contents(), password)?
             }
-            PRIVATE_KEY_PEM_LABEL if password.is_empty() => block.contents,
+            PRIVATE_KEY_PEM_LABEL if password.is_empty() => block.contents().to_vec(),
             PRIVATE_KEY_PEM_LABEL => {
                 return Err(SigningError::UnexpectedPassword {
                     key: name.to_string(),
@@ -403,7 +398,7 @@ mod tests {
     #[test]
     fn generated_private_key_is_cosign_json() {
         let block = pem::parse(shared_keys().private_pem.as_bytes()).expect("pem");
-        let json: serde_json::Value = serde_json::from_slice(&block.contents).expect("json");
+        let json: serde_json::Value = serde_json::from_slice(block.contents()).expect("json");
         assert_eq!(json["kdf"]["name"], "scrypt");
         assert_eq!(json["kdf"]["params"]["N"], 32768);
         assert_eq!(json["kdf"]["params"]["r"], 8);
@@ -478,7 +473,7 @@ mod tests {
     fn unencrypted_pkcs8_needs_an_empty_password() {
         // The unencrypted PKCS#8 of the shared key, as `openssl pkcs8 -topk8 -nocrypt` writes it.
         let block = pem::parse(shared_keys().private_pem.as_bytes()).expect("pem");
-        let pkcs8 = kdf::decrypt(&block.contents, PASSWORD).expect("decrypt");
+        let pkcs8 = kdf::decrypt(block.contents(), PASSWORD).expect("decrypt");
         let plain = pem::encode("PRIVATE KEY", &pkcs8);
         let key = CosignKey::from_pem("key.pem", plain.as_bytes(), b"").expect("loads");
         assert_eq!(key.key_id(), shared_keys().key_id);

@@ -12,8 +12,7 @@ mod pem;
 pub mod simple_signing;
 
 pub use dsse::{
-    Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, pae_header_room, sign_envelope,
-    sign_envelope_json, sign_envelope_json_in_place, verify_envelope,
+    Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, sign_envelope, verify_envelope,
 };
 pub use keys::{
     CosignKey, GeneratedKeys, PublicKey, SECRET_PASSWORD, SECRET_PRIVATE_KEY, SECRET_PUBLIC_KEY,
@@ -68,6 +67,8 @@ pub enum SigningError {
     InvalidSignature { key_id: String },
     #[error("not a DSSE envelope: {0}")]
     InvalidEnvelope(String),
+    #[error("cannot serialize the DSSE envelope: {0}")]
+    EnvelopeJson(#[source] serde_json::Error),
     #[error("DSSE envelope field {field} is not valid base64: {source}")]
     EnvelopeBase64 {
         field: String,

@@ -1,22 +1,26 @@
 //! Model packaging: a model directory as an OCI 1.1 artifact (docs/registry-layout.md "Model
-//! artifacts"). The same files always give the same manifest bytes, hence the same digest: that
-//! digest is the model's identity in the provenance.
+//! artifacts"), and pushing it over a [`Transport`]. The same files always give the same
+//! manifest bytes, hence the same digest: that digest is the model's identity in the provenance.
 //!
 //! The format is the test bed's (`provenant_testbed::registry::Registry::push_model`): an OCI image
 //! manifest with `artifactType` [`MODEL_ARTIFACT_TYPE`], the empty config, one
 //! [`MODEL_FILE_MEDIA_TYPE`] layer per file titled with its relative path; no annotations, no
 //! timestamps; compact JSON with keys sorted.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
+use oci_spec::image::{Descriptor, Digest, ImageManifestBuilder, MediaType};
 use serde_json::Value;
 
-use super::oci::{
-    self, Descriptor, EMPTY_BLOB, ImageManifest, OCI_EMPTY_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
-use super::registry::op;
-use super::{ResolvedArtifact, StorageError};
+use super::error::StorageError;
+use super::oci::{self, EMPTY_BLOB, OCI_EMPTY_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
+use super::op;
+use super::reference::is_valid_tag;
+use super::store::ResolvedArtifact;
+use super::transport::{Blob, Transport};
 use crate::hashing::FileDigest;
+use crate::observe::sha256_digest;
 
 /// `artifactType` of a model artifact.
 pub const MODEL_ARTIFACT_TYPE: &str = "application/vnd.provenant.model.v1";
@@ -27,22 +31,16 @@ pub const MODEL_FILE_MEDIA_TYPE: &str = "application/octet-stream";
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 
 /// One file of a model and its layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFile {
     /// Where the content is read from.
     pub path: PathBuf,
-    /// The layer: digest and size as hashed, title = relative path.
-    pub descriptor: Descriptor,
-}
-
-impl ModelFile {
-    /// The relative path, `/`-separated.
-    pub fn title(&self) -> &str {
-        self.descriptor
-            .annotations
-            .get(TITLE_ANNOTATION)
-            .map_or("", String::as_str)
-    }
+    /// The relative path, `/`-separated (the layer's title).
+    pub title: String,
+    /// `sha256:<hex>` as hashed.
+    pub digest: String,
+    /// Size in bytes as hashed.
+    pub size: u64,
 }
 
 /// A model directory packaged as an OCI artifact: its layers (sorted by relative path) and the
@@ -91,25 +89,27 @@ impl ModelArtifact {
                     f.size
                 )));
             }
-            let descriptor = Descriptor::new(MODEL_FILE_MEDIA_TYPE, f.digest.clone(), f.size)
-                .with_annotation(TITLE_ANNOTATION, &title);
-            layers.push(ModelFile { path, descriptor });
+            layers.push(ModelFile {
+                path,
+                title,
+                digest: f.digest.clone(),
+                size: f.size,
+            });
         }
         // Sorted by the title's bytes: any implementation can reproduce the order.
-        layers.sort_by(|a, b| a.title().cmp(b.title()));
-        if let Some(w) = layers.windows(2).find(|w| w[0].title() == w[1].title()) {
-            return Err(bad(format!("{} is listed twice", w[0].title())));
+        layers.sort_by(|a, b| a.title.cmp(&b.title));
+        if let Some(w) = layers.windows(2).find(|w| w[0].title == w[1].title) {
+            return Err(bad(format!("{} is listed twice", w[0].title)));
         }
-        let manifest = ImageManifest {
-            artifact_type: Some(MODEL_ARTIFACT_TYPE.to_string()),
-            layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
-            ..ImageManifest::cosign(Descriptor::of(OCI_EMPTY_MEDIA_TYPE, EMPTY_BLOB))
-        };
-        let manifest = serde_json::to_value(&manifest)
-            .and_then(|v| canonical_json(&v))
-            .map_err(|e| bad(format!("serializing the manifest: {e}")))?;
+        let manifest = manifest(&layers)
+            .map_err(|e| bad(format!("building the manifest: {e}")))
+            .and_then(|m| {
+                serde_json::to_value(&m)
+                    .and_then(|v| canonical_json(&v))
+                    .map_err(|e| bad(format!("serializing the manifest: {e}")))
+            })?;
         Ok(ModelArtifact {
-            digest: oci::sha256_digest(&manifest),
+            digest: sha256_digest(&manifest),
             files: layers,
             manifest,
         })
@@ -138,6 +138,88 @@ impl ModelArtifact {
             size: self.manifest.len() as u64,
         }
     }
+
+    /// Stores it: the empty config, every file blob not yet there (streamed), then the manifest
+    /// under `tag` (or by digest only).
+    pub(crate) async fn push(
+        &self,
+        t: &dyn Transport,
+        tag: Option<&str>,
+    ) -> Result<ResolvedArtifact, StorageError> {
+        if let Some(tag) = tag
+            && !is_valid_tag(tag)
+        {
+            return Err(StorageError::permanent(
+                op::INPUT,
+                t.tag_ref(tag),
+                "invalid tag (want [A-Za-z0-9_][A-Za-z0-9._-]{0,127})",
+            ));
+        }
+        let mut ensured = HashSet::new();
+        let empty = sha256_digest(EMPTY_BLOB);
+        ensure_blob(t, &empty, Blob::Bytes(EMPTY_BLOB), &mut ensured).await?;
+        for file in &self.files {
+            let blob = Blob::File {
+                path: &file.path,
+                size: file.size,
+            };
+            ensure_blob(t, &file.digest, blob, &mut ensured).await?;
+        }
+        let resolved = self.resolved();
+        t.put_manifest(
+            tag.unwrap_or(&resolved.digest),
+            &resolved.media_type,
+            &self.manifest,
+        )
+        .await?;
+        tracing::debug!(reference = %t.digest_ref(&resolved.digest), tag, "model pushed");
+        Ok(resolved)
+    }
+}
+
+/// The model manifest: the empty config, one titled layer per file (key order does not matter:
+/// the bytes are [`canonical_json`]).
+fn manifest(files: &[ModelFile]) -> Result<oci_spec::image::ImageManifest, oci_spec::OciSpecError> {
+    let layers = files
+        .iter()
+        .map(|f| {
+            let mut layer = Descriptor::new(
+                MediaType::from(MODEL_FILE_MEDIA_TYPE),
+                f.size,
+                Digest::try_from(f.digest.as_str())?,
+            );
+            layer.set_annotations(Some(HashMap::from([(
+                TITLE_ANNOTATION.to_string(),
+                f.title.clone(),
+            )])));
+            Ok(layer)
+        })
+        .collect::<Result<Vec<_>, oci_spec::OciSpecError>>()?;
+    ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::from(MODEL_ARTIFACT_TYPE))
+        .config(oci::spec_descriptor(OCI_EMPTY_MEDIA_TYPE, EMPTY_BLOB)?)
+        .layers(layers)
+        .build()
+}
+
+/// Makes sure blob `digest` exists: checked, and stored only when missing. `ensured` remembers
+/// blobs checked during this push (two files with the same content are one blob).
+async fn ensure_blob(
+    t: &dyn Transport,
+    digest: &str,
+    blob: Blob<'_>,
+    ensured: &mut HashSet<String>,
+) -> Result<(), StorageError> {
+    if ensured.contains(digest) {
+        return Ok(());
+    }
+    if !t.blob_exists(digest).await? {
+        t.put_blob(digest, blob).await?;
+    }
+    ensured.insert(digest.to_string());
+    Ok(())
 }
 
 /// `a/b/c` from a relative path of normal components; `None` for anything else (absolute,
@@ -197,7 +279,7 @@ mod tests {
     use super::*;
 
     fn digest_of(bytes: &[u8]) -> String {
-        oci::sha256_digest(bytes)
+        sha256_digest(bytes)
     }
 
     fn fixture() -> (tempfile::TempDir, Vec<FileDigest>) {
@@ -223,17 +305,13 @@ mod tests {
         files.reverse();
         let b = ModelArtifact::new(dir.path(), &files).unwrap();
         assert_eq!(a, b);
-        let titles: Vec<_> = a.files().iter().map(ModelFile::title).collect();
+        let titles: Vec<_> = a.files().iter().map(|f| f.title.as_str()).collect();
         assert_eq!(titles, ["a-b", "sub/b.json", "z.bin"]);
-        let text = std::str::from_utf8(a.manifest()).unwrap();
-        assert!(
-            text.starts_with(r#"{"artifactType":"application/vnd.provenant.model.v1","config":{"digest":"sha256:44136fa3"#),
-            "{text}"
+        // The bytes provenant has always written: the model digest must not change.
+        assert_eq!(
+            std::str::from_utf8(a.manifest()).unwrap(),
+            r#"{"artifactType":"application/vnd.provenant.model.v1","config":{"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","mediaType":"application/vnd.oci.empty.v1+json","size":2},"layers":[{"annotations":{"org.opencontainers.image.title":"a-b"},"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","mediaType":"application/octet-stream","size":0},{"annotations":{"org.opencontainers.image.title":"sub/b.json"},"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","mediaType":"application/octet-stream","size":2},{"annotations":{"org.opencontainers.image.title":"z.bin"},"digest":"sha256:4a60bf7d4bc1e485744cf7e8d0860524752fca1ce42331be7c439fd23043f151","mediaType":"application/octet-stream","size":2}],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#
         );
-        assert!(text.ends_with(
-            r#""mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#
-        ));
-        assert!(text.contains(r#"{"annotations":{"org.opencontainers.image.title":"sub/b.json"},"digest":"sha256:44136fa3"#));
         assert_eq!(a.digest(), digest_of(a.manifest()));
         assert_eq!(a.resolved().size, a.manifest().len() as u64);
     }

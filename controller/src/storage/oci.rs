@@ -1,21 +1,34 @@
-//! OCI image-spec / distribution-spec and cosign wire types, with the specs' field names, and the
-//! pure functions that build and update the manifests provenant writes (docs/registry-layout.md).
+//! What provenant writes, as bytes: the OCI image-spec / distribution-spec and cosign media
+//! types, annotations and tag names, and the documents (docs/registry-layout.md).
 //!
-//! Manifests are always produced by serializing these structs: the bytes are deterministic (fixed
-//! field order, sorted maps, no timestamps), so the same input gives the same digest. Unknown
-//! fields of manifests written by other tools are kept (`extra`) when provenant appends to them.
+//! The OCI 1.1 referrer, which provenant writes whole, is an [`oci_spec`] manifest (so is the
+//! model manifest, `model.rs`, and whatever is only read: the referrers API list, referrer
+//! manifests). The documents provenant reads, edits and writes back — the cosign `.att` / `.sig`
+//! manifests, the referrers fallback index, a layout's `index.json` — are the small
+//! [`Manifest`], [`Index`] and [`Descriptor`] below instead, because `oci_spec` 0.10 cannot write
+//! them back unchanged: its annotations are a `HashMap`, serialized in a new order per process
+//! (the `.att` layer has two, so its digest would change from run to run); its descriptors put
+//! `annotations` before `artifactType` (every fallback-index and `index.json` entry would change
+//! bytes); and it drops fields it does not know, which other tools' documents may carry.
+//!
+//! Every document is serialized from typed values: fixed field order, sorted maps, no
+//! timestamps, so the same input gives the same digest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use oci_spec::OciSpecError;
+use oci_spec::image::{
+    Descriptor as SpecDescriptor, Digest, ImageManifest as SpecManifest, ImageManifestBuilder,
+    MediaType,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
+
+use crate::observe::sha256_digest;
 
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Config media type of cosign's `.att` / `.sig` manifests.
 pub const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 /// OCI 1.1 empty descriptor media type; its content is [`EMPTY_BLOB`].
@@ -33,16 +46,14 @@ pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 /// in-toto layers), so `oras discover` / the referrers list can filter without fetching blobs.
 pub const IN_TOTO_PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
 
-/// Media types asked for when fetching manifests.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+/// The minimal OCI image config provenant gives the `.att` / `.sig` manifests it creates (the
+/// config media type cosign uses). Constant on purpose: one blob per repository, uploaded once,
+/// instead of a new config per append. `diff_ids` stays empty: these manifests are not runnable
+/// images and cosign reads the layers from the manifest, not from the config. Bytes rather than
+/// an `oci_spec` config, which would write `config` before `rootfs` and so change the digest
+/// already stored in registries.
+pub const COSIGN_CONFIG: &[u8] =
+    br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
 
 /// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
 pub fn sha256_hex(digest: &str) -> Option<&str> {
@@ -65,6 +76,67 @@ pub fn referrers_tag(hex: &str) -> String {
     format!("sha256-{hex}")
 }
 
+// ----- documents provenant writes whole (oci_spec) -------------------------------------------
+
+/// The `oci_spec` descriptor of `bytes` as `media_type`.
+pub fn spec_descriptor(media_type: &str, bytes: &[u8]) -> Result<SpecDescriptor, OciSpecError> {
+    Ok(SpecDescriptor::new(
+        media_type.into(),
+        bytes.len() as u64,
+        Digest::try_from(sha256_digest(bytes))?,
+    ))
+}
+
+/// The OCI 1.1 referrer carrying one DSSE envelope about the subject manifest (`media_type`,
+/// `digest`, `size`, as the store resolved it). Each annotation map has one entry, so the
+/// `HashMap` order cannot vary.
+pub fn referrer(
+    subject: (&str, &str, u64),
+    envelope: &[u8],
+    predicate_type: &str,
+) -> Result<SpecManifest, OciSpecError> {
+    let (media_type, digest, size) = subject;
+    let predicate = HashMap::from([(
+        IN_TOTO_PREDICATE_TYPE_ANNOTATION.to_string(),
+        predicate_type.to_string(),
+    )]);
+    let mut layer = spec_descriptor(DSSE_MEDIA_TYPE, envelope)?;
+    layer.set_annotations(Some(predicate.clone()));
+    ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::from(IN_TOTO_ARTIFACT_TYPE))
+        .config(spec_descriptor(OCI_EMPTY_MEDIA_TYPE, EMPTY_BLOB)?)
+        .layers(vec![layer])
+        .subject(SpecDescriptor::new(
+            media_type.into(),
+            size,
+            Digest::try_from(digest)?,
+        ))
+        .annotations(predicate)
+        .build()
+}
+
+/// The fallback-index entry for a referrer manifest: its descriptor with `artifactType` and the
+/// manifest's annotations, as the referrers API would list it.
+pub fn referrer_entry(manifest: &SpecManifest, bytes: &[u8]) -> Descriptor {
+    let mut d = Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, bytes);
+    let artifact_type = manifest
+        .artifact_type()
+        .as_ref()
+        .unwrap_or(manifest.config().media_type());
+    d.artifact_type = Some(artifact_type.to_string());
+    d.annotations = manifest
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    d
+}
+
+// ----- documents read, edited and written back (lossless) ------------------------------------
+
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -73,7 +145,7 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// An OCI content descriptor.
+/// An OCI content descriptor that keeps what it does not model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -116,10 +188,11 @@ impl Descriptor {
     }
 }
 
-/// An OCI image manifest (also reads Docker v2 schema 2, which has the same shape).
+/// An image manifest under a cosign tag (also reads Docker v2 schema 2, which has the same
+/// shape), kept whole when provenant appends a layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ImageManifest {
+pub struct Manifest {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
@@ -140,10 +213,40 @@ pub struct ImageManifest {
     pub extra: Map<String, Value>,
 }
 
-/// An OCI image index; the referrers API response and the tag-schema fallback are indexes.
+impl Manifest {
+    /// An empty cosign `.att` / `.sig` manifest with the given config.
+    pub fn cosign(config: Descriptor) -> Self {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST_MEDIA_TYPE.to_string()),
+            artifact_type: None,
+            config,
+            layers: Vec::new(),
+            subject: None,
+            annotations: BTreeMap::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds `layer` unless `same` says an existing layer already is it; returns whether it was
+    /// added. Existing layers are kept in order.
+    pub fn append_layer(
+        &mut self,
+        layer: Descriptor,
+        same: impl Fn(&Descriptor, &Descriptor) -> bool,
+    ) -> bool {
+        if self.layers.iter().any(|l| same(l, &layer)) {
+            return false;
+        }
+        self.layers.push(layer);
+        true
+    }
+}
+
+/// An image index: the referrers fallback index, a layout's `index.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ImageIndex {
+pub struct Index {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
@@ -163,135 +266,29 @@ pub struct ImageIndex {
     pub extra: Map<String, Value>,
 }
 
-/// `rootfs` of an image config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub diff_ids: Vec<String>,
-}
-
-/// The minimal OCI image config provenant gives the `.att` / `.sig` manifests it creates (the
-/// config media type cosign uses). Constant on purpose: one blob per repository, uploaded once,
-/// instead of a new config per append. `diff_ids` stays empty: these manifests are not runnable
-/// images and cosign reads the layers from the manifest, not from the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    pub architecture: String,
-    pub os: String,
-    pub rootfs: RootFs,
-    pub config: Map<String, Value>,
-}
-
-impl ImageConfig {
-    pub fn cosign_empty() -> Self {
-        ImageConfig {
-            architecture: String::new(),
-            os: String::new(),
-            rootfs: RootFs {
-                kind: "layers".to_string(),
-                diff_ids: Vec::new(),
-            },
-            config: Map::new(),
-        }
-    }
-}
-
-/// The distribution-spec error body: `{"errors":[{"code","message","detail"}]}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ErrorResponse {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub errors: Vec<RegistryError>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RegistryError {
-    #[serde(default)]
-    pub code: String,
-    #[serde(default)]
-    pub message: String,
-}
-
-impl ErrorResponse {
-    /// The error codes in a registry error body (empty when it is not one).
-    pub fn codes(body: &[u8]) -> Vec<String> {
-        serde_json::from_slice::<ErrorResponse>(body)
-            .map(|r| r.errors.into_iter().map(|e| e.code).collect())
-            .unwrap_or_default()
-    }
-
-    /// `CODE: message; CODE: message`, or `None` when the body is not a registry error.
-    pub fn summary(body: &[u8]) -> Option<String> {
-        let parsed: ErrorResponse = serde_json::from_slice(body).ok()?;
-        if parsed.errors.is_empty() {
-            return None;
-        }
-        Some(
-            parsed
-                .errors
-                .iter()
-                .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                    (false, false) => format!("{}: {}", e.code, e.message),
-                    (false, true) => e.code.clone(),
-                    _ => e.message.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    }
-}
-
-/// The serialized bytes of a wire type (deterministic for the structs of this module).
-pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(value)
-}
-
-impl ImageManifest {
-    /// An empty cosign `.att` / `.sig` manifest with the given config.
-    pub fn cosign(config: Descriptor) -> Self {
-        ImageManifest {
+impl Index {
+    pub fn empty() -> Self {
+        Index {
             schema_version: 2,
-            media_type: Some(OCI_MANIFEST_MEDIA_TYPE.to_string()),
+            media_type: Some(OCI_INDEX_MEDIA_TYPE.to_string()),
             artifact_type: None,
-            config,
-            layers: Vec::new(),
+            manifests: Vec::new(),
             subject: None,
             annotations: BTreeMap::new(),
             extra: Map::new(),
         }
     }
 
-    /// The OCI 1.1 referrer carrying one DSSE envelope about `subject`.
-    pub fn referrer(subject: Descriptor, envelope: &[u8], predicate_type: &str) -> Self {
-        ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST_MEDIA_TYPE.to_string()),
-            artifact_type: Some(IN_TOTO_ARTIFACT_TYPE.to_string()),
-            config: Descriptor::of(OCI_EMPTY_MEDIA_TYPE, EMPTY_BLOB),
-            layers: vec![
-                Descriptor::of(DSSE_MEDIA_TYPE, envelope)
-                    .with_annotation(IN_TOTO_PREDICATE_TYPE_ANNOTATION, predicate_type),
-            ],
-            subject: Some(subject),
-            annotations: BTreeMap::from([(
-                IN_TOTO_PREDICATE_TYPE_ANNOTATION.to_string(),
-                predicate_type.to_string(),
-            )]),
-            extra: Map::new(),
-        }
+    pub fn contains(&self, digest: &str) -> bool {
+        self.manifests.iter().any(|m| m.digest == digest)
     }
 
-    /// Adds `layer` unless `same` says an existing layer already is it; returns whether it was
-    /// added. Existing layers are kept in order.
-    pub fn append_layer(
-        &mut self,
-        layer: Descriptor,
-        same: impl Fn(&Descriptor, &Descriptor) -> bool,
-    ) -> bool {
-        if self.layers.iter().any(|l| same(l, &layer)) {
+    /// Adds `entry` unless an entry with its digest is listed; returns whether it was added.
+    pub fn add(&mut self, entry: Descriptor) -> bool {
+        if self.contains(&entry.digest) {
             return false;
         }
-        self.layers.push(layer);
+        self.manifests.push(entry);
         true
     }
 }
@@ -322,57 +319,20 @@ pub fn same_signature(a: &Descriptor, b: &Descriptor) -> bool {
             == b.annotations.get(COSIGN_SIGNATURE_ANNOTATION)
 }
 
-impl ImageIndex {
-    pub fn empty() -> Self {
-        ImageIndex {
-            schema_version: 2,
-            media_type: Some(OCI_INDEX_MEDIA_TYPE.to_string()),
-            artifact_type: None,
-            manifests: Vec::new(),
-            subject: None,
-            annotations: BTreeMap::new(),
-            extra: Map::new(),
-        }
-    }
-
-    pub fn contains(&self, digest: &str) -> bool {
-        self.manifests.iter().any(|m| m.digest == digest)
-    }
-
-    /// Adds `entry` unless an entry with its digest is listed; returns whether it was added.
-    pub fn add(&mut self, entry: Descriptor) -> bool {
-        if self.contains(&entry.digest) {
-            return false;
-        }
-        self.manifests.push(entry);
-        true
-    }
-}
-
-/// The fallback-index entry for a referrer manifest: its descriptor with `artifactType` and the
-/// manifest's annotations, as the referrers API would list it.
-pub fn referrer_entry(manifest: &ImageManifest, bytes: &[u8]) -> Descriptor {
-    let mut d = Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, bytes);
-    d.artifact_type = manifest
-        .artifact_type
-        .clone()
-        .or_else(|| Some(manifest.config.media_type.clone()));
-    d.annotations = manifest.annotations.clone();
-    d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const SLSA: &str = "https://slsa.dev/provenance/v1";
+    const ENVELOPE: &[u8] = br#"{"payload":1}"#;
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
 
     #[test]
     fn digests_and_tags() {
-        assert_eq!(
-            sha256_digest(b"{}"),
-            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
         assert_eq!(sha256_hex(&format!("sha256:{HEX}")), Some(HEX));
         assert_eq!(sha256_hex(&format!("sha256:{}", HEX.to_uppercase())), None);
         assert_eq!(sha256_hex("sha256:abc"), None);
@@ -383,22 +343,70 @@ mod tests {
     }
 
     #[test]
-    fn referrer_manifest_is_deterministic_and_shaped() {
-        let subject = Descriptor::new(OCI_MANIFEST_MEDIA_TYPE, format!("sha256:{HEX}"), 42);
-        let a = to_bytes(&ImageManifest::referrer(subject.clone(), b"env", "p")).unwrap();
-        let b = to_bytes(&ImageManifest::referrer(subject, b"env", "p")).unwrap();
-        assert_eq!(a, b);
-        let v: Value = serde_json::from_slice(&a).unwrap();
-        assert_eq!(v["schemaVersion"], 2);
-        assert_eq!(v["mediaType"], OCI_MANIFEST_MEDIA_TYPE);
-        assert_eq!(v["artifactType"], IN_TOTO_ARTIFACT_TYPE);
-        assert_eq!(v["config"]["mediaType"], OCI_EMPTY_MEDIA_TYPE);
-        assert_eq!(v["config"]["size"], 2);
-        assert_eq!(v["layers"][0]["mediaType"], DSSE_MEDIA_TYPE);
-        assert_eq!(v["layers"][0]["digest"], sha256_digest(b"env"));
-        assert_eq!(v["subject"]["digest"], format!("sha256:{HEX}"));
-        assert_eq!(v["subject"]["size"], 42);
-        assert!(v["subject"].get("artifactType").is_none());
+    fn media_types_are_the_specs() {
+        for (ours, spec) in [
+            (OCI_MANIFEST_MEDIA_TYPE, MediaType::ImageManifest),
+            (OCI_INDEX_MEDIA_TYPE, MediaType::ImageIndex),
+            (OCI_CONFIG_MEDIA_TYPE, MediaType::ImageConfig),
+            (OCI_EMPTY_MEDIA_TYPE, MediaType::EmptyJSON),
+        ] {
+            assert_eq!(ours, spec.to_string());
+        }
+    }
+
+    /// The bytes provenant has always written: a digest already in a registry must not change.
+    #[test]
+    fn cosign_manifests_keep_their_bytes() {
+        assert_eq!(
+            sha256_digest(COSIGN_CONFIG),
+            "sha256:9c133b8b94b574a9ee4e1603941fd03fb13edd0949b83c9d0262c15b7345a0fe"
+        );
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(COSIGN_CONFIG).unwrap();
+        assert!(config.rootfs().diff_ids().is_empty());
+
+        let mut att = Manifest::cosign(Descriptor::of(OCI_CONFIG_MEDIA_TYPE, COSIGN_CONFIG));
+        assert!(att.append_layer(attestation_layer(ENVELOPE, SLSA), same_attestation));
+        assert_eq!(
+            text(&serde_json::to_vec(&att).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:9c133b8b94b574a9ee4e1603941fd03fb13edd0949b83c9d0262c15b7345a0fe","size":80},"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:536d58551392d10c4bc2ad887f1c4f50d5ab021f6c04e62f42a417be26d5bc4c","size":13,"annotations":{"dev.cosignproject.cosign/signature":"","predicateType":"https://slsa.dev/provenance/v1"}}]}"#
+        );
+
+        let mut sig = Manifest::cosign(Descriptor::of(OCI_CONFIG_MEDIA_TYPE, COSIGN_CONFIG));
+        assert!(sig.append_layer(
+            signature_layer(br#"{"critical":{}}"#, "MEQCIB1=="),
+            same_signature
+        ));
+        assert_eq!(
+            text(&serde_json::to_vec(&sig).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:9c133b8b94b574a9ee4e1603941fd03fb13edd0949b83c9d0262c15b7345a0fe","size":80},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:39a046f1e0078959a6b16296eac96ad6da16ed5e79c69d398bfe11d975e9afaf","size":15,"annotations":{"dev.cosignproject.cosign/signature":"MEQCIB1=="}}]}"#
+        );
+    }
+
+    #[test]
+    fn referrer_and_fallback_index_keep_their_bytes() {
+        let subject = (OCI_MANIFEST_MEDIA_TYPE, &*format!("sha256:{HEX}"), 492);
+        let manifest = referrer(subject, ENVELOPE, SLSA).unwrap();
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        assert_eq!(
+            text(&bytes),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.in-toto+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:536d58551392d10c4bc2ad887f1c4f50d5ab021f6c04e62f42a417be26d5bc4c","size":13,"annotations":{"in-toto.io/predicate-type":"https://slsa.dev/provenance/v1"}}],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","size":492},"annotations":{"in-toto.io/predicate-type":"https://slsa.dev/provenance/v1"}}"#
+        );
+        let mut index = Index::empty();
+        assert!(index.add(referrer_entry(&manifest, &bytes)));
+        assert_eq!(
+            text(&serde_json::to_vec(&index).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:7c3b865b630bf477189d5edb6c355a3eb5e287da343c9f5f171f2821e700a552","size":748,"artifactType":"application/vnd.in-toto+json","annotations":{"in-toto.io/predicate-type":"https://slsa.dev/provenance/v1"}}]}"#
+        );
+
+        // A Docker subject keeps its media type.
+        let subject = (DOCKER_MANIFEST_MEDIA_TYPE, &*format!("sha256:{HEX}"), 492);
+        let bytes = serde_json::to_vec(&referrer(subject, ENVELOPE, SLSA).unwrap()).unwrap();
+        assert_eq!(
+            sha256_digest(&bytes),
+            "sha256:fed125f3f08dfe68e5244703f196a7738140da39c6583a3594bfcdb232658c80"
+        );
+        assert!(referrer(("x", "sha256:abc", 1), ENVELOPE, SLSA).is_err());
     }
 
     #[test]
@@ -407,31 +415,19 @@ mod tests {
             "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":3},
             "layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:f","size":1,
               "annotations":{"predicateType":"x","dev.sigstore.cosign/bundle":"{}"},"urls":["u"]}],
-            "annotations":null,"vendor":{"k":1}}"#;
-        let mut m: ImageManifest = serde_json::from_slice(foreign).unwrap();
+            "annotations":null,"vendor":{"k":1},"aaa":2}"#;
+        let mut m: Manifest = serde_json::from_slice(foreign).unwrap();
         assert!(m.append_layer(attestation_layer(b"mine", "p"), same_attestation));
         assert!(!m.append_layer(attestation_layer(b"mine", "other"), same_attestation));
-        let v: Value = serde_json::from_slice(&to_bytes(&m).unwrap()).unwrap();
-        assert_eq!(v["vendor"]["k"], 1);
-        assert_eq!(v["layers"].as_array().unwrap().len(), 2);
-        assert_eq!(v["layers"][0]["urls"][0], "u");
         assert_eq!(
-            v["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"],
-            "{}"
-        );
-        assert_eq!(
-            v["layers"][1]["annotations"][COSIGN_SIGNATURE_ANNOTATION],
-            ""
-        );
-        assert_eq!(
-            v["layers"][1]["annotations"][PREDICATE_TYPE_ANNOTATION],
-            "p"
+            text(&serde_json::to_vec(&m).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":3},"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:f","size":1,"annotations":{"dev.sigstore.cosign/bundle":"{}","predicateType":"x"},"urls":["u"]},{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:3fd30542fe3f61b14bd4a4b2dc0b6fb30fa6f63ebce52dd1778aaa8c4dc02cff","size":4,"annotations":{"dev.cosignproject.cosign/signature":"","predicateType":"p"}}],"aaa":2,"vendor":{"k":1}}"#
         );
     }
 
     #[test]
     fn signature_dedup_needs_payload_and_signature() {
-        let mut m = ImageManifest::cosign(Descriptor::of(OCI_CONFIG_MEDIA_TYPE, b"c"));
+        let mut m = Manifest::cosign(Descriptor::of(OCI_CONFIG_MEDIA_TYPE, b"c"));
         assert!(m.append_layer(signature_layer(b"payload", "sig1"), same_signature));
         assert!(!m.append_layer(signature_layer(b"payload", "sig1"), same_signature));
         assert!(m.append_layer(signature_layer(b"payload", "sig2"), same_signature));
@@ -439,40 +435,19 @@ mod tests {
     }
 
     #[test]
-    fn index_entries_are_unique_and_carry_artifact_type() {
-        let subject = Descriptor::new(OCI_MANIFEST_MEDIA_TYPE, format!("sha256:{HEX}"), 1);
-        let referrer = ImageManifest::referrer(subject, b"env", "p");
-        let bytes = to_bytes(&referrer).unwrap();
-        let entry = referrer_entry(&referrer, &bytes);
-        assert_eq!(entry.artifact_type.as_deref(), Some(IN_TOTO_ARTIFACT_TYPE));
-        assert_eq!(entry.annotations[IN_TOTO_PREDICATE_TYPE_ANNOTATION], "p");
-        let mut index = ImageIndex::empty();
-        assert!(index.add(Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, b"other")));
+    fn index_entries_are_unique_and_foreign_entries_kept() {
+        let foreign = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":5,"annotations":{"z":"1","a":"2"},"artifactType":"application/spdx+json","platform":{"os":"linux"}}],"zzz":true,"annotations":{"b":"c"}}"#;
+        let mut index: Index = serde_json::from_slice(foreign).unwrap();
+        let entry = Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, b"x").with_annotation("k", "v");
         assert!(index.add(entry.clone()));
         assert!(!index.add(entry));
-        assert_eq!(index.manifests.len(), 2);
-        let v: Value = serde_json::from_slice(&to_bytes(&index).unwrap()).unwrap();
-        assert_eq!(v["mediaType"], OCI_INDEX_MEDIA_TYPE);
-        assert_eq!(v["manifests"][1]["artifactType"], IN_TOTO_ARTIFACT_TYPE);
-    }
-
-    #[test]
-    fn registry_error_summary() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
         assert_eq!(
-            ErrorResponse::summary(body).as_deref(),
-            Some("MANIFEST_UNKNOWN: manifest unknown")
+            text(&serde_json::to_vec(&index).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":5,"artifactType":"application/spdx+json","annotations":{"a":"2","z":"1"},"platform":{"os":"linux"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881","size":1,"annotations":{"k":"v"}}],"annotations":{"b":"c"},"zzz":true}"#
         );
-        assert_eq!(ErrorResponse::summary(b"<html>"), None);
-        assert_eq!(ErrorResponse::summary(b"{}"), None);
-    }
-
-    #[test]
-    fn cosign_config_is_constant() {
-        let a = to_bytes(&ImageConfig::cosign_empty()).unwrap();
         assert_eq!(
-            std::str::from_utf8(&a).unwrap(),
-            r#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#
+            text(&serde_json::to_vec(&Index::empty()).unwrap()),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#
         );
     }
 }

@@ -6,9 +6,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::oci;
-use super::registry::{op, validate_repository};
-use super::{StorageError, Subject};
+use super::error::StorageError;
+use super::store::Subject;
+use super::{oci, op};
 
 /// The prefix naming an OCI image layout directory.
 pub const LAYOUT_PREFIX: &str = "oci:";
@@ -126,7 +126,7 @@ pub fn parse_reference(s: &str) -> Result<Reference, StorageError> {
         Some((r, t)) if !t.contains('/') => (r, check_tag(t)?),
         _ => (rest, None),
     };
-    validate_repository(repository).map_err(|e| {
+    check_repository(repository).map_err(|e| {
         bad(format!(
             "{} (want host[:port]/path[:tag][@sha256:<hex>] or oci:<dir>[:<tag>])",
             e.message()
@@ -137,6 +137,42 @@ pub fn parse_reference(s: &str) -> Result<Reference, StorageError> {
         tag,
         digest,
     })
+}
+
+/// Splits `host[:port]/path` (no tag, no digest) into host and path, checking the grammar:
+/// the host must look like one (a `.`, a `:` or `localhost`), path components lowercase
+/// `[a-z0-9._-]`.
+pub(crate) fn check_repository(repository: &str) -> Result<(&str, &str), StorageError> {
+    let bad = |why: &str| {
+        StorageError::permanent(
+            op::INPUT,
+            repository,
+            format!("invalid repository (want host[:port]/path): {why}"),
+        )
+    };
+    let (host, path) = repository.split_once('/').ok_or_else(|| bad("no path"))?;
+    let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+    if host.is_empty() || !looks_like_host {
+        return Err(bad("does not start with a registry host"));
+    }
+    if host
+        .bytes()
+        .any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')))
+    {
+        return Err(bad("invalid character in host"));
+    }
+    let path_ok = path.split('/').all(|c| {
+        !c.is_empty()
+            && c.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+    });
+    if !path_ok {
+        return Err(bad(
+            "path components must be lowercase [a-z0-9._-] (no tag or digest)",
+        ));
+    }
+    Ok((host, path))
 }
 
 #[cfg(test)]
@@ -204,7 +240,7 @@ mod tests {
         ] {
             let e = parse_reference(s).unwrap_err();
             assert!(e.to_string().contains(why), "{s}: {e}");
-            assert_eq!(e.kind(), super::super::ErrorKind::Permanent);
+            assert_eq!(e.kind(), crate::storage::error::ErrorKind::Permanent);
         }
         assert!(is_valid_tag(&"a".repeat(128)));
         assert!(!is_valid_tag(&"a".repeat(129)));

@@ -7,7 +7,7 @@ use std::fmt;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ErrorKind, StorageError};
+use crate::storage::error::{ErrorKind, StorageError};
 
 /// How to authenticate to one registry.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,43 +1,24 @@
-//! [`LayoutStore`]: the [`AttestationStore`] over an OCI image layout directory (image-spec
-//! "image layout": `oci-layout`, `index.json`, `blobs/sha256/<hex>`), for `provenant attest`
-//! outside a cluster. It writes the same artifacts as the registry store (the manifest logic is
-//! shared, `backend.rs`), so `verify` reads both the same way and `skopeo copy oci:<dir>:<tag>`
-//! moves them to a registry unchanged.
-//!
-//! - Tags are `index.json` entries annotated `org.opencontainers.image.ref.name`; a manifest put
-//!   by digest (a referrer, an untagged model) gets an entry without the annotation, so every
-//!   manifest is reachable from `index.json` (where tools that walk or garbage-collect a layout
-//!   start).
-//! - The store is bound to one directory: a [`Subject`]'s `repository` is not used to address
-//!   anything (it may be `oci:<dir>` or a registry name the model will be copied to); returned
-//!   references name the layout as `oci:<dir>:<tag>` / `oci:<dir>@<digest>`.
-//! - Crash safety: blobs and `index.json` are written to a temporary file in the layout, synced,
-//!   then renamed into place; `oci-layout` is written first so a half-created layout is completed
-//!   by the next write. A crash leaves at most a stray `.provenant-*.tmp` file.
-//! - Concurrency: `index.json` read-modify-writes are serialized by a per-directory lock shared by
-//!   every store of the process and by an advisory lock (`flock`) on `oci-layout` against other
-//!   processes; tag updates are serialized per tag in the process and verified like on a registry.
+//! One OCI image layout directory on disk (image-spec "image layout": `oci-layout`,
+//! `index.json`, `blobs/sha256/<hex>`): creating it, crash-safe writes (temporary file, fsync,
+//! rename, directory sync), `index.json` read-modify-writes under the process lock and `flock`,
+//! blobs checked against their names, tags as `index.json` entries. Blocking file I/O: the store
+//! (`mod.rs`) runs it off the async runtime.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use super::backend::{self, Backend, Blob, Fetched, MAX_DOCUMENT_BYTES};
-use super::discover::FoundAttestation;
-use super::model::ModelArtifact;
-use super::oci::{self, Descriptor, ImageIndex, sha256_digest};
-use super::reference::{LAYOUT_PREFIX, Location, parse_reference};
-use super::registry::op;
-use super::{
-    ArtifactStore, Attached, Attestation, AttestationStore, ErrorKind, ResolvedArtifact,
-    StorageError, Subject,
-};
-use crate::hashing::FileDigest;
+use crate::observe::sha256_digest;
+use crate::storage::error::{ErrorKind, StorageError};
+use crate::storage::oci::{self, Descriptor, Index};
+use crate::storage::op;
+use crate::storage::store::ResolvedArtifact;
+use crate::storage::transport::{Fetched, MAX_DOCUMENT_BYTES, check_digest, manifest_media_type};
 
 /// The `index.json` annotation naming a tag.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -46,44 +27,26 @@ pub const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Copy buffer for model files (the only large blobs).
 const COPY_BUFFER: usize = 1 << 20;
-/// Op of failures that are not one store operation (a blocking task that died).
-const OP_LAYOUT: &str = "layout";
 
-/// Locks of one layout directory, shared by every [`LayoutStore`] on it in this process.
+/// Locks of one layout directory, shared by every store on it in this process.
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     /// Serializes `index.json` read-modify-writes (and layout creation).
     index: Mutex<()>,
     /// Serializes read-modify-writes of one tag.
-    tags: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub tags: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-static LAYOUTS: LazyLock<Mutex<HashMap<PathBuf, Arc<Shared>>>> = LazyLock::new(Mutex::default);
-
-/// The [`AttestationStore`] (and [`ArtifactStore`]) on an OCI image layout directory, created
-/// on first write.
-#[derive(Clone)]
-pub struct LayoutStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    root: PathBuf,
+/// A layout directory and its locks.
+pub(super) struct LayoutDir {
+    pub root: PathBuf,
     /// `oci:<dir>` as given (references and errors).
-    name: String,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for LayoutStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayoutStore")
-            .field("dir", &self.inner.root)
-            .finish_non_exhaustive()
-    }
+    pub name: String,
+    pub shared: Arc<Shared>,
 }
 
 /// A blob handed to a blocking task.
-enum OwnedBlob {
+pub(super) enum OwnedBlob {
     Bytes(Vec<u8>),
     File { path: PathBuf, size: u64 },
 }
@@ -101,51 +64,12 @@ fn io_error(op: &'static str, target: &str, what: &Path, e: &io::Error) -> Stora
     StorageError::new(op, target, kind, format!("{}: {e}", what.display()))
 }
 
-impl LayoutStore {
-    /// A store on the layout at `dir` (nothing is touched until the first operation).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        let root: PathBuf = dir.into();
-        let key = std::path::absolute(&root).unwrap_or_else(|_| root.clone());
-        let shared = LAYOUTS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
-        LayoutStore {
-            inner: Arc::new(Inner {
-                name: format!("{LAYOUT_PREFIX}{}", root.display()),
-                root,
-                shared,
-            }),
-        }
-    }
-
-    /// The layout directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.root
-    }
-
-    /// Runs file work off the async runtime.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
-    ) -> Result<T, StorageError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| {
-                StorageError::permanent(OP_LAYOUT, &self.inner.name, format!("file task: {e}"))
-            })?
-    }
-}
-
-impl Inner {
-    fn tag_ref(&self, tag: &str) -> String {
+impl LayoutDir {
+    pub(super) fn tag_ref(&self, tag: &str) -> String {
         format!("{}:{tag}", self.name)
     }
 
-    fn digest_ref(&self, digest: &str) -> String {
+    pub(super) fn digest_ref(&self, digest: &str) -> String {
         format!("{}@{digest}", self.name)
     }
 
@@ -165,7 +89,11 @@ impl Inner {
     }
 
     /// Fails as `NotFound` unless the directory is a layout (reads never invent an empty one).
-    fn require_layout(&self, op: &'static str, target: &str) -> Result<(), StorageError> {
+    pub(super) fn require_layout(
+        &self,
+        op: &'static str,
+        target: &str,
+    ) -> Result<(), StorageError> {
         if self.layout_file().is_file() {
             return Ok(());
         }
@@ -231,7 +159,7 @@ impl Inner {
         std::fs::create_dir_all(&blobs).map_err(|e| io_error(op, target, &blobs, &e))?;
         let index = self.index_file();
         if !index.is_file() {
-            let bytes = oci::to_bytes(&ImageIndex::empty())
+            let bytes = serde_json::to_vec(&Index::empty())
                 .map_err(|e| StorageError::permanent(op, target, e.to_string()))?;
             self.write_atomic(op, &index, |f| f.write_all(&bytes))?;
         }
@@ -284,13 +212,13 @@ impl Inner {
         Ok(())
     }
 
-    fn read_index(&self, op: &'static str) -> Result<ImageIndex, StorageError> {
+    fn read_index(&self, op: &'static str) -> Result<Index, StorageError> {
         let path = self.index_file();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 StorageError::permanent(op, &self.name, format!("{}: {e}", path.display()))
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageIndex::empty()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::empty()),
             Err(e) => Err(io_error(op, &self.name, &path, &e)),
         }
     }
@@ -299,7 +227,7 @@ impl Inner {
     fn update_index(
         &self,
         op: &'static str,
-        change: impl FnOnce(&mut ImageIndex) -> bool,
+        change: impl FnOnce(&mut Index) -> bool,
     ) -> Result<(), StorageError> {
         let _guard = self.shared.index.lock().unwrap_or_else(|p| p.into_inner());
         let layout_file = self.layout_file();
@@ -315,13 +243,17 @@ impl Inner {
         if !change(&mut index) {
             return Ok(());
         }
-        let bytes = oci::to_bytes(&index)
+        let bytes = serde_json::to_vec(&index)
             .map_err(|e| StorageError::permanent(op, &self.name, e.to_string()))?;
         self.write_atomic(op, &self.index_file(), |f| f.write_all(&bytes))
     }
 
     /// A blob of at most [`MAX_DOCUMENT_BYTES`], checked against its digest; `None` if absent.
-    fn read_blob(&self, op: &'static str, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(super) fn read_blob(
+        &self,
+        op: &'static str,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         let path = self.blob_path(op, digest)?;
         let target = self.digest_ref(digest);
         let file = match File::open(&path) {
@@ -340,11 +272,11 @@ impl Inner {
                 format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
             ));
         }
-        backend::check_digest(op, &target, digest, &bytes)?;
+        check_digest(op, &target, digest, &bytes)?;
         Ok(Some(bytes))
     }
 
-    fn blob_exists(&self, digest: &str) -> Result<bool, StorageError> {
+    pub(super) fn blob_exists(&self, digest: &str) -> Result<bool, StorageError> {
         let path = self.blob_path(op::BLOB_HEAD, digest)?;
         match std::fs::metadata(&path) {
             Ok(m) => Ok(m.is_file()),
@@ -355,14 +287,14 @@ impl Inner {
 
     /// Stores a blob under its digest, checking the content hashes to it (a model file is
     /// copied in chunks, hashed on the way: a file changed since it was hashed is refused).
-    fn write_blob(&self, digest: &str, blob: OwnedBlob) -> Result<(), StorageError> {
+    pub(super) fn write_blob(&self, digest: &str, blob: OwnedBlob) -> Result<(), StorageError> {
         let op = op::BLOB_UPLOAD;
         self.ensure_layout(op)?;
         let dest = self.blob_path(op, digest)?;
         let target = self.digest_ref(digest);
         match blob {
             OwnedBlob::Bytes(bytes) => {
-                backend::check_digest(op, &target, digest, &bytes)?;
+                check_digest(op, &target, digest, &bytes)?;
                 self.write_atomic(op, &dest, |f| f.write_all(&bytes))
             }
             OwnedBlob::File { path, size } => self.write_atomic_checked(op, &dest, |out| {
@@ -402,7 +334,7 @@ impl Inner {
         }
     }
 
-    fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>, StorageError> {
+    pub(super) fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>, StorageError> {
         let op = op::MANIFEST_GET;
         let by_digest = oci::sha256_hex(reference).is_some();
         let target = if by_digest {
@@ -443,7 +375,7 @@ impl Inner {
         }))
     }
 
-    fn put_manifest(
+    pub(super) fn put_manifest(
         &self,
         reference: &str,
         media_type: &str,
@@ -452,7 +384,7 @@ impl Inner {
         let op = op::MANIFEST_PUT;
         let digest = sha256_digest(&bytes);
         let tag = if oci::sha256_hex(reference).is_some() {
-            backend::check_digest(op, &self.digest_ref(reference), reference, &bytes)?;
+            check_digest(op, &self.digest_ref(reference), reference, &bytes)?;
             None
         } else {
             Some(reference)
@@ -505,7 +437,7 @@ impl Inner {
         })
     }
 
-    fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
+    pub(super) fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
         let op = op::MANIFEST_GET;
         let target = self.digest_ref(digest);
         let Some(fetched) = self.get_manifest(digest)? else {
@@ -518,171 +450,8 @@ impl Inner {
         };
         Ok(ResolvedArtifact {
             digest: digest.to_string(),
-            media_type: backend::manifest_media_type(fetched.media_type, &fetched.bytes, &target)?,
+            media_type: manifest_media_type(fetched.media_type, &fetched.bytes, &target)?,
             size: fetched.bytes.len() as u64,
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for LayoutStore {
-    fn tag_ref(&self, tag: &str) -> String {
-        self.inner.tag_ref(tag)
-    }
-
-    fn digest_ref(&self, digest: &str) -> String {
-        self.inner.digest_ref(digest)
-    }
-
-    async fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>, StorageError> {
-        let reference = reference.to_string();
-        self.blocking(move |l| l.get_manifest(&reference)).await
-    }
-
-    async fn put_manifest(
-        &self,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<Option<String>, StorageError> {
-        let (reference, media_type, bytes) = (
-            reference.to_string(),
-            media_type.to_string(),
-            bytes.to_vec(),
-        );
-        self.blocking(move |l| l.put_manifest(&reference, &media_type, bytes))
-            .await?;
-        Ok(None)
-    }
-
-    async fn blob_exists(&self, digest: &str) -> Result<bool, StorageError> {
-        let digest = digest.to_string();
-        self.blocking(move |l| l.blob_exists(&digest)).await
-    }
-
-    async fn put_blob(&self, digest: &str, blob: Blob<'_>) -> Result<(), StorageError> {
-        let digest = digest.to_string();
-        let blob = match blob {
-            Blob::Bytes(b) => OwnedBlob::Bytes(b.to_vec()),
-            Blob::File { path, size } => OwnedBlob::File {
-                path: path.to_path_buf(),
-                size,
-            },
-        };
-        // Checking costs no request here, and a blob file is verified when written: rewriting
-        // it (an attach repeated) would only cost an fsync.
-        self.blocking(move |l| {
-            if l.blob_exists(&digest)? {
-                return Ok(());
-            }
-            l.write_blob(&digest, blob)
-        })
-        .await
-    }
-
-    async fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let digest = digest.to_string();
-        self.blocking(move |l| {
-            l.require_layout(op::BLOB_GET, &l.digest_ref(&digest))?;
-            l.read_blob(op::BLOB_GET, &digest)
-        })
-        .await
-    }
-
-    /// A layout has no referrers API: the fallback index is written and read.
-    async fn has_referrers_api(&self, _subject: &str) -> Result<bool, StorageError> {
-        Ok(false)
-    }
-
-    async fn referrers(&self, _subject: &str) -> Result<Option<ImageIndex>, StorageError> {
-        Ok(None)
-    }
-
-    fn learned_referrers_api(&self) {}
-
-    /// Nothing remembered: checking a file costs no request.
-    fn known_blob(&self, _digest: &str) -> Arc<tokio::sync::OnceCell<()>> {
-        Arc::default()
-    }
-
-    fn forget_known_blobs(&self) {}
-
-    /// A re-read is a file read: cheap insurance against another process updating the same tag
-    /// of this layout (`index.json` itself is locked, a tag's read-modify-write is not).
-    fn verifies_tag_writes(&self) -> bool {
-        true
-    }
-
-    fn tag_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .inner
-            .shared
-            .tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(tag.to_string()).or_default().clone()
-    }
-
-    async fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
-        let digest = digest.to_string();
-        self.blocking(move |l| l.resolve(&digest)).await
-    }
-}
-
-#[async_trait::async_trait]
-impl AttestationStore for LayoutStore {
-    async fn resolve(&self, subject: &Subject) -> Result<ResolvedArtifact, StorageError> {
-        backend::subject_hex(subject)?;
-        Backend::resolve(self, &subject.digest).await
-    }
-
-    async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError> {
-        let hex = backend::validate_attestation(attestation)?;
-        backend::attach(self, attestation, &hex).await
-    }
-}
-
-#[async_trait::async_trait]
-impl ArtifactStore for LayoutStore {
-    /// `repository` is not used: the model goes into this store's layout.
-    async fn push_model(
-        &self,
-        _repository: &str,
-        tag: Option<&str>,
-        dir: &Path,
-        files: &[FileDigest],
-    ) -> Result<ResolvedArtifact, StorageError> {
-        let model = ModelArtifact::new(dir, files)?;
-        backend::push_model(self, tag, &model).await
-    }
-
-    async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError> {
-        backend::attestations(self, subject).await
-    }
-
-    /// Takes `oci:<dir>[:<tag>|@<digest>]` naming this layout, or a bare tag or digest.
-    async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError> {
-        let bad = |why: &str| StorageError::permanent(op::INPUT, reference, why.to_string());
-        let tag_or_digest = if reference.starts_with(LAYOUT_PREFIX) {
-            let parsed = parse_reference(reference)?;
-            let Location::Layout(dir) = &parsed.location else {
-                return Err(bad("not an OCI layout reference"));
-            };
-            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            if absolute(dir) != absolute(&self.inner.root) {
-                return Err(bad(&format!(
-                    "names another layout than this store's ({})",
-                    self.inner.name
-                )));
-            }
-            parsed
-                .tag_or_digest()
-                .ok_or_else(|| bad("no tag or digest in the reference"))?
-                .to_string()
-        } else {
-            reference.trim_start_matches('@').to_string()
-        };
-        backend::resolve_reference(self, &tag_or_digest).await
     }
 }

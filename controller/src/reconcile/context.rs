@@ -1,0 +1,94 @@
+//! What every step of a reconcile shares: the [`Context`] (client, configuration, events,
+//! metrics, the provenance side) and the [`Error`] a step fails with.
+
+use std::sync::Arc;
+
+use kube::runtime::events::Recorder;
+
+use super::provenance::Attestor;
+use super::queue::ProvenanceQueue;
+use crate::config::ControllerConfig;
+use crate::metrics::Metrics;
+
+/// Field manager of every write provenant makes.
+pub const FIELD_MANAGER: &str = "provenant";
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: Arc<ControllerConfig>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Signs and attaches provenance; None when provenance is disabled.
+    pub attestor: Option<Arc<Attestor>>,
+    /// The controller's own namespace (signing key, credentials): no run may execute there.
+    pub controller_namespace: String,
+    /// Succeeded runs handed over to the provenance workers.
+    pub queue: ProvenanceQueue,
+}
+
+/// A reconcile failed; it is retried. Variant names read well as metric labels.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed ({action}): {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("TrainingRun has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The `reason` label of `provenant_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } if self.is_conflict() => "Conflict",
+            Error::Kube { .. } => "KubeApi",
+            Error::NoNamespace => "NoNamespace",
+        }
+    }
+
+    /// A write refused because the object changed since it was read (HTTP 409): the cached copy
+    /// was stale. Routine under load; the newer version is on its way through the watch.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+/// Map a kube error to [`Error::Kube`], naming what was being done.
+pub fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": "Conflict", "message": "the object has been modified",
+        }))
+        .expect("a Status");
+        kube_err("update finalizers")(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn conflicts_are_told_apart_from_api_failures() {
+        let conflict = api_error(409);
+        assert!(conflict.is_conflict());
+        assert_eq!(conflict.metric_label(), "Conflict");
+        assert!(
+            conflict.to_string().contains("update finalizers"),
+            "{conflict}"
+        );
+        for code in [403, 404, 500, 503] {
+            let other = api_error(code);
+            assert!(!other.is_conflict(), "{code}");
+            assert_eq!(other.metric_label(), "KubeApi", "{code}");
+        }
+        assert!(!Error::NoNamespace.is_conflict());
+    }
+}

@@ -1,0 +1,410 @@
+//! The attach protocol, written once over a [`Transport`] so both stores write the same bytes
+//! (docs/registry-layout.md): append our DSSE layer to the cosign `.att` tag, our signature to
+//! `.sig`, push the OCI 1.1 referrer and, without a referrers API, add it to the fallback index
+//! (read-modify-write, then the re-check). Also which blobs are checked and which are simply
+//! uploaded, and the recovery when a registry has lost a blob it was thought to have.
+
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+
+use super::error::{ErrorKind, StorageError};
+use super::oci::{self, Descriptor, EMPTY_BLOB, Index, Manifest, OCI_CONFIG_MEDIA_TYPE};
+use super::op;
+use super::store::{Attached, Attestation, ResolvedArtifact};
+use super::transport::{Blob, TagDocument, Transport, read_tag};
+use crate::observe::sha256_digest;
+
+/// Rounds of read-modify-write on one tag before giving up (only concurrent writers in other
+/// processes make a round fail; only transports that verify their tag writes retry).
+const MAX_TAG_ROUNDS: u32 = 8;
+/// Attempts of a manifest PUT the store refuses for an unknown blob, each after storing the
+/// blobs again.
+const BLOB_UNKNOWN_ATTEMPTS: u32 = 3;
+
+/// Attaches `attestation`: `.att`, `.sig`, and the OCI 1.1 referrer plus, without a referrers
+/// API, the fallback index. The three are independent (different tags), so they run
+/// concurrently; within each, blobs are stored before the manifest referencing them and the
+/// referrer before the index listing it.
+pub(crate) async fn attach(
+    t: &dyn Transport,
+    attestation: &Attestation,
+) -> Result<Attached, StorageError> {
+    let hex = validate(attestation)?;
+    let subject = &attestation.subject.digest;
+    let model: Model<'_> = t.resolve(subject).shared();
+    let input_error = |e: String| StorageError::permanent(op::INPUT, t.digest_ref(subject), e);
+
+    // cosign's config for .att/.sig manifests created here (constant, so stored once).
+    let cosign = CosignTag {
+        config: Descriptor::of(OCI_CONFIG_MEDIA_TYPE, oci::COSIGN_CONFIG),
+    };
+    let envelope = NewBlob::new(&attestation.envelope);
+
+    // 1. cosign attestation: our DSSE layer in `sha256-<hex>.att`.
+    let att_tag = oci::attestation_tag(hex);
+    let att_layer = oci::attestation_layer(&attestation.envelope, &attestation.predicate_type);
+    let att = cosign.append(
+        t,
+        &att_tag,
+        &att_layer,
+        oci::same_attestation,
+        &envelope,
+        &model,
+    );
+
+    // 2. cosign signature: (payload, signature) in `sha256-<hex>.sig`.
+    let sig_tag = oci::signature_tag(hex);
+    let signature = attestation.signature.as_ref().map(|s| {
+        (
+            oci::signature_layer(&s.payload, &s.signature),
+            NewBlob::new(&s.payload),
+        )
+    });
+    let sig = async {
+        if let Some((layer, payload)) = &signature {
+            cosign
+                .append(t, &sig_tag, layer, oci::same_signature, payload, &model)
+                .await?;
+        }
+        Ok::<_, StorageError>(())
+    };
+
+    // 3. OCI 1.1 referrer, plus the fallback index where there is no referrers API.
+    let referrer = async {
+        let resolved = model.clone().await?;
+        let manifest = oci::referrer(
+            (&resolved.media_type, &resolved.digest, resolved.size),
+            &attestation.envelope,
+            &attestation.predicate_type,
+        )
+        .map_err(|e| input_error(e.to_string()))?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| input_error(e.to_string()))?;
+        let referrer = Referrer {
+            digest: sha256_digest(&bytes),
+            subject: resolved.digest,
+            envelope: &envelope,
+            entry: oci::referrer_entry(&manifest, &bytes),
+            bytes,
+        };
+        if t.has_referrers_api(subject).await? {
+            push_referrer(t, &referrer).await?;
+        } else {
+            update_tag(
+                t,
+                &oci::referrers_tag(hex),
+                true,
+                Index::empty,
+                |i: &mut Index| i.add(referrer.entry.clone()),
+                &Prerequisite::Referrer(&referrer),
+                &model,
+            )
+            .await?;
+        }
+        Ok::<_, StorageError>(referrer.digest)
+    };
+
+    let (_, (), referrer_digest) = futures::try_join!(att, sig, referrer)?;
+    let mut references = vec![t.tag_ref(&att_tag)];
+    if signature.is_some() {
+        references.push(t.tag_ref(&sig_tag));
+    }
+    references.push(t.digest_ref(&referrer_digest));
+    tracing::debug!(subject = %attestation.subject, referrer = %referrer_digest, "attestation attached");
+    Ok(Attached {
+        references,
+        referrer_digest,
+    })
+}
+
+/// The hex of the subject's digest, after checking what an attach needs.
+fn validate(attestation: &Attestation) -> Result<&str, StorageError> {
+    let subject = &attestation.subject;
+    let hex = subject.hex()?;
+    if attestation.envelope.is_empty() || attestation.predicate_type.is_empty() {
+        return Err(StorageError::permanent(
+            op::INPUT,
+            subject.to_string(),
+            "empty DSSE envelope or predicate type",
+        ));
+    }
+    if let Some(s) = &attestation.signature
+        && (s.payload.is_empty() || s.signature.is_empty())
+    {
+        return Err(StorageError::permanent(
+            op::INPUT,
+            subject.to_string(),
+            "empty signature payload or signature",
+        ));
+    }
+    Ok(hex)
+}
+
+/// The subject's descriptor, resolved at most once per attach and awaited by every write that
+/// needs it (nothing is written for a subject that does not resolve).
+type Model<'a> = Shared<BoxFuture<'a, Result<ResolvedArtifact, StorageError>>>;
+
+/// A blob that is new by construction (an envelope, a simple-signing payload: unique per
+/// attestation), so it is uploaded without asking first: that HEAD would be a 404 in practice,
+/// and re-uploading content the store has is accepted. Uploaded once per attach even though two
+/// concurrent writes (the `.att` layer, the referrer) need the envelope.
+struct NewBlob<'a> {
+    bytes: &'a [u8],
+    digest: String,
+    stored: tokio::sync::OnceCell<()>,
+}
+
+impl<'a> NewBlob<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        NewBlob {
+            bytes,
+            digest: sha256_digest(bytes),
+            stored: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Uploads it unless this attach did; `again`: upload anyway (the store said it is unknown).
+    async fn store(&self, t: &dyn Transport, again: bool) -> Result<(), StorageError> {
+        let upload = || t.put_blob(&self.digest, Blob::Bytes(self.bytes));
+        if again {
+            return upload().await;
+        }
+        self.stored.get_or_try_init(upload).await.map(|_| ())
+    }
+}
+
+/// The OCI 1.1 referrer for one attestation, serialized.
+struct Referrer<'a> {
+    bytes: Vec<u8>,
+    digest: String,
+    /// The subject's digest (what a store indexing the referrer reports in `OCI-Subject`).
+    subject: String,
+    envelope: &'a NewBlob<'a>,
+    /// Its fallback-index entry.
+    entry: Descriptor,
+}
+
+/// What must exist before a manifest referencing it is accepted.
+enum Prerequisite<'a> {
+    /// A cosign `.att` / `.sig` layer blob, plus the cosign config if the tag is being created.
+    CosignLayer { layer: &'a NewBlob<'a> },
+    /// The referrer manifest's blobs: the empty config `{}` and the envelope.
+    ReferrerBlobs { envelope: &'a NewBlob<'a> },
+    /// The referrer manifest (and its blobs) before the fallback index lists it.
+    Referrer(&'a Referrer<'a>),
+}
+
+impl Prerequisite<'_> {
+    /// The layer blob a tag may already reference (then it exists and is not uploaded).
+    fn layer_digest(&self) -> Option<&str> {
+        match self {
+            Prerequisite::CosignLayer { layer, .. } => Some(&layer.digest),
+            _ => None,
+        }
+    }
+}
+
+/// The cosign `.att` / `.sig` tags: image manifests with a constant config, one layer each.
+struct CosignTag {
+    config: Descriptor,
+}
+
+impl CosignTag {
+    /// Appends `layer` (content `blob`) to the manifest under `tag` unless `same` finds it.
+    async fn append(
+        &self,
+        t: &dyn Transport,
+        tag: &str,
+        layer: &Descriptor,
+        same: fn(&Descriptor, &Descriptor) -> bool,
+        blob: &NewBlob<'_>,
+        model: &Model<'_>,
+    ) -> Result<bool, StorageError> {
+        update_tag(
+            t,
+            tag,
+            false,
+            || Manifest::cosign(self.config.clone()),
+            |m: &mut Manifest| m.append_layer(layer.clone(), same),
+            &Prerequisite::CosignLayer { layer: blob },
+            model,
+        )
+        .await
+    }
+}
+
+/// Adds an entry to the document under `tag` unless it is there: read (to keep every entry
+/// other writers put there), add, write. Writers in this process are serialized per tag. A
+/// registry has no conditional PUT, so another process writing the same tag between our read
+/// and our write can drop our entry. With `recheck` (the referrers fallback index, which
+/// DESIGN.md requires to be re-checked; every layout tag, where a re-read is a file read) the
+/// tag is read back and written again, with jitter, bounded, if our entry is gone; the cosign
+/// tags of a registry are not (one GET each per attestation, for a window of milliseconds; see
+/// docs/registry-layout.md). Returns whether it wrote.
+async fn update_tag<T: TagDocument>(
+    t: &dyn Transport,
+    tag: &str,
+    recheck: bool,
+    new: impl Fn() -> T + Send + Sync,
+    add: impl Fn(&mut T) -> bool + Send + Sync,
+    prerequisite: &Prerequisite<'_>,
+    model: &Model<'_>,
+) -> Result<bool, StorageError> {
+    let lock = t.tag_lock(tag);
+    let _guard = lock.lock().await;
+    let (mut doc, mut media_type, mut created) = match read_tag::<T>(t, tag).await? {
+        Some(c) => (c.doc, c.media_type, false),
+        None => (new(), T::MEDIA_TYPES[0].to_string(), true),
+    };
+    // A layer the tag already references exists (same payload signed again): no upload.
+    let listed = prerequisite
+        .layer_digest()
+        .is_some_and(|d| doc.references(d));
+    if !add(&mut doc) {
+        return Ok(false);
+    }
+    model.clone().await?;
+    // Whether the prerequisite is met, and whether that included a new tag's needs.
+    let mut satisfied: Option<bool> = None;
+    for round in 1..=MAX_TAG_ROUNDS {
+        if satisfied.is_none() || (created && satisfied == Some(false)) {
+            satisfy(t, prerequisite, created, listed, false).await?;
+            satisfied = Some(created);
+        }
+        let bytes = serde_json::to_vec(&doc).map_err(|e| {
+            StorageError::permanent(op::MANIFEST_PUT, t.tag_ref(tag), e.to_string())
+        })?;
+        put_manifest_checked(t, tag, &media_type, &bytes, prerequisite, created).await?;
+        if !recheck && !t.verifies_tag_writes() {
+            return Ok(true);
+        }
+        // Verify; if our entry is gone, the re-read (with our entry added) is the next write.
+        match read_tag::<T>(t, tag).await? {
+            Some(mut c) => {
+                if !add(&mut c.doc) {
+                    return Ok(true);
+                }
+                (doc, media_type, created) = (c.doc, c.media_type, false);
+            }
+            None => {
+                doc = new();
+                add(&mut doc);
+                (media_type, created) = (T::MEDIA_TYPES[0].to_string(), true);
+            }
+        }
+        let delay = Duration::from_millis(rand::random_range(10..=50) * u64::from(round));
+        tracing::info!(tag = %t.tag_ref(tag), round, ?delay, "entry lost to a concurrent writer, retrying");
+        tokio::time::sleep(delay).await;
+    }
+    Err(StorageError::new(
+        op::MANIFEST_PUT,
+        t.tag_ref(tag),
+        ErrorKind::Transient,
+        format!("concurrent writers kept dropping our entry ({MAX_TAG_ROUNDS} rounds)"),
+    ))
+}
+
+/// Makes what `prerequisite` names exist. `created`: the tag is new, so our config is referenced
+/// too; `listed`: the tag already references the layer; `again`: the store refused the manifest
+/// for an unknown blob, so everything is stored again and nothing is taken as known.
+async fn satisfy(
+    t: &dyn Transport,
+    prerequisite: &Prerequisite<'_>,
+    created: bool,
+    listed: bool,
+    again: bool,
+) -> Result<(), StorageError> {
+    match prerequisite {
+        Prerequisite::CosignLayer { layer } => {
+            let config = async {
+                if created {
+                    ensure_constant(t, oci::COSIGN_CONFIG).await?;
+                }
+                Ok::<_, StorageError>(())
+            };
+            let layer = async {
+                if again || !listed {
+                    layer.store(t, again).await?;
+                }
+                Ok::<_, StorageError>(())
+            };
+            futures::try_join!(config, layer).map(|_| ())
+        }
+        Prerequisite::ReferrerBlobs { envelope } => {
+            futures::try_join!(ensure_constant(t, EMPTY_BLOB), envelope.store(t, again)).map(|_| ())
+        }
+        // Boxed: pushing the referrer puts a manifest, which may come back here.
+        Prerequisite::Referrer(r) => Box::pin(push_referrer(t, r)).await.map(|_| ()),
+    }
+}
+
+/// A manifest PUT; when the store refuses it for an unknown blob (registry wiped or
+/// garbage-collected since this store remembered the blob, or a concurrent upload of it not
+/// finished), forgets what the store remembered about the repository's blobs, stores the
+/// prerequisite again and retries, a bounded number of times; then the error (transient).
+async fn put_manifest_checked(
+    t: &dyn Transport,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    prerequisite: &Prerequisite<'_>,
+    created: bool,
+) -> Result<Option<String>, StorageError> {
+    let mut attempt = 1;
+    loop {
+        match t.put_manifest(reference, media_type, bytes).await {
+            Err(e) if e.is_blob_unknown() && attempt < BLOB_UNKNOWN_ATTEMPTS => {
+                tracing::info!(error = %e, attempt, "manifest refused for an unknown blob, storing its blobs again");
+                t.forget_known_blobs();
+                if attempt > 1 {
+                    // Someone else's upload of the blob may still be committing.
+                    let delay =
+                        Duration::from_millis(rand::random_range(10..=50) * u64::from(attempt));
+                    tokio::time::sleep(delay).await;
+                }
+                satisfy(t, prerequisite, created, false, true).await?;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A constant blob (the cosign config, `{}`): checked (and stored when missing) once per
+/// repository for the store's lifetime, shared by concurrent attaches, then taken as known
+/// without a request ([`Transport::known_blob`]).
+async fn ensure_constant(t: &dyn Transport, bytes: &[u8]) -> Result<(), StorageError> {
+    let digest = sha256_digest(bytes);
+    t.known_blob(&digest)
+        .get_or_try_init(|| async {
+            if !t.blob_exists(&digest).await? {
+                t.put_blob(&digest, Blob::Bytes(bytes)).await?;
+            }
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Pushes the referrer manifest (by digest) and its blobs; returns whether the store said it
+/// indexed the subject (`OCI-Subject`).
+async fn push_referrer(t: &dyn Transport, r: &Referrer<'_>) -> Result<bool, StorageError> {
+    let blobs = Prerequisite::ReferrerBlobs {
+        envelope: r.envelope,
+    };
+    satisfy(t, &blobs, false, false, false).await?;
+    let indexed = put_manifest_checked(
+        t,
+        &r.digest,
+        oci::OCI_MANIFEST_MEDIA_TYPE,
+        &r.bytes,
+        &blobs,
+        false,
+    )
+    .await?;
+    let indexed = indexed.is_some_and(|h| h == r.subject);
+    if indexed {
+        t.learned_referrers_api();
+    }
+    Ok(indexed)
+}

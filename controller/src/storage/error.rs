@@ -1,0 +1,133 @@
+//! [`StorageError`] and its [`ErrorKind`], shared by every store.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What kind of failure a [`StorageError`] is; drives the caller's retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The registry says the manifest (or repository) does not exist.
+    NotFound,
+    /// The registry served content that does not hash to the digest asked for.
+    DigestMismatch,
+    /// Worth retrying later: connection failures, timeouts, 5xx, 408, 429 (after the store's own
+    /// retries were exhausted).
+    Transient,
+    /// Retrying will not help: bad input, 4xx, unauthorized, malformed registry data.
+    Permanent,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::DigestMismatch => "digest mismatch",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+        })
+    }
+}
+
+/// A storage failure: which step (`op`, one of [`op`](super::op) or a local step such as
+/// `credentials`), on what (`target`), its kind, and the registry's own message (`CODE: message`
+/// from its JSON error body) or the transport error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} {target}: {message} ({kind})")]
+pub struct StorageError {
+    op: &'static str,
+    target: String,
+    kind: ErrorKind,
+    status: Option<u16>,
+    message: String,
+    /// The registry's `Retry-After` on a 429/503, honoured by the store's own retries.
+    retry_after: Option<Duration>,
+    /// A manifest PUT refused because a blob (or manifest) it references is unknown to the
+    /// registry (`MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN`): the store stores it again and retries.
+    blob_unknown: bool,
+}
+
+impl StorageError {
+    pub fn new(
+        op: &'static str,
+        target: impl Into<String>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        StorageError {
+            op,
+            target: target.into(),
+            kind,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+            blob_unknown: false,
+        }
+    }
+
+    pub(crate) fn permanent(
+        op: &'static str,
+        target: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        StorageError::new(op, target, ErrorKind::Permanent, message)
+    }
+
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub(crate) fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    pub(crate) fn with_blob_unknown(mut self, blob_unknown: bool) -> Self {
+        self.blob_unknown = blob_unknown;
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// The registry refused a manifest because something it references does not exist there.
+    pub(crate) fn is_blob_unknown(&self) -> bool {
+        self.blob_unknown
+    }
+
+    /// How long the registry asked us to wait before retrying, if it said.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The step that failed, e.g. `manifest_get`.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// What it failed on, e.g. `host/repo:sha256-<hex>.att`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The registry's message (`HTTP 404 MANIFEST_UNKNOWN: manifest unknown`) or the transport
+    /// error.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// HTTP status of the failing response, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+}

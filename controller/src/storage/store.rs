@@ -1,0 +1,161 @@
+//! The storage seam: the [`AttestationStore`] and [`ArtifactStore`] traits and the values that
+//! cross them. Both stores implement them; nothing here knows how a store works.
+
+use std::fmt;
+use std::path::Path;
+
+use super::error::StorageError;
+use super::{oci, op};
+use crate::hashing::FileDigest;
+
+/// The artifact an attestation is about: a manifest in a repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject {
+    /// `host[:port]/path`, e.g. `registry.example.com/models/mnist`. A
+    /// [`LayoutStore`](super::LayoutStore) does not use it (it is bound to its directory);
+    /// `oci:<dir>` is the conventional value there.
+    pub repository: String,
+    /// Manifest digest, `sha256:<hex>`.
+    pub digest: String,
+}
+
+impl Subject {
+    pub fn new(repository: impl Into<String>, digest: impl Into<String>) -> Self {
+        Subject {
+            repository: repository.into(),
+            digest: digest.into(),
+        }
+    }
+
+    /// The hex part of the digest (`sha256:<64 lowercase hex>` required): the cosign tags and
+    /// the fallback index are named after it.
+    pub(crate) fn hex(&self) -> Result<&str, StorageError> {
+        oci::sha256_hex(&self.digest).ok_or_else(|| {
+            StorageError::permanent(
+                op::INPUT,
+                self.to_string(),
+                "digest must be sha256:<64 lowercase hex>",
+            )
+        })
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.repository, self.digest)
+    }
+}
+
+/// A cosign "simple signing" signature over the subject manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimpleSignature {
+    /// The cosign simple-signing JSON payload, exact bytes (stored as the layer blob).
+    pub payload: Vec<u8>,
+    /// Base64 of the DER ECDSA signature over `payload`.
+    pub signature: String,
+}
+
+/// One signed attestation to attach to its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub subject: Subject,
+    /// In-toto predicate type, e.g. `https://slsa.dev/provenance/v1`.
+    pub predicate_type: String,
+    /// The DSSE envelope JSON, exact bytes: stored as-is, never re-serialized.
+    pub envelope: Vec<u8>,
+    /// Signature over the subject manifest, written under the `.sig` tag when present.
+    pub signature: Option<SimpleSignature>,
+}
+
+/// Where an attestation was written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attached {
+    /// `host/repo:sha256-<hex>.att`, `host/repo:sha256-<hex>.sig` (when signed) and
+    /// `host/repo@sha256:<referrer manifest digest>`, in that order.
+    pub references: Vec<String>,
+    /// Digest of the OCI 1.1 referrer manifest (`sha256:<hex>`).
+    pub referrer_digest: String,
+}
+
+/// A manifest found in (or pushed to) a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedArtifact {
+    /// `sha256:<hex>`, verified against the bytes served.
+    pub digest: String,
+    /// The manifest's media type (from `Content-Type`, else its `mediaType` field).
+    pub media_type: String,
+    /// Size of the manifest in bytes.
+    pub size: u64,
+}
+
+/// How an attestation was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// A DSSE layer of the cosign tag `sha256-<hex>.att`.
+    Att,
+    /// An OCI 1.1 referrer with `artifactType` `application/vnd.in-toto+json`, listed by the
+    /// referrers API or, without one, the fallback index `sha256-<hex>`.
+    Referrer,
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Via::Att => "cosign .att",
+            Via::Referrer => "OCI referrer",
+        })
+    }
+}
+
+/// One DSSE envelope found about a subject. The same envelope reached both ways (provenant
+/// writes both) is one entry with both [`Via`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundAttestation {
+    /// The envelope's exact bytes (checked against the digest they were stored under).
+    pub envelope: Vec<u8>,
+    /// `sha256:` of `envelope`.
+    pub digest: String,
+    /// From the layer's annotation (`predicateType`, `in-toto.io/predicate-type`), if any. Only
+    /// a hint: the signed statement inside the envelope is what counts.
+    pub predicate_type: Option<String>,
+    /// Every way it was found, in the order found (`.att` first).
+    pub via: Vec<Via>,
+    /// Where it was found first: `REPO:sha256-<hex>.att`, or `REPO@<referrer digest>`.
+    pub reference: String,
+}
+
+/// Resolves artifacts and attaches attestations. Implementations are shared across tasks.
+#[async_trait::async_trait]
+pub trait AttestationStore: Send + Sync {
+    /// Fetches the subject's manifest by digest and checks that its content hashes to it.
+    async fn resolve(&self, subject: &Subject) -> Result<ResolvedArtifact, StorageError>;
+
+    /// Attaches the attestation (and signature) to its subject. Idempotent: repeating it, also
+    /// after a crash half-way, never duplicates anything.
+    async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError>;
+}
+
+/// What `provenant attest` and `provenant verify` need beyond attaching: push a model, read the
+/// attestations back, resolve a tag. Implemented by both stores, used as `Arc<dyn ArtifactStore>`.
+#[async_trait::async_trait]
+pub trait ArtifactStore: AttestationStore {
+    /// Pushes the model directory `dir` (its files hashed as `files`, paths relative to `dir`)
+    /// as an OCI artifact ([`ModelArtifact`](super::ModelArtifact)), tagged `tag` if given. File
+    /// contents are streamed, never read whole into memory. `repository` is `host/path` for a
+    /// registry and ignored by a layout.
+    async fn push_model(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        dir: &Path,
+        files: &[FileDigest],
+    ) -> Result<ResolvedArtifact, StorageError>;
+
+    /// Every DSSE envelope about `subject`: the layers of `sha256-<hex>.att` and the in-toto
+    /// referrers (referrers API, else the fallback index), one entry per envelope.
+    async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError>;
+
+    /// The manifest a reference names (see [`parse_reference`](super::parse_reference)): a tag
+    /// is resolved to its digest, a digest is checked against the content.
+    async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError>;
+}
