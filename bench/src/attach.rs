@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use provenant::attest;
 use provenant::config::ControllerConfig;
+use provenant::engine;
+use provenant::execute::placement;
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::CosignKey;
 use provenant::storage::{Attestation, AttestationStore, RegistryOptions, RegistryStore, Subject};
@@ -102,8 +103,7 @@ async fn prepare(
     salt: &str,
 ) -> Result<Vec<Job>> {
     let run = crate::engine::load_fixture()?;
-    let placement = ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
+    let placement = placement(&ControllerConfig::defaults(), run.spec.accelerator.as_ref())
         .map_err(|e| anyhow!("placement: {e}"))?;
     let builder = BuilderIdentity {
         id: provenance::DEFAULT_BUILDER_ID.to_string(),
@@ -143,7 +143,7 @@ async fn prepare(
             .ok_or_else(|| anyhow!("model digest {} is not sha256", model.digest))?;
         subject.digest = BTreeMap::from([("sha256".to_string(), hex.to_string())]);
         statement.subject.truncate(1);
-        let record = attest::sign(&statement, key)?;
+        let record = engine::sign(&statement, key)?;
         let attestation = record
             .attestations()?
             .into_iter()

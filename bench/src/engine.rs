@@ -1,5 +1,5 @@
 //! Benchmark 1, the engine: a statement built from a recorded run
-//! (`provenance::statement_for_run`), signed (`attest::sign`: the DSSE envelope + one cosign simple
+//! (`provenance::statement_for_run`), signed (`engine::sign`: the DSSE envelope + one cosign simple
 //! signature per subject) and serialized (the `SignedRecord` as compact JSON,
 //! `SignedRecord::to_json`; the ConfigMap's `record.json` is the same record pretty-printed),
 //! beside two baselines measured in the same process with the same key, interleaved with the
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use provenant::api::TrainingRun;
-use provenant::attest;
-use provenant::config::{ControllerConfig, Placement};
+use provenant::config::ControllerConfig;
+use provenant::engine;
+use provenant::execute::placement::{Placement, placement};
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::{CosignKey, IN_TOTO_PAYLOAD_TYPE, Signer, pae, simple_signing};
 use serde_json::{Value, json};
@@ -71,7 +72,7 @@ fn engine_op(
     key: &CosignKey,
 ) -> Result<usize> {
     let statement = provenance::statement_for_run(run, placement, builder)?;
-    let record = attest::sign(&statement, key)?;
+    let record = engine::sign(&statement, key)?;
     let bytes = record.to_json()?;
     Ok(bytes.len())
 }
@@ -98,9 +99,11 @@ pub fn run(full: bool) -> Result<()> {
     };
     let key = CosignKey::ephemeral()?;
     let fixture = load_fixture()?;
-    let placement = ControllerConfig::defaults()
-        .placement(fixture.spec.accelerator.as_ref())
-        .map_err(|e| anyhow!("placement of the fixture: {e}"))?;
+    let placement = placement(
+        &ControllerConfig::defaults(),
+        fixture.spec.accelerator.as_ref(),
+    )
+    .map_err(|e| anyhow!("placement of the fixture: {e}"))?;
     let builder = BuilderIdentity {
         id: provenance::DEFAULT_BUILDER_ID.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -162,7 +165,7 @@ pub fn run(full: bool) -> Result<()> {
         }
 
         // Phases of the engine op, timed separately (where the time goes).
-        let record = attest::sign(&statement, &key)?;
+        let record = engine::sign(&statement, &key)?;
         let mut build_us = Vec::new();
         let mut to_bytes_us = Vec::new();
         let mut sign_us = Vec::new();
@@ -177,7 +180,7 @@ pub fn run(full: bool) -> Result<()> {
                 Ok(())
             })?);
             sign_us.push(time_batch(batch / 3, || {
-                black_box(attest::sign(&statement, &key)?);
+                black_box(engine::sign(&statement, &key)?);
                 Ok(())
             })?);
             serialize_us.push(time_batch(batch / 3, || {
@@ -213,7 +216,7 @@ pub fn run(full: bool) -> Result<()> {
         rows.push(Row::info(
             format!("  breakdown, {}", v.name),
             format!(
-                "statement_for_run {:.1} µs, to_bytes {:.1} µs, attest::sign {:.1} µs (to_bytes + PAE + {signatures} signs + base64 + envelope JSON), record JSON {:.1} µs; engine − same payloads {:.1} µs; payload {} B, record {} B",
+                "statement_for_run {:.1} µs, to_bytes {:.1} µs, engine::sign {:.1} µs (to_bytes + PAE + {signatures} signs + base64 + envelope JSON), record JSON {:.1} µs; engine − same payloads {:.1} µs; payload {} B, record {} B",
                 median(&build_us),
                 median(&to_bytes_us),
                 median(&sign_us),

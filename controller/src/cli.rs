@@ -146,7 +146,7 @@ pub fn attest(args: AttestArgs) -> ExitCode {
         credentials: docker_config(),
         quiet: args.quiet,
     };
-    match rt.block_on(local::attest(&options)) {
+    match rt.block_on(local::run(&options)) {
         Ok(outcome) => {
             let total: u64 = outcome.files.iter().map(|f| f.size).sum();
             outln!(

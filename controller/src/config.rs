@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
-use crate::api::AcceleratorRequest;
-
 /// The configuration shipped in `config/default`, compiled in as the defaults.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default/controller-config.yaml");
 
@@ -92,8 +90,11 @@ impl Default for RegistryConfig {
 fn yes() -> bool {
     true
 }
+/// Default `runDetails.builder.id` of the controller's statements.
+pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";
+
 fn default_builder_id() -> String {
-    crate::provenance::DEFAULT_BUILDER_ID.to_string()
+    DEFAULT_BUILDER_ID.to_string()
 }
 fn default_signing_secret() -> String {
     "provenant-signing-key".to_string()
@@ -120,15 +121,6 @@ pub struct AcceleratorProfile {
     pub topology_label: Option<String>,
 }
 
-/// Where a run's workers go and what they request, resolved from its accelerator request.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Placement {
-    /// `(resource name, count per worker)`; None for CPU runs.
-    pub resource: Option<(String, i32)>,
-    pub node_selector: BTreeMap<String, String>,
-    pub tolerations: Vec<Toleration>,
-}
-
 /// The configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -146,24 +138,6 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
-}
-
-/// A run's accelerator request does not fit the configured profiles.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AcceleratorError {
-    #[error("spec.accelerator.type: unknown accelerator type {requested:?}; this controller knows: {}", known.join(", "))]
-    Unknown {
-        requested: String,
-        known: Vec<String>,
-    },
-    #[error(
-        "spec.accelerator.topology: accelerator type {requested:?} needs a topology (e.g. 2x4), it selects nodes by {label}"
-    )]
-    TopologyRequired { requested: String, label: String },
-    #[error(
-        "spec.accelerator.topology: accelerator type {requested:?} has no topology; remove the field"
-    )]
-    TopologyNotSupported { requested: String },
 }
 
 impl ControllerConfig {
@@ -273,46 +247,6 @@ impl ControllerConfig {
         }
         Ok(())
     }
-
-    /// Resolve a run's accelerator request (None = CPU) to its placement.
-    pub fn placement(
-        &self,
-        request: Option<&AcceleratorRequest>,
-    ) -> Result<Placement, AcceleratorError> {
-        let Some(request) = request else {
-            return Ok(Placement::default());
-        };
-        let profile = self
-            .accelerator_profiles
-            .get(&request.type_)
-            .ok_or_else(|| AcceleratorError::Unknown {
-                requested: request.type_.clone(),
-                known: self.accelerator_profiles.keys().cloned().collect(),
-            })?;
-        let mut node_selector = profile.node_selector.clone();
-        match (&profile.topology_label, &request.topology) {
-            (Some(label), Some(topology)) => {
-                node_selector.insert(label.clone(), topology.clone());
-            }
-            (Some(label), None) => {
-                return Err(AcceleratorError::TopologyRequired {
-                    requested: request.type_.clone(),
-                    label: label.clone(),
-                });
-            }
-            (None, Some(_)) => {
-                return Err(AcceleratorError::TopologyNotSupported {
-                    requested: request.type_.clone(),
-                });
-            }
-            (None, None) => {}
-        }
-        Ok(Placement {
-            resource: Some((profile.resource_name.clone(), request.count)),
-            node_selector,
-            tolerations: profile.tolerations.clone(),
-        })
-    }
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -348,84 +282,6 @@ fn is_label_value(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(t: &str, count: i32, topology: Option<&str>) -> AcceleratorRequest {
-        AcceleratorRequest {
-            type_: t.into(),
-            count,
-            topology: topology.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn defaults_cover_nvidia_gke_gpu_and_gke_tpu_labels() {
-        let config = ControllerConfig::defaults();
-        let a100 = config
-            .placement(Some(&request("nvidia-a100-80gb", 2, None)))
-            .unwrap();
-        assert_eq!(a100.resource, Some(("nvidia.com/gpu".into(), 2)));
-        assert_eq!(
-            a100.node_selector["nvidia.com/gpu.product"],
-            "NVIDIA-A100-SXM4-80GB"
-        );
-        assert_eq!(a100.tolerations[0].key.as_deref(), Some("nvidia.com/gpu"));
-
-        let l4 = config
-            .placement(Some(&request("gke-nvidia-l4", 1, None)))
-            .unwrap();
-        assert_eq!(
-            l4.node_selector["cloud.google.com/gke-accelerator"],
-            "nvidia-l4"
-        );
-
-        let tpu = config
-            .placement(Some(&request("tpu-v5e", 4, Some("4x4"))))
-            .unwrap();
-        assert_eq!(tpu.resource, Some(("google.com/tpu".into(), 4)));
-        assert_eq!(
-            tpu.node_selector["cloud.google.com/gke-tpu-accelerator"],
-            "tpu-v5-lite-podslice"
-        );
-        assert_eq!(
-            tpu.node_selector["cloud.google.com/gke-tpu-topology"],
-            "4x4"
-        );
-    }
-
-    #[test]
-    fn cpu_runs_have_no_accelerator_placement() {
-        assert_eq!(
-            ControllerConfig::defaults().placement(None).unwrap(),
-            Placement::default()
-        );
-    }
-
-    #[test]
-    fn unknown_type_and_topology_mismatches_name_the_field() {
-        let config = ControllerConfig::defaults();
-        let err = config
-            .placement(Some(&request("nvidia-b300", 1, None)))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("spec.accelerator.type: unknown accelerator type \"nvidia-b300\"")
-        );
-        assert!(err.to_string().contains("nvidia-l4"), "{err}");
-        let err = config
-            .placement(Some(&request("tpu-v5e", 4, None)))
-            .unwrap_err();
-        assert!(
-            matches!(err, AcceleratorError::TopologyRequired { .. }),
-            "{err}"
-        );
-        let err = config
-            .placement(Some(&request("nvidia-l4", 1, Some("2x2"))))
-            .unwrap_err();
-        assert!(
-            matches!(err, AcceleratorError::TopologyNotSupported { .. }),
-            "{err}"
-        );
-    }
 
     #[test]
     fn malformed_files_get_clear_errors() {

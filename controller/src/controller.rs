@@ -22,8 +22,9 @@ use crate::api::TrainingRun;
 use crate::client::{self, ClientError, RateLimit};
 use crate::config::{ConfigError, ControllerConfig};
 use crate::provenance::BuilderIdentity;
-use crate::reconcile::provenance::Attestor;
-use crate::reconcile::queue::{self, ProvenanceQueue};
+use crate::reconcile::publish;
+use crate::reconcile::publisher::Publisher;
+use crate::reconcile::queue::ProvenanceQueue;
 use crate::reconcile::{self, Context};
 use crate::secrets::{self, RegistryCredentials, SigningKey};
 use crate::{labels, server};
@@ -126,7 +127,7 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(options.health_addr);
     info!(%addr, "serving /healthz, /readyz and /metrics");
 
-    let attestor = start_attestor(&client, &config, &options, &state);
+    let publisher = start_publisher(&client, &config, &options, &state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let readiness = tokio::spawn(watch_crd(
         client.clone(),
@@ -145,7 +146,7 @@ pub async fn run(
     let mut work = tokio::spawn(lead_and_reconcile(
         client,
         config,
-        attestor,
+        publisher,
         options.clone(),
         state.clone(),
         stop_rx,
@@ -193,13 +194,13 @@ enum ServerOrWork {
 async fn lead_and_reconcile(
     client: Client,
     config: Arc<ControllerConfig>,
-    attestor: Option<Arc<Attestor>>,
+    publisher: Option<Arc<Publisher>>,
     options: Options,
     state: Arc<server::State>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let Some(election) = options.leader_election.clone() else {
-        run_controller(client, config, attestor, &options, state.clone(), stop).await;
+        run_controller(client, config, publisher, &options, state.clone(), stop).await;
         return Ok(());
     };
     let lease_error = |source| ControllerError::LeaderElection {
@@ -242,7 +243,7 @@ async fn lead_and_reconcile(
             () = run_controller_until(
                 client.clone(),
                 config.clone(),
-                attestor.clone(),
+                publisher.clone(),
                 &options,
                 state.clone(),
                 halt,
@@ -270,7 +271,7 @@ async fn lead_and_reconcile(
 async fn run_controller(
     client: Client,
     config: Arc<ControllerConfig>,
-    attestor: Option<Arc<Attestor>>,
+    publisher: Option<Arc<Publisher>>,
     options: &Options,
     state: Arc<server::State>,
     mut stop: watch::Receiver<bool>,
@@ -278,14 +279,14 @@ async fn run_controller(
     let halt = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    run_controller_until(client, config, attestor, options, state, halt).await;
+    run_controller_until(client, config, publisher, options, state, halt).await;
 }
 
 /// The kube-runtime Controller: TrainingRuns, plus the Pods and Services they own.
 async fn run_controller_until(
     client: Client,
     config: Arc<ControllerConfig>,
-    attestor: Option<Arc<Attestor>>,
+    publisher: Option<Arc<Publisher>>,
     options: &Options,
     state: Arc<server::State>,
     halt: impl Future<Output = ()> + Send + Sync + 'static,
@@ -315,7 +316,7 @@ async fn run_controller_until(
         config,
         recorder: Recorder::new(client, reporter),
         metrics: state.metrics.clone(),
-        attestor,
+        publisher,
         controller_namespace: options.controller_namespace.clone(),
         queue: provenance_queue,
     });
@@ -325,7 +326,7 @@ async fn run_controller_until(
         .owns(services, owned)
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     state.set_runs(Some(controller.store()));
-    let provenance_workers = queue::work(
+    let provenance_workers = publish::work(
         queued,
         context.clone(),
         controller.store(),
@@ -354,15 +355,15 @@ async fn run_controller_until(
     info!("stopped reconciling");
 }
 
-/// The attestor, when provenance is enabled: it watches the signing key (and registry credentials)
+/// The publisher, when provenance is enabled: it watches the signing key (and registry credentials)
 /// Secrets in the controller's namespace for as long as the process runs, so a standby is ready to
 /// sign the moment it takes over.
-fn start_attestor(
+fn start_publisher(
     client: &Client,
     config: &ControllerConfig,
     options: &Options,
     state: &Arc<server::State>,
-) -> Option<Arc<Attestor>> {
+) -> Option<Arc<Publisher>> {
     let provenance = &config.provenance;
     if !provenance.enabled {
         info!("provenance disabled in the configuration");
@@ -391,7 +392,7 @@ fn start_attestor(
         Arc::new(move |op: &str, elapsed: Duration, ok: bool| {
             metrics.observe_registry(op, elapsed, ok)
         });
-    Some(Arc::new(Attestor::new(
+    Some(Arc::new(Publisher::new(
         key,
         credentials,
         BuilderIdentity::controller(&provenance.builder_id, provenance.cluster_name.as_deref()),

@@ -4,12 +4,12 @@
 //! ([`controller`]) and the CLI share everything below it.
 
 pub mod api;
-pub mod attest;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crdgen;
+pub mod engine;
 pub mod execute;
 pub mod hashing;
 pub mod labels;

@@ -16,15 +16,17 @@ use serde_json::Value;
 use crate::api::validation::Admission;
 use crate::api::{
     DatasetMaterial, Materials, NamedDigest, OutputRecord, Phase, ReportRecord, Source,
-    TrainingRun, TrainingRunStatus, WorkerRecord,
+    TrainingRun, TrainingRunSpec, TrainingRunStatus, WorkerRecord,
 };
-use crate::attest::{self, SignedRecord};
+use crate::engine::{self, SignedRecord};
 use crate::hashing::{self, FileDigest};
 use crate::labels;
 use crate::observe::{self, host, report};
 use crate::provenance::{self, BuilderIdentity, LocalInvocation};
 use crate::signing::{CosignKey, Signer};
-use crate::storage::{ArtifactStore, LayoutStore, RegistryOptions, RegistryStore, Subject};
+use crate::storage::{
+    ArtifactStore, LayoutStore, RegistryOptions, RegistryStore, ResolvedArtifact, Subject,
+};
 use crate::terminal::Progress;
 
 /// Where `attest` stores the model and its attestations.
@@ -74,7 +76,7 @@ pub enum LocalError {
     #[error("{0}")]
     Material(String),
     #[error("{0}")]
-    Attest(#[from] attest::AttestError),
+    Attest(#[from] engine::EngineError),
     #[error("storing: {0}")]
     Storage(#[from] crate::storage::StorageError),
 }
@@ -124,40 +126,102 @@ fn local_path(uri: &str) -> Option<PathBuf> {
     (!uri.contains("://")).then(|| PathBuf::from(uri))
 }
 
-/// Run the TrainingRun here and attest its model.
-pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
+/// Run the TrainingRun here and attest its model: check the run and load the key, observe the
+/// code and hash the local datasets, train, take in the workload's report, package and store the
+/// model, then build, sign and store the statement of the run as the controller would record it.
+pub async fn run(options: &Options) -> Result<Outcome, LocalError> {
     let mut run = load_run(&options.file)?;
-    let spec = run.spec.clone();
+    check_runnable_here(&run, &options.file)?;
+    // The signing key first: a wrong password must not cost a training run.
+    let key = load_key(options)?;
     let work_dir =
         std::env::current_dir().map_err(|e| usage(format!("no working directory: {e}")))?;
-    if spec.command.is_empty() {
-        return Err(LocalError::Invalid {
-            path: options.file.display().to_string(),
-            reason: "spec.command: attest runs the command on this host (not the image's entrypoint); give one".into(),
-        });
-    }
-    if let Some(e) = spec.env.iter().find(|e| e.value_from.is_some()) {
-        return Err(LocalError::Invalid {
-            path: options.file.display().to_string(),
-            reason: format!(
-                "spec.env {}: valueFrom needs a cluster; give a value to run it locally",
-                e.name
-            ),
-        });
-    }
+    let git = observe_code(&run.spec, &work_dir)?;
+    let mut datasets = hash_datasets(&run.spec, options.quiet)?;
+    let training = train(&run, options).await?;
+    let report = take_report(&training.report, &run.spec, &mut datasets)?;
+    let (store, files, model) = store_model(&run, options).await?;
 
-    // The signing key first: a wrong password must not cost a training run.
+    // The run as the controller would have recorded it, with this host as its only worker.
+    let host_facts = host::host_facts();
+    run.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    run.status = Some(recorded_status(
+        &run,
+        &training,
+        &host_facts,
+        datasets,
+        report,
+        &model.digest,
+    ));
+    let invocation = LocalInvocation {
+        host: serde_json::to_value(&host_facts).unwrap_or(Value::Null),
+        working_directory: work_dir.display().to_string(),
+        command: training.argv.clone(),
+        code: git.map(|g| {
+            let uri = run
+                .spec
+                .code
+                .as_ref()
+                .map(|c| c.uri.clone())
+                .or(g.remote.clone())
+                .unwrap_or_else(|| format!("file://{}", work_dir.display()));
+            (uri, g.commit, g.dirty)
+        }),
+    };
+    let builder = BuilderIdentity {
+        id: options.builder_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let statement = provenance::statement_for_local_run(&run, &invocation, &builder)
+        .map_err(|e| LocalError::Material(e.to_string()))?;
+    let record = engine::sign(&statement, &key)?;
+    let references = engine::attach(&record, store.as_ref()).await?;
+    Ok(Outcome {
+        subject: Subject::new(run.spec.output.repository.clone(), model.digest),
+        record,
+        references,
+        files,
+        statement: serde_json::to_value(&statement).map_err(engine::EngineError::Statement)?,
+    })
+}
+
+/// What only a cluster can run is refused: no command (the image's entrypoint), `valueFrom` env.
+fn check_runnable_here(run: &TrainingRun, file: &Path) -> Result<(), LocalError> {
+    let invalid = |reason: String| LocalError::Invalid {
+        path: file.display().to_string(),
+        reason,
+    };
+    if run.spec.command.is_empty() {
+        return Err(invalid(
+            "spec.command: attest runs the command on this host (not the image's entrypoint); give one".into(),
+        ));
+    }
+    if let Some(e) = run.spec.env.iter().find(|e| e.value_from.is_some()) {
+        return Err(invalid(format!(
+            "spec.env {}: valueFrom needs a cluster; give a value to run it locally",
+            e.name
+        )));
+    }
+    Ok(())
+}
+
+fn load_key(options: &Options) -> Result<CosignKey, LocalError> {
     let key_pem = std::fs::read(&options.key)
         .map_err(|e| usage(format!("cannot read key {}: {e}", options.key.display())))?;
-    let key = CosignKey::from_pem(
+    CosignKey::from_pem(
         &options.key.display().to_string(),
         &key_pem,
         &options.password,
     )
-    .map_err(|e| usage(e.to_string()))?;
+    .map_err(|e| usage(e.to_string()))
+}
 
-    // The code: the working tree's commit, which must be the declared revision when there is one.
-    let git = host::git_revision(&work_dir);
+/// The code: the working tree's commit, which must be the declared revision when there is one.
+fn observe_code(
+    spec: &TrainingRunSpec,
+    work_dir: &Path,
+) -> Result<Option<host::GitRevision>, LocalError> {
+    let git = host::git_revision(work_dir);
     if let (Some(declared), Some(git)) = (
         spec.code.as_ref().and_then(|c| c.revision.as_ref()),
         git.as_ref(),
@@ -168,8 +232,11 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             git.commit
         )));
     }
+    Ok(git)
+}
 
-    // Datasets on this host are hashed (observed); remote ones stay as declared.
+/// Datasets on this host are hashed (observed); remote ones stay as declared.
+fn hash_datasets(spec: &TrainingRunSpec, quiet: bool) -> Result<Vec<DatasetMaterial>, LocalError> {
     let mut datasets = Vec::new();
     for d in &spec.datasets {
         let mut material = DatasetMaterial {
@@ -179,7 +246,7 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             sources: vec![Source::Declared],
         };
         if let Some(path) = local_path(&d.uri) {
-            let progress = Progress::bytes(&format!("hashing {}", d.name), None, options.quiet);
+            let progress = Progress::bytes(&format!("hashing {}", d.name), None, quiet);
             let hashed = hashing::dataset_digest_with(&path, &progress);
             progress.finish();
             let (digest, _) = hashed.map_err(|e| {
@@ -199,13 +266,27 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
         }
         datasets.push(material);
     }
+    Ok(datasets)
+}
 
-    // Run the training with the same environment contract as a worker pod.
+/// What the training on this host did.
+struct Training {
+    argv: Vec<String>,
+    started: Timestamp,
+    finished: Timestamp,
+    exit_code: i32,
+    /// What the workload wrote to its report file (`PROVENANT_REPORT_PATH`).
+    report: String,
+}
+
+/// Run the command with the same environment contract as a worker pod; a failure is the run's.
+async fn train(run: &TrainingRun, options: &Options) -> Result<Training, LocalError> {
+    let spec = &run.spec;
     prepare_model_dir(&options.model_dir)?;
     let report_file = tempfile::NamedTempFile::new()
         .map_err(|e| usage(format!("cannot create the report file: {e}")))?;
     let hyperparameters = serde_json::to_string(&spec.hyperparameters.clone().unwrap_or_default())
-        .unwrap_or_else(|_| "{}".into());
+        .map_err(|e| LocalError::Material(format!("spec.hyperparameters: {e}")))?;
     let name = run.metadata.name.clone().unwrap_or_else(|| "local".into());
     let mut command = tokio::process::Command::new(&spec.command[0]);
     command
@@ -240,57 +321,75 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
         .await
         .map_err(|e| LocalError::Training(format!("cannot start {:?}: {e}", spec.command[0])))?;
     let finished = Timestamp::now();
-    let exit_code = status.code().unwrap_or(-1);
     if !status.success() {
         return Err(LocalError::Training(format!(
             "{} exited with {status}",
             argv.join(" ")
         )));
     }
+    Ok(Training {
+        argv,
+        started,
+        finished,
+        exit_code: status.code().unwrap_or(-1),
+        report: std::fs::read_to_string(report_file.path()).unwrap_or_default(),
+    })
+}
 
-    // What the workload reported (metrics, dataset digests). Outputs are what attest packages.
-    let message = std::fs::read_to_string(report_file.path()).unwrap_or_default();
-    let reported = report::parse(&message, &spec.output.repository)
-        .map_err(|e| LocalError::Material(format!("workload report: {e}")))?;
-    let mut report_record = None;
-    if let Some((parsed, _outputs)) = &reported {
-        for r in &parsed.datasets {
-            match datasets.iter_mut().find(|d| d.name == r.name) {
-                Some(d) => {
-                    if d.digest.as_ref().is_some_and(|digest| digest != &r.digest) {
-                        return Err(LocalError::Material(format!(
-                            "dataset {}: the workload reported {}, but {} was recorded",
-                            r.name,
-                            r.digest,
-                            d.digest.clone().unwrap_or_default()
-                        )));
-                    }
-                    d.digest = Some(r.digest.clone());
-                    d.sources.push(Source::Reported);
+/// What the workload reported (metrics, dataset digests), merged into `datasets`: a reported
+/// digest that contradicts one recorded is refused. Outputs are what attest packages itself.
+fn take_report(
+    message: &str,
+    spec: &TrainingRunSpec,
+    datasets: &mut Vec<DatasetMaterial>,
+) -> Result<Option<ReportRecord>, LocalError> {
+    let Some((parsed, _outputs)) = report::parse(message, &spec.output.repository)
+        .map_err(|e| LocalError::Material(format!("workload report: {e}")))?
+    else {
+        return Ok(None);
+    };
+    for r in &parsed.datasets {
+        match datasets.iter_mut().find(|d| d.name == r.name) {
+            Some(d) => {
+                if d.digest.as_ref().is_some_and(|digest| digest != &r.digest) {
+                    return Err(LocalError::Material(format!(
+                        "dataset {}: the workload reported {}, but {} was recorded",
+                        r.name,
+                        r.digest,
+                        d.digest.clone().unwrap_or_default()
+                    )));
                 }
-                None => datasets.push(DatasetMaterial {
-                    name: r.name.clone(),
-                    uri: None,
-                    digest: Some(r.digest.clone()),
-                    sources: vec![Source::Reported],
-                }),
+                d.digest = Some(r.digest.clone());
+                d.sources.push(Source::Reported);
             }
+            None => datasets.push(DatasetMaterial {
+                name: r.name.clone(),
+                uri: None,
+                digest: Some(r.digest.clone()),
+                sources: vec![Source::Reported],
+            }),
         }
-        report_record = Some(ReportRecord {
-            outputs: vec![],
-            datasets: parsed
-                .datasets
-                .iter()
-                .map(|d| NamedDigest {
-                    name: d.name.clone(),
-                    digest: d.digest.clone(),
-                })
-                .collect(),
-            metrics: parsed.metrics.clone(),
-        });
     }
+    Ok(Some(ReportRecord {
+        outputs: vec![],
+        datasets: parsed
+            .datasets
+            .iter()
+            .map(|d| NamedDigest {
+                name: d.name.clone(),
+                digest: d.digest.clone(),
+            })
+            .collect(),
+        metrics: parsed.metrics.clone(),
+    }))
+}
 
-    // The model: hash it, package it, store it.
+/// Hash the model directory, package it as an OCI artifact and store it (tagged with the run's
+/// name). Returns the store (the attestations go there too), the files and the stored model.
+async fn store_model(
+    run: &TrainingRun,
+    options: &Options,
+) -> Result<(Arc<dyn ArtifactStore>, Vec<FileDigest>, ResolvedArtifact), LocalError> {
     let progress = Progress::bytes("hashing model", None, options.quiet);
     let hashed = hashing::hash_tree_with(&options.model_dir, 0, &progress);
     progress.finish();
@@ -309,38 +408,47 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             ..RegistryOptions::default()
         })),
     };
+    let name = run.metadata.name.clone().unwrap_or_else(|| "local".into());
     let model = store
         .push_model(
-            &spec.output.repository,
+            &run.spec.output.repository,
             Some(&name),
             &options.model_dir,
             &files,
         )
         .await?;
+    Ok((store, files, model))
+}
 
-    // The run as the controller would have recorded it, with this host as its only worker.
-    let host_facts = host::host_facts();
-    let accelerator = host::host_accelerator();
-    let message_digest =
-        (!message.trim().is_empty()).then(|| observe::sha256_digest(message.as_bytes()));
-    run.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
-    run.status = Some(TrainingRunStatus {
+/// The status the controller would have recorded: one worker, this host, and the model stored.
+fn recorded_status(
+    run: &TrainingRun,
+    training: &Training,
+    host_facts: &host::HostFacts,
+    datasets: Vec<DatasetMaterial>,
+    report: Option<ReportRecord>,
+    model_digest: &str,
+) -> TrainingRunStatus {
+    let repository = &run.spec.output.repository;
+    let report_digest = (!training.report.trim().is_empty())
+        .then(|| observe::sha256_digest(training.report.as_bytes()));
+    TrainingRunStatus {
         phase: Some(Phase::Succeeded),
-        start_time: Some(Time(started)),
-        completion_time: Some(Time(finished)),
+        start_time: Some(Time(training.started)),
+        completion_time: Some(Time(training.finished)),
         workers: vec![WorkerRecord {
             pod_name: "local".into(),
             rank: 0,
             node_name: Some(host_facts.hostname.clone()),
             phase: Some("Succeeded".into()),
-            exit_code: Some(exit_code),
+            exit_code: Some(training.exit_code),
             reason: Some("Completed".into()),
-            started_at: Some(Time(started)),
-            finished_at: Some(Time(finished)),
+            started_at: Some(Time(training.started)),
+            finished_at: Some(Time(training.finished)),
             containers: vec![],
-            accelerator,
-            report_digest: message_digest,
-            report: report_record,
+            accelerator: host::host_accelerator(),
+            report_digest,
+            report,
             report_error: None,
         }],
         materials: Some(Materials {
@@ -348,42 +456,13 @@ pub async fn attest(options: &Options) -> Result<Outcome, LocalError> {
             images: vec![],
         }),
         outputs: vec![OutputRecord {
-            uri: format!("{}@{}", spec.output.repository, model.digest),
-            repository: spec.output.repository.clone(),
-            digest: model.digest.clone(),
+            uri: format!("{repository}@{model_digest}"),
+            repository: repository.clone(),
+            digest: model_digest.to_string(),
             verified: true,
         }],
         ..Default::default()
-    });
-    let invocation = LocalInvocation {
-        host: serde_json::to_value(&host_facts).unwrap_or(Value::Null),
-        working_directory: work_dir.display().to_string(),
-        command: argv,
-        code: git.map(|g| {
-            let uri = spec
-                .code
-                .as_ref()
-                .map(|c| c.uri.clone())
-                .or(g.remote.clone())
-                .unwrap_or_else(|| format!("file://{}", work_dir.display()));
-            (uri, g.commit, g.dirty)
-        }),
-    };
-    let builder = BuilderIdentity {
-        id: options.builder_id.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let statement = provenance::statement_for_local_run(&run, &invocation, &builder)
-        .map_err(|e| LocalError::Material(e.to_string()))?;
-    let record = attest::sign(&statement, &key)?;
-    let references = attest::attach(&record, store.as_ref()).await?;
-    Ok(Outcome {
-        subject: Subject::new(spec.output.repository.clone(), model.digest),
-        record,
-        references,
-        files,
-        statement: serde_json::to_value(&statement).map_err(attest::AttestError::Statement)?,
-    })
+    }
 }
 
 /// The model directory must not hold anything the training did not write.

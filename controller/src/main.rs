@@ -10,6 +10,7 @@ use provenant::api::TrainingRun;
 use provenant::api::validation::Admission;
 use provenant::client::RateLimit;
 use provenant::config::{ControllerConfig, DEFAULT_CONFIG_YAML};
+use provenant::execute::placement;
 use provenant::telemetry::{self, LogFormat};
 use provenant::{controller, crdgen, out, outln};
 
@@ -326,7 +327,7 @@ fn check_document(admission: &Admission, config: &ControllerConfig, text: &str) 
         Ok(run) => run,
         Err(e) => return vec![format!("does not match the TrainingRun API: {e}")],
     };
-    match config.placement(run.spec.accelerator.as_ref()) {
+    match placement(config, run.spec.accelerator.as_ref()) {
         Ok(_) => vec![],
         Err(e) => vec![e.to_string()],
     }

@@ -11,6 +11,7 @@ mod runs;
 use provenant::api::TrainingRun;
 use provenant::api::validation::{Admission, InvalidTrainingRun};
 use provenant::config::ControllerConfig;
+use provenant::execute::placement;
 use serde_json::{Value, json};
 
 use runs::{accepted, cpu_sample, refused, samples, started};
@@ -35,8 +36,7 @@ fn samples_deserialize_and_pass_admission() {
             .check_run(&run, None)
             .unwrap_or_else(|e| panic!("{path} (typed): {e}"));
         // And the controller can place it with the shipped accelerator profiles.
-        ControllerConfig::defaults()
-            .placement(run.spec.accelerator.as_ref())
+        placement(&ControllerConfig::defaults(), run.spec.accelerator.as_ref())
             .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }

@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use provenant::api::{AcceleratorFacts, TrainingRun};
-use provenant::config::{ControllerConfig, Placement};
+use provenant::config::ControllerConfig;
+use provenant::execute::placement::{Placement, placement};
 use provenant::provenance::statement::Statement;
 use provenant::provenance::{self, BuilderIdentity, LocalInvocation, ProvenanceError};
 use serde_json::value::RawValue;
@@ -33,9 +34,7 @@ fn fixture() -> TrainingRun {
 }
 
 fn placement_of(run: &TrainingRun) -> Placement {
-    ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
-        .unwrap()
+    placement(&ControllerConfig::defaults(), run.spec.accelerator.as_ref()).unwrap()
 }
 
 fn builder() -> BuilderIdentity {

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use provenant::api::TrainingRun;
 use provenant::config::ControllerConfig;
+use provenant::execute::placement;
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::{
     CosignKey, Envelope, IN_TOTO_PAYLOAD_TYPE, PublicKey, Signer, generate, load_from_secret_data,
@@ -114,7 +115,7 @@ fn securesystemslib_verifies_an_envelope_without_keyid() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
 }
 
-/// An envelope as the controller signs one (`attest::sign` of the fixture's statement).
+/// An envelope as the controller signs one (`engine::sign` of the fixture's statement).
 fn controller_envelope(key: &CosignKey) -> Vec<u8> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -122,12 +123,11 @@ fn controller_envelope(key: &CosignKey) -> Vec<u8> {
     ))
     .expect("fixture");
     let run: TrainingRun = serde_saphyr::from_str(&text).expect("fixture");
-    let placement = ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
-        .expect("placement");
+    let placement =
+        placement(&ControllerConfig::defaults(), run.spec.accelerator.as_ref()).expect("placement");
     let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
     let statement = provenance::statement_for_run(&run, &placement, &builder).expect("statement");
-    provenant::attest::sign(&statement, key)
+    provenant::engine::sign(&statement, key)
         .expect("sign")
         .envelope
 }

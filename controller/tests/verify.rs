@@ -5,8 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::{SignedDuration, Timestamp};
 use provenant::api::TrainingRun;
-use provenant::attest;
 use provenant::config::ControllerConfig;
+use provenant::engine;
+use provenant::execute::placement;
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::{CosignKey, Signer};
 use provenant::verify::{Policy, render, verify};
@@ -23,12 +24,11 @@ fn signed(key: &CosignKey) -> Vec<u8> {
     ))
     .unwrap();
     let run: TrainingRun = serde_saphyr::from_str(&text).unwrap();
-    let placement = ControllerConfig::defaults()
-        .placement(run.spec.accelerator.as_ref())
-        .unwrap();
+    let placement =
+        placement(&ControllerConfig::defaults(), run.spec.accelerator.as_ref()).unwrap();
     let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
     let statement = provenance::statement_for_run(&run, &placement, &builder).unwrap();
-    attest::sign(&statement, key).unwrap().envelope
+    engine::sign(&statement, key).unwrap().envelope
 }
 
 fn now() -> Timestamp {

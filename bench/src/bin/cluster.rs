@@ -37,6 +37,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use provenant::api::{Phase, ProvenanceState, TrainingRun};
 use provenant::config::ControllerConfig;
+use provenant::execute::placement;
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::CosignKey;
 use provenant::storage::{AttestationStore, RegistryOptions, RegistryStore, Subject};
@@ -327,9 +328,11 @@ struct Sample {
 /// Returns (latencies ms, CPU ms of this process per op incl. signing).
 async fn bare_attach(registry: &Registry, n: usize) -> Result<(Vec<f64>, f64)> {
     let fixture = provenant_bench::engine::load_fixture()?;
-    let placement = ControllerConfig::defaults()
-        .placement(fixture.spec.accelerator.as_ref())
-        .map_err(|e| anyhow!("placement: {e}"))?;
+    let placement = placement(
+        &ControllerConfig::defaults(),
+        fixture.spec.accelerator.as_ref(),
+    )
+    .map_err(|e| anyhow!("placement: {e}"))?;
     let builder = BuilderIdentity {
         id: provenance::DEFAULT_BUILDER_ID.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -368,7 +371,7 @@ async fn bare_attach(registry: &Registry, n: usize) -> Result<(Vec<f64>, f64)> {
             .ok_or_else(|| anyhow!("model digest {} is not sha256", model.digest))?;
         subject.digest = BTreeMap::from([("sha256".to_string(), hex.to_string())]);
         statement.subject.truncate(1);
-        let record = provenant::attest::sign(&statement, &key)?;
+        let record = provenant::engine::sign(&statement, &key)?;
         let attestation = record
             .attestations()?
             .into_iter()

@@ -579,5 +579,21 @@ pub struct ProvenanceStatus {
     pub attached_at: Option<Time>,
 }
 
+impl ProvenanceStatus {
+    /// A provenance status in `state`, nothing signed or attached yet.
+    pub fn new(state: ProvenanceState) -> Self {
+        ProvenanceStatus {
+            state,
+            predicate_type: None,
+            envelope_digest: None,
+            key_id: None,
+            envelope_config_map: None,
+            attestations: vec![],
+            signed_at: None,
+            attached_at: None,
+        }
+    }
+}
+
 pub mod numbers;
 pub mod validation;

@@ -22,7 +22,7 @@ use crate::api::{
     AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetRef,
     NamedDigest, OutputSpec, ReportRecord, TrainingRunSpec, WorkerRecord,
 };
-use crate::config::Placement;
+use crate::execute::placement::Placement;
 
 /// The JSON object of a typed view (a struct).
 fn to_object(view: &impl Serialize) -> serde_json::Result<JsonMap> {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
-use crate::config::Placement;
+use crate::execute::placement::Placement;
 use statement::{
     BuildDefinition, BuildMetadata, Builder, JsonMap, Provenance, ResourceDescriptor, RunDetails,
     SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
@@ -22,8 +22,8 @@ use statement::{
 
 /// buildType of runs executed by the controller (a stable contract, docs/provenance.md).
 pub const BUILD_TYPE: &str = "https://provenant.dev/TrainingRun/v1";
-/// Default `runDetails.builder.id`.
-pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";
+/// Default `runDetails.builder.id` (a configuration default, defined with the configuration).
+pub use crate::config::DEFAULT_BUILDER_ID;
 /// buildType of runs executed on a host by `provenant attest` (docs/provenance.md, "local").
 pub const LOCAL_BUILD_TYPE: &str = "https://provenant.dev/TrainingRun/local/v1";
 /// Default `runDetails.builder.id` of `provenant attest`.

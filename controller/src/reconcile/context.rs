@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kube::runtime::events::Recorder;
 
-use super::provenance::Attestor;
+use super::publisher::Publisher;
 use super::queue::ProvenanceQueue;
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
@@ -20,7 +20,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// Signs and attaches provenance; None when provenance is disabled.
-    pub attestor: Option<Arc<Attestor>>,
+    pub publisher: Option<Arc<Publisher>>,
     /// The controller's own namespace (signing key, credentials): no run may execute there.
     pub controller_namespace: String,
     /// Succeeded runs handed over to the provenance workers.

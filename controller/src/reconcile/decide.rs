@@ -359,20 +359,13 @@ fn finish(status: &mut TrainingRunStatus, failure: Option<Reason>, now: &Time, p
             );
         }
     }
-    status.provenance = Some(ProvenanceStatus {
-        state: if phase == Phase::Succeeded && provenance {
+    status.provenance = Some(ProvenanceStatus::new(
+        if phase == Phase::Succeeded && provenance {
             ProvenanceState::Pending
         } else {
             ProvenanceState::Disabled
         },
-        predicate_type: None,
-        envelope_digest: None,
-        key_id: None,
-        envelope_config_map: None,
-        attestations: vec![],
-        signed_at: None,
-        attached_at: None,
-    });
+    ));
 }
 
 /// Insert or update a condition; `lastTransitionTime` moves only when the status value changes.

@@ -2,7 +2,7 @@
 //! [`workers`]), observes (records each worker as it terminates), decides the next status and
 //! what to do about it ([`decide`], pure), then acts on that decision ([`status`]: the status
 //! write, events, the finalizer). The provenance of succeeded runs (resolve, attest, report) is
-//! handed to the provenance workers ([`queue`], [`provenance`]).
+//! handed to the publish workers ([`queue`], [`publish`]).
 //!
 //! The status is the run's memory: worker records are only ever added, so a restart, a deleted
 //! pod or garbage collection never loses what was observed.
@@ -19,11 +19,12 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use crate::api::{Phase, TrainingRun, TrainingRunStatus, WorkerRecord};
-use crate::execute;
+use crate::execute::{self, placement};
 
 pub mod context;
 pub mod decide;
-pub mod provenance;
+pub mod publish;
+pub mod publisher;
 pub mod queue;
 pub mod status;
 pub mod workers;
@@ -65,7 +66,7 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 fn settings(ctx: &Context) -> Settings {
     Settings {
         now: Timestamp::now(),
-        provenance: ctx.attestor.is_some(),
+        provenance: ctx.publisher.is_some(),
     }
 }
 
@@ -114,9 +115,7 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pods = workers::list(&pods_api, run).await?;
     let blocked = workers::create_missing(run, namespace, &plan, &mut pods, &current, ctx).await?;
-    let resource = ctx
-        .config
-        .placement(run.spec.accelerator.as_ref())
+    let resource = placement(&ctx.config, run.spec.accelerator.as_ref())
         .ok()
         .and_then(|p| p.resource.map(|(name, _)| name));
     let observed = workers::observe(run, &pods, &mut current, resource.as_deref(), ctx).await?;
@@ -200,7 +199,7 @@ async fn finished(
     recorded: &TrainingRunStatus,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let provenance = ctx.attestor.is_some();
+    let provenance = ctx.publisher.is_some();
     if decide::owes_provenance(recorded, provenance) {
         // Registry I/O happens on the provenance workers, never in a reconcile slot.
         ctx.queue.submit(run);
@@ -217,7 +216,7 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
     let pods = workers::list(&pods_api, run).await?;
     workers::stop(&pods_api, &pods).await;
     let recorded = run.status.clone().unwrap_or_default();
-    let provenance = ctx.attestor.is_some();
+    let provenance = ctx.publisher.is_some();
     // A finished run keeps its finalizer until its provenance is done, even while being deleted.
     if decide::owes_provenance(&recorded, provenance) {
         ctx.queue.submit(run);

@@ -376,16 +376,7 @@ fn a_refused_run_fails_and_stops_only_workers_it_started() {
 fn the_finalizer_rule() {
     let with = |phase: Option<Phase>, state: Option<ProvenanceState>| TrainingRunStatus {
         phase,
-        provenance: state.map(|state| ProvenanceStatus {
-            state,
-            predicate_type: None,
-            envelope_digest: None,
-            key_id: None,
-            envelope_config_map: None,
-            attestations: vec![],
-            signed_at: None,
-            attached_at: None,
-        }),
+        provenance: state.map(ProvenanceStatus::new),
         ..Default::default()
     };
     use ProvenanceState::*;

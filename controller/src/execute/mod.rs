@@ -11,8 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::TrainingRun;
-use crate::config::{AcceleratorError, ControllerConfig, Placement};
+pub mod placement;
+
+use crate::config::ControllerConfig;
 use crate::labels;
+pub use placement::{AcceleratorError, Placement, placement};
 
 /// What to create for a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +88,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
     let owner = run
         .controller_owner_ref(&())
         .ok_or(PlanError::MissingMetadata("uid"))?;
-    let placement = config.placement(run.spec.accelerator.as_ref())?;
+    let placement = placement(config, run.spec.accelerator.as_ref())?;
     let node_selector = merged_node_selector(&placement, run.spec.node_selector.as_ref())?;
     let resources = merged_resources(&placement, run.spec.resources.as_ref())?;
     let mut tolerations = placement.tolerations.clone();

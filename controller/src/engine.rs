@@ -1,6 +1,6 @@
-//! Attest: the provenance engine shared by the controller and `provenant attest`.
-//! statement → signed envelope (+ cosign simple signatures) → persisted record → stored in the
-//! registry (or an OCI layout). Signing and storage sit behind the [`Signer`] and
+//! The provenance engine, shared by the controller and `provenant attest` (the attest step of
+//! DESIGN.md's flow): statement → signed envelope (+ cosign simple signatures) → persisted record
+//! → stored in the registry (or an OCI layout). Signing and storage sit behind the [`Signer`] and
 //! [`AttestationStore`] traits; this module never talks to Kubernetes.
 
 use std::collections::BTreeMap;
@@ -92,8 +92,8 @@ impl SignedRecord {
     }
 
     /// The record as compact JSON.
-    pub fn to_json(&self) -> Result<Vec<u8>, AttestError> {
-        serde_json::to_vec(self).map_err(AttestError::RecordJson)
+    pub fn to_json(&self) -> Result<Vec<u8>, EngineError> {
+        serde_json::to_vec(self).map_err(EngineError::RecordJson)
     }
 
     /// The subjects of the statement, as registry subjects.
@@ -108,12 +108,12 @@ impl SignedRecord {
     }
 
     /// One attestation per subject, ready for a store.
-    pub fn attestations(&self) -> Result<Vec<Attestation>, AttestError> {
+    pub fn attestations(&self) -> Result<Vec<Attestation>, EngineError> {
         self.signatures
             .iter()
             .map(|s| {
                 let payload = STANDARD.decode(&s.payload).map_err(|e| {
-                    AttestError::Record(format!(
+                    EngineError::Record(format!(
                         "signature payload of {} is not base64: {e}",
                         s.repository
                     ))
@@ -135,9 +135,9 @@ impl SignedRecord {
     }
 }
 
-/// Why attesting failed.
+/// Why the engine could not sign or attach.
 #[derive(Debug, thiserror::Error)]
-pub enum AttestError {
+pub enum EngineError {
     #[error("signing failed: {0}")]
     Signing(#[from] SigningError),
     #[error("storing failed: {0}")]
@@ -150,13 +150,13 @@ pub enum AttestError {
     RecordJson(#[source] serde_json::Error),
 }
 
-impl AttestError {
+impl EngineError {
     /// Condition reason (CamelCase, stable).
     pub fn reason(&self) -> &'static str {
         match self {
-            AttestError::Signing(_) => "SigningFailed",
-            AttestError::Statement(_) => "StatementUnserializable",
-            AttestError::Storage(_) | AttestError::Record(_) | AttestError::RecordJson(_) => {
+            EngineError::Signing(_) => "SigningFailed",
+            EngineError::Statement(_) => "StatementUnserializable",
+            EngineError::Storage(_) | EngineError::Record(_) | EngineError::RecordJson(_) => {
                 "RegistryRejected"
             }
         }
@@ -165,8 +165,8 @@ impl AttestError {
 
 /// Sign a statement: the DSSE envelope over its canonical bytes, and a cosign simple signature
 /// per subject.
-pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, AttestError> {
-    let payload = statement.to_bytes().map_err(AttestError::Statement)?;
+pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, EngineError> {
+    let payload = statement.to_bytes().map_err(EngineError::Statement)?;
     let envelope =
         signing::sign_envelope(signer, signing::IN_TOTO_PAYLOAD_TYPE, &payload)?.to_json()?;
     let mut signatures = Vec::with_capacity(statement.subject.len());
@@ -197,7 +197,7 @@ pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, 
 pub async fn attach(
     record: &SignedRecord,
     store: &dyn AttestationStore,
-) -> Result<Vec<String>, AttestError> {
+) -> Result<Vec<String>, EngineError> {
     let mut references = Vec::new();
     for attestation in record.attestations()? {
         references.extend(store.attach(&attestation).await?.references);
@@ -220,11 +220,11 @@ pub fn to_config_map_data(record: &SignedRecord) -> BTreeMap<String, String> {
 }
 
 /// Read a record back from ConfigMap data.
-pub fn from_config_map_data(data: &BTreeMap<String, String>) -> Result<SignedRecord, AttestError> {
+pub fn from_config_map_data(data: &BTreeMap<String, String>) -> Result<SignedRecord, EngineError> {
     let text = data
         .get("record.json")
-        .ok_or_else(|| AttestError::Record("record.json is missing".into()))?;
-    serde_json::from_str(text).map_err(|e| AttestError::Record(format!("record.json: {e}")))
+        .ok_or_else(|| EngineError::Record("record.json is missing".into()))?;
+    serde_json::from_str(text).map_err(|e| EngineError::Record(format!("record.json: {e}")))
 }
 
 #[cfg(test)]
@@ -262,13 +262,13 @@ mod tests {
         let run: crate::api::TrainingRun =
             serde_saphyr::from_str(include_str!("../tests/fixtures/succeeded-run.yaml"))
                 .expect("fixture");
-        let placement = crate::config::ControllerConfig::defaults()
-            .placement(run.spec.accelerator.as_ref())
-            .expect("placement");
-        let builder = crate::provenance::BuilderIdentity::controller(
-            crate::provenance::DEFAULT_BUILDER_ID,
-            None,
-        );
+        let placement = crate::execute::placement::placement(
+            &crate::config::ControllerConfig::defaults(),
+            run.spec.accelerator.as_ref(),
+        )
+        .expect("placement");
+        let builder =
+            crate::provenance::BuilderIdentity::controller(crate::config::DEFAULT_BUILDER_ID, None);
         crate::provenance::statement_for_run(&run, &placement, &builder).expect("statement")
     }
 
@@ -391,20 +391,20 @@ mod tests {
             signatures: Vec::new(),
         };
         let err = record.to_json().expect_err("not UTF-8");
-        assert!(matches!(err, AttestError::RecordJson(_)), "{err}");
+        assert!(matches!(err, EngineError::RecordJson(_)), "{err}");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
     #[test]
     fn serialization_errors_have_their_own_condition_reason() {
         use serde::ser::Error as _;
-        let err = AttestError::Statement(serde_json::Error::custom("a map key is not a string"));
+        let err = EngineError::Statement(serde_json::Error::custom("a map key is not a string"));
         assert_eq!(err.reason(), "StatementUnserializable");
         assert_eq!(
             err.to_string(),
             "cannot serialize the statement: a map key is not a string"
         );
-        let err = AttestError::Signing(SigningError::Generate("x".into()));
+        let err = EngineError::Signing(SigningError::Generate("x".into()));
         assert_eq!(err.reason(), "SigningFailed");
     }
 

@@ -1,0 +1,130 @@
+//! The I/O of a publish pass: resolve the outputs and sign (then persist) the statement, and
+//! attach a signed record. Each returns what happened; [`super::conclude`] decides what it means.
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::conclude::{Attach, Outcome};
+use super::record;
+use crate::api::{TrainingRun, TrainingRunStatus};
+use crate::engine::{self, EngineError, SignedRecord};
+use crate::execute::placement;
+use crate::provenance;
+use crate::reconcile::context::{Context, Error};
+use crate::reconcile::publisher::Publisher;
+use crate::storage::{ErrorKind, Subject};
+
+/// Resolve every output in the registry (marking it verified), build the statement from the
+/// spec and the verified status, sign it and persist the record. `Ok(Err(outcome))` when the run
+/// must wait or failed permanently.
+pub async fn sign(
+    run: &TrainingRun,
+    namespace: &str,
+    status: &mut TrainingRunStatus,
+    ctx: &Context,
+    publisher: &Publisher,
+    records: &Api<ConfigMap>,
+) -> Result<Result<SignedRecord, Outcome>, Error> {
+    let failed = |reason: &str, message: String| {
+        Ok(Err(Outcome::Failed {
+            reason: reason.to_string(),
+            message,
+        }))
+    };
+
+    // Always re-checked here, never taken from the status (which others could have written):
+    // the repository must be inside spec.output.repository and the manifest must resolve.
+    let store = publisher.store();
+    let allowed = run.spec.output.repository.clone();
+    for output in status.outputs.iter_mut() {
+        let inside =
+            output.repository == allowed || output.repository.starts_with(&format!("{allowed}/"));
+        if !inside {
+            let message = format!(
+                "output {} is outside spec.output.repository {allowed}",
+                output.uri
+            );
+            return failed("OutputOutsideRepository", message);
+        }
+        output.verified = false;
+        let subject = Subject::new(output.repository.clone(), output.digest.clone());
+        match store.resolve(&subject).await {
+            Ok(_) => output.verified = true,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return failed("OutputNotFound", format!("output {subject}: {e}"));
+            }
+            Err(e) if e.kind() == ErrorKind::DigestMismatch => {
+                return failed("OutputDigestMismatch", format!("output {subject}: {e}"));
+            }
+            Err(e) if e.is_transient() => {
+                let wait = publisher.backoff(&run.uid().unwrap_or_default());
+                let message = format!(
+                    "cannot resolve {subject} yet, retrying in {}s: {e}",
+                    wait.as_secs()
+                );
+                return Ok(Err(Outcome::ResolveUnavailable { message, wait }));
+            }
+            Err(e) => return failed("OutputUnresolvable", format!("output {subject}: {e}")),
+        }
+    }
+
+    // Build the statement from the spec and the recorded (now verified) status.
+    let placement = match placement(&ctx.config, run.spec.accelerator.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return failed("InvalidRun", e.to_string()),
+    };
+    let mut verified = run.clone();
+    verified.status = Some(status.clone());
+    let statement = match provenance::statement_for_run(&verified, &placement, &publisher.builder) {
+        Ok(s) => s,
+        Err(e) => return failed(e.reason(), e.to_string()),
+    };
+
+    let signer = match publisher.key.get() {
+        Ok(signer) => signer,
+        Err(message) => return Ok(Err(Outcome::KeyUnavailable { message })),
+    };
+    let started = Instant::now();
+    let record = match engine::sign(&statement, signer.as_ref()) {
+        Ok(record) => record,
+        Err(e) => {
+            let outcome = Outcome::SigningFailed {
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+            return Ok(Err(outcome));
+        }
+    };
+    ctx.metrics
+        .signing_duration
+        .observe(started.elapsed().as_secs_f64());
+
+    // Persisted before any registry write.
+    match record::persist(run, namespace, records, record).await? {
+        Some(record) => Ok(Ok(record)),
+        None => failed(
+            "ProvenanceRecordConflict",
+            format!(
+                "ConfigMap {} exists and does not belong to this run: delete or rename it, then recreate the run",
+                record::config_map_name(run)
+            ),
+        ),
+    }
+}
+
+/// Attach a signed record to every subject in the registry.
+pub async fn attach(run: &TrainingRun, record: &SignedRecord, publisher: &Publisher) -> Attach {
+    let store = publisher.store();
+    match engine::attach(record, store.as_ref()).await {
+        Ok(references) => Attach::Attached(references),
+        Err(EngineError::Storage(e)) if e.is_transient() => {
+            let wait = publisher.backoff(&run.uid().unwrap_or_default());
+            let message = format!("attach pending, retrying in {}s: {e}", wait.as_secs());
+            Attach::Unavailable { message, wait }
+        }
+        Err(e) => Attach::Rejected(format!("the registry refused the attestation: {e}")),
+    }
+}
