@@ -408,6 +408,30 @@ mod tests {
         assert_eq!(err.reason(), "SigningFailed");
     }
 
+    /// A signer that fails (a KMS or hardware key gone away): a fault a loaded cosign key cannot
+    /// produce on demand. Nothing half-signed comes back, and the reason is `SigningFailed`.
+    #[test]
+    fn a_failing_signer_fails_the_signature_with_its_reason() {
+        struct Unplugged;
+        impl Signer for Unplugged {
+            fn key_id(&self) -> &str {
+                "unplugged"
+            }
+            fn public_key_pem(&self) -> &str {
+                ""
+            }
+            fn sign(&self, _: &[u8]) -> Result<Vec<u8>, SigningError> {
+                Err(SigningError::Sign {
+                    key_id: "unplugged".into(),
+                    reason: "the device is gone".into(),
+                })
+            }
+        }
+        let err = sign(&statement(), &Unplugged).expect_err("no signature");
+        assert_eq!(err.reason(), "SigningFailed");
+        assert!(err.to_string().contains("the device is gone"), "{err}");
+    }
+
     #[test]
     fn unreadable_records_are_errors() {
         let err = from_config_map_data(&BTreeMap::new()).expect_err("missing");

@@ -574,6 +574,22 @@ async fn deadline_and_unknown_accelerator_fail_with_reasons() -> Result<()> {
         "{message}"
     );
     assert!(pods_of(&cluster, "exotic").await?.is_empty());
+    // A TPU profile that selects a slice topology, asked without one.
+    create(
+        &cluster,
+        &run(
+            "no-topology",
+            json!({"accelerator": {"type": "tpu-v5e", "count": 4}}),
+        ),
+    )
+    .await?;
+    let no_topology = wait_phase(&cluster, "no-topology", Phase::Failed).await?;
+    let (_, reason, message) = condition(&no_topology, "Succeeded").unwrap();
+    assert_eq!(reason, "InvalidAcceleratorTopology");
+    assert!(
+        message.starts_with("spec.accelerator.topology"),
+        "{message}"
+    );
     // A run in the controller's namespace could mount the signing key: refused, no pod created.
     // (A second instance watches that namespace; the first one only watches the test's.)
     let ns_flag = format!("--namespace={}", cluster.controller_namespace);
@@ -664,6 +680,71 @@ async fn dropped_watches_and_an_expired_resource_version_lose_no_run() -> Result
         lists() > lists_before,
         "the controller listed TrainingRuns again after the 410"
     );
+    sim.shutdown().await?;
+    Ok(())
+}
+
+/// A pod of the run's worker name that is not the run's: never adopted, reported as
+/// `PodConflict` (condition and Warning event) until it goes; then the run proceeds.
+#[tokio::test]
+async fn a_foreign_pod_with_a_worker_name_blocks_the_run_until_it_goes() -> Result<()> {
+    init_logs();
+    let cluster = Cluster::start().await?;
+    let foreign: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "taken-0", "labels": {"app": "someone-else"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeSelector": {"nowhere": "x"}},
+    }))?;
+    cluster
+        .api::<Pod>()
+        .create(&kube::api::PostParams::default(), &foreign)
+        .await?;
+    let sim = KubeletSim::start(
+        cluster.client.clone(),
+        gpu_scenario(&cluster).default_outcome(ok_outcome()),
+    )
+    .await?;
+    let _controller = start_controller(&cluster, "a").await?;
+    create(&cluster, &run("taken", json!({"replicas": 1}))).await?;
+    let api = cluster.api::<TrainingRun>();
+    let blocked = eventually(TIMEOUT, "PodConflict", || {
+        let api = api.clone();
+        async move {
+            Ok(condition(&api.get("taken").await?, "Succeeded").filter(|c| c.1 == "PodConflict"))
+        }
+    })
+    .await?;
+    assert_eq!(blocked.0, "Unknown");
+    assert!(blocked.2.contains("taken-0"), "{}", blocked.2);
+    let events = cluster.api::<Event>();
+    eventually(TIMEOUT, "a PodConflict Warning", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("PodConflict")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(()))
+        }
+    })
+    .await?;
+    // The foreign pod is left alone: same UID, still not owned.
+    let still = cluster.api::<Pod>().get("taken-0").await?;
+    assert!(
+        still
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    cluster
+        .api::<Pod>()
+        .delete("taken-0", &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_phase(&cluster, "taken", Phase::Succeeded).await?;
     sim.shutdown().await?;
     Ok(())
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use provenant::api::{Phase, ProvenanceState, TrainingRun};
 use provenant_testbed::cluster::{Cluster, ControllerProcess, eventually};
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
@@ -798,6 +799,164 @@ async fn bad_outputs_and_a_missing_key_get_their_reasons() -> Result<()> {
         .await?;
     let (_, reason, message) = condition(&failed, "ProvenanceAttached").unwrap();
     assert_eq!(reason, "OutputDigestMismatch", "{message}");
+    sim.shutdown().await?;
+    Ok(())
+}
+
+/// Every permanent refusal and the lost record, each with its condition reason, Event and count:
+/// a run that reported no model, a registry that denies reads, one that denies pushes, someone
+/// else's ConfigMap where the record goes, and the record deleted while the attach waits.
+#[tokio::test]
+async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
+    let world = World::start(true).await?;
+    let registry = world.registry.clone();
+    let repository = world.repository();
+    let scenario = Scenario::new()
+        .namespace(&world.cluster.namespace)
+        .node(SimNode::new("cpu-0"))
+        // Trains, reports metrics, names no model.
+        .pod(
+            "noout-0",
+            PodOutcome::succeed().message(r#"{"metrics": {"loss": 0.1}}"#),
+        )
+        .default_outcome({
+            let repository = repository.clone();
+            PodOutcome::succeed().before_exit(move |pod| {
+                let registry = registry.clone();
+                let repository = repository.clone();
+                async move {
+                    let files = [("m", pod.name_any().into_bytes())];
+                    let files: Vec<(&str, &[u8])> =
+                        files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+                    let model = registry
+                        .push_model(MODEL_REPO, &pod.name_any(), &files)
+                        .await?;
+                    Ok(
+                        json!({"outputs": [{"uri": format!("{repository}@{}", model.digest)}]})
+                            .to_string(),
+                    )
+                }
+            })
+        });
+    let sim = KubeletSim::start(world.cluster.client.clone(), scenario).await?;
+    let controller = world.controller("a").await?;
+    let spec = |name: &str| run(name, json!({"output": {"repository": repository}}));
+    let failed_with = |name: &'static str| {
+        let world = &world;
+        async move {
+            let run = world.wait_provenance(name, ProvenanceState::Failed).await?;
+            anyhow::Ok((
+                condition(&run, "ProvenanceSigned").unwrap(),
+                condition(&run, "ProvenanceAttached").unwrap(),
+            ))
+        }
+    };
+
+    // A run that names no model: nothing to attest.
+    create(&world.cluster, &spec("noout")).await?;
+    let (signed, _) = failed_with("noout").await?;
+    assert_eq!(signed.1, "NoOutputs");
+    assert!(signed.2.contains("docs/workload-report.md"), "{}", signed.2);
+
+    // Reads denied: the output cannot be resolved, and retrying will not help.
+    world.proxy.set_mode(Mode::DenyAll);
+    create(&world.cluster, &spec("denied")).await?;
+    let (signed, _) = failed_with("denied").await?;
+    assert_eq!(signed.1, "OutputUnresolvable");
+    assert!(signed.2.contains("DENIED"), "{}", signed.2);
+
+    // Pushes denied: signed, then refused by the registry.
+    world.proxy.set_mode(Mode::DenyWrites);
+    create(&world.cluster, &spec("rejected")).await?;
+    let (signed, attached) = failed_with("rejected").await?;
+    assert_eq!(signed.1, "Signed", "signed before the registry refused");
+    assert_eq!(attached.1, "RegistryRejected");
+    assert!(
+        attached.2.contains("the registry refused the attestation"),
+        "{}",
+        attached.2
+    );
+    world.proxy.set_mode(Mode::Pass);
+    let text = controller.metrics().await?;
+    assert!(
+        metric(&text, "provenant_attestations_total{result=\"failed\"}").unwrap_or(0.0) >= 3.0,
+        "{text}"
+    );
+    let registry_errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("provenant_registry_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        registry_errors >= 2.0,
+        "denied requests are counted:\n{text}"
+    );
+
+    // Someone else's ConfigMap where the record goes: never used, never overwritten.
+    let squatter: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "squatted-provenance"},
+        "data": {"record.json": "{}"},
+    }))?;
+    world
+        .cluster
+        .api::<ConfigMap>()
+        .create(&PostParams::default(), &squatter)
+        .await?;
+    create(&world.cluster, &spec("squatted")).await?;
+    let (signed, _) = failed_with("squatted").await?;
+    assert_eq!(signed.1, "ProvenanceRecordConflict");
+    let kept = world
+        .cluster
+        .api::<ConfigMap>()
+        .get("squatted-provenance")
+        .await?;
+    assert_eq!(kept.data.unwrap()["record.json"], "{}");
+
+    // The record deleted while the attach waits: told, signed anew, attached.
+    world.proxy.set_mode(Mode::RefuseWrites);
+    create(&world.cluster, &spec("lost")).await?;
+    let signed = world
+        .wait_provenance("lost", ProvenanceState::Signed)
+        .await?;
+    let first = signed.status.unwrap().provenance.unwrap().envelope_digest;
+    world
+        .cluster
+        .api::<ConfigMap>()
+        .delete("lost-provenance", &Default::default())
+        .await?;
+    let events = world.cluster.api::<Event>();
+    eventually(TIMEOUT, "a ProvenanceRecordLost Warning", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ProvenanceRecordLost")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(()))
+        }
+    })
+    .await?;
+    world.proxy.set_mode(Mode::Pass);
+    let attached = world
+        .wait_provenance("lost", ProvenanceState::Attached)
+        .await?;
+    let second = attached.status.unwrap().provenance.unwrap().envelope_digest;
+    assert_ne!(
+        first, second,
+        "signed anew: ECDSA signatures are randomized"
+    );
+    assert!(
+        world
+            .cluster
+            .api::<ConfigMap>()
+            .get_opt("lost-provenance")
+            .await?
+            .is_some()
+    );
     sim.shutdown().await?;
     Ok(())
 }

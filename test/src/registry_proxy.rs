@@ -1,6 +1,8 @@
 //! A fault-injecting HTTP proxy in front of the registry fixture, for outage scenarios with exact
-//! timing: pass everything, refuse writes (503, as a registry under maintenance or overload), or
-//! be down (503 for everything). Clients talk to the proxy's host as if it were the registry.
+//! timing: pass everything, refuse writes (503, as a registry under maintenance or overload), be
+//! down (503 for everything), deny (403 `DENIED`, as a registry whose policy forbids the push or
+//! the pull), tamper with manifests, or hang. Clients talk to the proxy's host as if it were the
+//! registry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -29,6 +31,10 @@ pub enum Mode {
     /// Hold every request without an answer while this mode lasts, then forward it: a hung
     /// registry (clients wait until their own timeout or until it recovers).
     Stall = 4,
+    /// Answer 403 `DENIED` to writes; forward reads (a push the registry's policy forbids).
+    DenyWrites = 5,
+    /// Answer 403 `DENIED` to everything (credentials without any access).
+    DenyAll = 6,
 }
 
 struct Shared {
@@ -85,7 +91,7 @@ impl RegistryProxy {
         self.shared.stalled.load(Ordering::SeqCst)
     }
 
-    /// Requests answered with 503 so far.
+    /// Requests answered with 503 or 403 so far.
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
     }
@@ -109,6 +115,15 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             StatusCode::SERVICE_UNAVAILABLE,
             [("content-type", "application/json")],
             r#"{"errors":[{"code":"UNAVAILABLE","message":"registry unavailable (injected by the test proxy)"}]}"#,
+        )
+            .into_response();
+    }
+    if mode == Mode::DenyAll as u8 || (mode == Mode::DenyWrites as u8 && write) {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/json")],
+            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied (injected by the test proxy)"}]}"#,
         )
             .into_response();
     }

@@ -183,10 +183,17 @@ async fn pod_completes_with_image_digest_and_termination_message() -> Result<()>
         cluster.pods(),
         watcher::Config::default().fields("metadata.name=train"),
     );
+    let (listed, watching) = tokio::sync::oneshot::channel();
     let phases = tokio::spawn(async move {
         let mut phases: Vec<String> = Vec::new();
+        let mut listed = Some(listed);
         let mut watch = std::pin::pin!(watch);
         while let Some(ev) = watch.next().await {
+            if let Ok(Event::InitDone) = ev
+                && let Some(listed) = listed.take()
+            {
+                let _ = listed.send(());
+            }
             if let Ok(Event::Apply(p) | Event::InitApply(p)) = ev {
                 let phase = phase_of(&p).to_string();
                 if phases.last() != Some(&phase) {
@@ -199,7 +206,8 @@ async fn pod_completes_with_image_digest_and_termination_message() -> Result<()>
         }
         phases
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Created once the watch has listed, so that it sees every phase.
+    tokio::time::timeout(TIMEOUT, watching).await??;
     cluster
         .create(pod("train", "ghcr.io/acme/trainer:v1"))
         .await?;
@@ -369,9 +377,22 @@ async fn pods_that_fit_no_node_stay_pending() -> Result<()> {
     let ok = cluster.wait_phase("tolerates-tpu", "Succeeded").await?;
     assert_eq!(node_of(&ok), Some(sim.node_name("tpu").as_str()));
 
-    tokio::time::sleep(Duration::from_millis(1500)).await; // a few scheduling rounds
+    // The scheduler's verdict on each: Unschedulable, never bound.
     for name in ["wants-h100", "wants-tpu"] {
-        let p = cluster.pods().get(name).await?;
+        let p = cluster
+            .wait_for(name, "PodScheduled=False (Unschedulable)", |p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+                    })
+            })
+            .await?;
         assert_eq!(phase_of(&p), "Pending", "{name}");
         assert_eq!(node_of(&p), None, "{name}");
     }
@@ -460,11 +481,18 @@ async fn deleting_a_running_pod_makes_it_go_away() -> Result<()> {
         cluster.pods(),
         watcher::Config::default().fields("metadata.name=long"),
     );
+    let (listed, watching) = tokio::sync::oneshot::channel();
     let last = tokio::spawn(async move {
         let mut last = None;
+        let mut listed = Some(listed);
         let mut watch = std::pin::pin!(watch);
         while let Some(ev) = watch.next().await {
             match ev {
+                Ok(Event::InitDone) => {
+                    if let Some(listed) = listed.take() {
+                        let _ = listed.send(());
+                    }
+                }
                 Ok(Event::Apply(p)) => last = Some(p),
                 Ok(Event::Delete(_)) => return last,
                 _ => {}
@@ -472,7 +500,8 @@ async fn deleting_a_running_pod_makes_it_go_away() -> Result<()> {
         }
         last
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Deleted once the watch has listed, so that it sees the kill.
+    tokio::time::timeout(TIMEOUT, watching).await??;
     cluster
         .pods()
         .delete("long", &DeleteParams::default())
