@@ -205,18 +205,17 @@ pub async fn attach(
     Ok(references)
 }
 
-/// Key → value form of a record for a ConfigMap (`envelope.json`, `record.json`).
-pub fn to_config_map_data(record: &SignedRecord) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "envelope.json".to_string(),
-            String::from_utf8_lossy(&record.envelope).into_owned(),
-        ),
-        (
-            "record.json".to_string(),
-            serde_json::to_string_pretty(record).unwrap_or_default(),
-        ),
-    ])
+/// Key → value form of a record for a ConfigMap (`envelope.json`, `record.json`). The envelope's
+/// exact bytes or nothing: a record that cannot be written as they are is an error, never a
+/// lossy copy (its digest would no longer be the signed envelope's).
+pub fn to_config_map_data(record: &SignedRecord) -> Result<BTreeMap<String, String>, EngineError> {
+    let envelope = std::str::from_utf8(&record.envelope)
+        .map_err(|e| EngineError::Record(format!("the envelope is not UTF-8: {e}")))?;
+    let text = serde_json::to_string_pretty(record).map_err(EngineError::RecordJson)?;
+    Ok(BTreeMap::from([
+        ("envelope.json".to_string(), envelope.to_string()),
+        ("record.json".to_string(), text),
+    ]))
 }
 
 /// Read a record back from ConfigMap data.
@@ -312,7 +311,7 @@ mod tests {
         let key = CosignKey::ephemeral().expect("key");
         let record = sign(&statement(), &key).expect("signs");
         let digest = record.envelope_digest();
-        let data = to_config_map_data(&record);
+        let data = to_config_map_data(&record).expect("writes");
         assert_eq!(data["envelope.json"].as_bytes(), record.envelope.as_slice());
         let text = &data["record.json"];
         // Embedded, not escaped: the envelope's bytes appear verbatim in record.json.
@@ -342,9 +341,12 @@ mod tests {
         assert_eq!(record.key_id, "ab");
         assert_eq!(record.signatures.len(), 1);
         // Saved again (new form) and read back: nothing changes, the digest least of all.
-        let again = from_config_map_data(&to_config_map_data(&record)).expect("reads");
+        let again =
+            from_config_map_data(&to_config_map_data(&record).expect("writes")).expect("reads");
         assert_eq!(again, record);
-        assert!(to_config_map_data(&record)["record.json"].contains("\"envelope\": {"));
+        assert!(
+            to_config_map_data(&record).expect("writes")["record.json"].contains("\"envelope\": {")
+        );
         // And the attestations it gives carry those bytes.
         let attestations = record.attestations().expect("attestations");
         assert_eq!(attestations[0].envelope, ENVELOPE.as_bytes());
@@ -392,6 +394,8 @@ mod tests {
         };
         let err = record.to_json().expect_err("not UTF-8");
         assert!(matches!(err, EngineError::RecordJson(_)), "{err}");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        let err = to_config_map_data(&record).expect_err("not UTF-8");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Independent check of a provenant statement with the in-toto-attestation reference library.
 
-Usage: check_statement.py FILE   (an in-toto Statement JSON, or a DSSE envelope carrying one)
+Usage: check_statement.py [--rebuilt] FILE   (an in-toto Statement JSON, or a DSSE envelope carrying one)
 
 Parses the statement into the in-toto Statement v1 protobuf and the predicate into the SLSA
 Provenance v1 protobuf, both strictly (unknown fields, wrong types and malformed timestamps are
-errors), then runs the library's validation. Prints the statement as the library read it; exits
-0 when valid, 1 with the reason otherwise.
+errors), then runs the library's validation. Prints the statement as read, or with --rebuilt as the
+library rebuilds it from those messages (protobuf JSON: numbers inside Structs are doubles, empty
+fields omitted); exits 0 when valid, 1 with the reason otherwise.
 """
 import base64
 import json
@@ -35,20 +36,26 @@ def check(doc):
         raise ValueError("runDetails.builder.id is empty")
     for rd in list(prov.build_definition.resolved_dependencies) + list(prov.run_details.byproducts):
         ResourceDescriptor.copy_from_pb(rd).validate()
-    return doc
+    rebuilt = json_format.MessageToDict(pb)
+    rebuilt["predicate"] = json_format.MessageToDict(prov)
+    return doc, rebuilt
 
 
 def main():
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    rebuilt_wanted = args[:1] == ["--rebuilt"]
+    if rebuilt_wanted:
+        args = args[1:]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        with open(sys.argv[1], "rb") as f:
-            doc = check(json.load(f))
+        with open(args[0], "rb") as f:
+            doc, rebuilt = check(json.load(f))
     except Exception as e:  # every failure is a verdict with its reason
         print(f"invalid: {type(e).__name__}: {e}")
         return 1
-    print(json.dumps(doc, sort_keys=True))
+    print(json.dumps(rebuilt if rebuilt_wanted else doc, sort_keys=True))
     return 0
 
 

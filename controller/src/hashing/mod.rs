@@ -23,9 +23,8 @@ use sha2_hw::{Digest, Sha256};
 mod stream;
 use stream::{Cores, digest_file};
 
-/// Read size of the streaming hash. Measured (release, warm cache, SHA-NI, 2 cores), median MB/s
-/// for 256 KiB / 1 MiB / 4 MiB: 1 GiB file 1643 / 1735 / 1729, 8 × 128 MiB tree 2944 / 3062 /
-/// 2970. 1 MiB: as fast as larger buffers, and little memory per worker.
+/// Read size of the streaming hash: as fast as larger buffers on files and trees, and little
+/// memory per worker (docs/benchmarks.md, hashing).
 pub const BUFFER_SIZE: usize = 1 << 20;
 
 /// What hashing reports while it works, from its worker threads (progress bars).

@@ -13,9 +13,9 @@ use super::{BUFFER_SIZE, HashError, HashObserver, io_error, kind_of};
 
 /// While a core is idle (one big file, or the last big file of a tree), the rest of a file is
 /// read on a helper thread while the worker hashes (double buffering): the page-cache copy then
-/// overlaps the hashing instead of adding to it (1 GiB file: ~1560 → ~1720 MB/s on 2 cores).
-/// With every core hashing, the extra thread only costs (~7% on a tree), so it is not used then;
-/// nor for less than this much left to read, not worth a thread.
+/// overlaps the hashing instead of adding to it. With every core hashing, the extra thread only
+/// costs, so it is not used then; nor for less than this much left to read, not worth a thread
+/// (docs/benchmarks.md, hashing).
 const PIPELINE_MIN: u64 = 8 * BUFFER_SIZE as u64;
 
 /// Buffers in flight per pipelined file: one being read, one being hashed, one queued.

@@ -46,13 +46,15 @@ pub async fn existing(
     }
 }
 
-/// Create the ConfigMap. If it already exists and the run owns it (another attempt won the
-/// race), what it holds is the record; if someone else owns it, None.
+/// Create the ConfigMap holding `record` (as `data`, from [`engine::to_config_map_data`]). If it
+/// already exists and the run owns it (another attempt won the race), what it holds is the
+/// record; if someone else owns it, None.
 pub async fn persist(
     run: &TrainingRun,
     namespace: &str,
     api: &Api<ConfigMap>,
     record: SignedRecord,
+    data: BTreeMap<String, String>,
 ) -> Result<Option<SignedRecord>, Error> {
     let name = config_map_name(run);
     let cm_labels = BTreeMap::from([
@@ -79,7 +81,7 @@ pub async fn persist(
             owner_references: run.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
-        data: Some(engine::to_config_map_data(&record)),
+        data: Some(data),
         ..Default::default()
     };
     match api.create(&PostParams::default(), &cm).await {

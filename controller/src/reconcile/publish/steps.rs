@@ -103,7 +103,17 @@ pub async fn sign(
         .observe(started.elapsed().as_secs_f64());
 
     // Persisted before any registry write.
-    match record::persist(run, namespace, records, record).await? {
+    let data = match engine::to_config_map_data(&record) {
+        Ok(data) => data,
+        Err(e) => {
+            let outcome = Outcome::SigningFailed {
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+            return Ok(Err(outcome));
+        }
+    };
+    match record::persist(run, namespace, records, record, data).await? {
         Some(record) => Ok(Ok(record)),
         None => failed(
             "ProvenanceRecordConflict",

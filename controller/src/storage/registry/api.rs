@@ -74,17 +74,9 @@ impl Api {
             _ => return Err(status_error(op::MANIFEST_GET, &target, &resp)),
         }
         let actual = sha256_digest(&resp.body);
-        if let Some(served) = resp.header("docker-content-digest")
-            && served.starts_with("sha256:")
-            && served != actual
-        {
-            return Err(StorageError::new(
-                op::MANIFEST_GET,
-                &target,
-                ErrorKind::DigestMismatch,
-                format!("registry says {served}, content hashes to {actual}"),
-            ));
-        }
+        served_digest_is(&resp, &actual, op::MANIFEST_GET, &target, |served| {
+            format!("registry says {served}, content hashes to {actual}")
+        })?;
         Ok(Some(resp))
     }
 
@@ -113,17 +105,9 @@ impl Api {
             return Err(status_error(op::MANIFEST_PUT, &target, &resp));
         }
         let expected = sha256_digest(bytes);
-        if let Some(served) = resp.header("docker-content-digest")
-            && served.starts_with("sha256:")
-            && served != expected
-        {
-            return Err(StorageError::new(
-                op::MANIFEST_PUT,
-                &target,
-                ErrorKind::DigestMismatch,
-                format!("registry stored {served}, we sent {expected}"),
-            ));
-        }
+        served_digest_is(&resp, &expected, op::MANIFEST_PUT, &target, |served| {
+            format!("registry stored {served}, we sent {expected}")
+        })?;
         tracing::debug!(reference = %target, digest = %expected, "manifest written");
         Ok(resp)
     }
@@ -252,5 +236,22 @@ impl Api {
                 resp.media_type().as_deref() == Some(OCI_INDEX_MEDIA_TYPE)
                     || *i.media_type() == Some(MediaType::ImageIndex)
             }))
+    }
+}
+
+/// The `Docker-Content-Digest` the registry answered with, when it gives a sha256 one, must be
+/// `digest`: a registry that stores or serves other bytes than ours is caught here.
+fn served_digest_is(
+    resp: &Response,
+    digest: &str,
+    op: &'static str,
+    target: &str,
+    explain: impl FnOnce(&str) -> String,
+) -> Result<(), StorageError> {
+    match resp.header("docker-content-digest") {
+        Some(served) if served.starts_with("sha256:") && served != digest => Err(
+            StorageError::new(op, target, ErrorKind::DigestMismatch, explain(served)),
+        ),
+        _ => Ok(()),
     }
 }
