@@ -214,6 +214,7 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
         .filter(|d| {
             d.annotations
                 .get("source")
+                .as_ref()
                 .and_then(Value::as_array)
                 .is_none_or(|s| s.iter().any(|v| v != "reported"))
         })

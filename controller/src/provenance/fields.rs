@@ -3,95 +3,86 @@
 //! `internalParameters` of a run in a cluster and on a host), [`worker_annotations`] (a worker's
 //! byproduct). docs/provenance.md documents every field.
 //!
-//! Each builder fills a typed view of the run and turns it into a [`JsonMap`], whose keys are
-//! sorted (docs/provenance.md: "object keys sorted"), so the views declare their fields in the
-//! order the docs list them. The API types are destructured exhaustively: a field added to one of
+//! Each builder fills a typed view of the run and writes it once as an [`Object`]. The docs
+//! promise sorted object keys, and a struct is written in declaration order, so **every view
+//! declares its fields in key order** (the JSON names; the tests below check each view on a run
+//! that fills every field). The API types are destructured exhaustively: a field added to one of
 //! them is a compile error here, so that it is either recorded or deliberately left out of the
 //! provenance.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use serde::Serialize;
-use serde::ser::Error as _;
 use serde_json::Value;
 
 use super::LocalInvocation;
-use super::statement::JsonMap;
+use super::statement::{JsonMap, Object};
 use crate::api::{
     AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetRef,
     NamedDigest, OutputSpec, ReportRecord, TrainingRunSpec, WorkerRecord,
 };
 use crate::execute::placement::Placement;
 
-/// The JSON object of a typed view (a struct).
-fn to_object(view: &impl Serialize) -> serde_json::Result<JsonMap> {
-    match serde_json::to_value(view)? {
-        Value::Object(map) => Ok(map),
-        _ => Err(serde_json::Error::custom(
-            "a view of the run is not a JSON object",
-        )),
-    }
-}
-
 /// `externalParameters` of a TrainingRun: the run as submitted.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ExternalParameters<'a> {
-    image: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    command: &'a [String],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    args: &'a [String],
-    /// Values as written; `valueFrom` is recorded as the reference, never resolved.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    env: &'a [EnvVar],
-    replicas: i32,
-    seed: i64,
-    /// The object as given, `{}` when none.
-    hyperparameters: JsonMap,
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator: Option<AcceleratorParameter<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    datasets: Vec<DatasetParameter<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_deadline_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    args: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     base_model: Option<BaseModelParameter<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<CodeParameter<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    command: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    datasets: Vec<DatasetParameter<'a>>,
+    /// Values as written; `valueFrom` is recorded as the reference, never resolved.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    env: &'a [EnvVar],
+    /// The object as given, `{}` when none.
+    hyperparameters: Cow<'a, JsonMap>,
+    image: &'a str,
     output: OutputParameter<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    active_deadline_seconds: Option<i64>,
+    replicas: i32,
+    seed: i64,
 }
 
 #[derive(Serialize)]
 struct AcceleratorParameter<'a> {
-    #[serde(rename = "type")]
-    type_: &'a str,
     count: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     topology: Option<&'a str>,
+    #[serde(rename = "type")]
+    type_: &'a str,
 }
 
 #[derive(Serialize)]
 struct DatasetParameter<'a> {
-    name: &'a str,
-    uri: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
+    name: &'a str,
+    uri: &'a str,
 }
 
 #[derive(Serialize)]
 struct BaseModelParameter<'a> {
-    uri: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
+    uri: &'a str,
 }
 
 #[derive(Serialize)]
 struct CodeParameter<'a> {
-    uri: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<&'a str>,
+    uri: &'a str,
 }
 
 #[derive(Serialize)]
@@ -99,7 +90,7 @@ struct OutputParameter<'a> {
     repository: &'a str,
 }
 
-pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<JsonMap> {
+pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<Object> {
     let accelerator = spec.accelerator.as_ref().map(|a| {
         let AcceleratorRequest {
             type_,
@@ -139,20 +130,47 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<
         }
     });
     let OutputSpec { repository } = &spec.output;
-    to_object(&ExternalParameters {
-        image: &spec.image,
-        command: &spec.command,
-        args: &spec.args,
-        env: &spec.env,
-        replicas: spec.replicas,
-        seed: spec.seed,
-        hyperparameters: spec.hyperparameters.clone().unwrap_or_default(),
+    Object::of(&ExternalParameters {
         accelerator,
-        datasets,
+        active_deadline_seconds: spec.active_deadline_seconds,
+        args: &spec.args,
         base_model,
         code,
+        command: &spec.command,
+        datasets,
+        env: &spec.env,
+        hyperparameters: spec
+            .hyperparameters
+            .as_ref()
+            .map_or_else(|| Cow::Owned(JsonMap::new()), Cow::Borrowed),
+        image: &spec.image,
         output: OutputParameter { repository },
-        active_deadline_seconds: spec.active_deadline_seconds,
+        replicas: spec.replicas,
+        seed: spec.seed,
+    })
+}
+
+/// The annotations of a resolved dependency: who vouches for it, and what else is known.
+#[derive(Serialize)]
+struct DependencyAnnotations<'a> {
+    /// Local code only: whether the working tree had uncommitted changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dirty: Option<bool>,
+    /// Images only: the image as written in the pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    source: &'a [&'a str],
+}
+
+pub(super) fn dependency_annotations(
+    source: &[&str],
+    reference: Option<&str>,
+    dirty: Option<bool>,
+) -> serde_json::Result<Object> {
+    Object::of(&DependencyAnnotations {
+        dirty,
+        reference,
+        source,
     })
 }
 
@@ -161,36 +179,36 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<
 #[serde(rename_all = "camelCase")]
 struct ClusterParameters<'a> {
     namespace: &'a str,
-    service_account_name: &'a str,
     scheduling: Scheduling<'a>,
+    service_account_name: &'a str,
 }
 
 /// The scheduling constraints actually applied to the worker pods.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Scheduling<'a> {
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    node_selector: BTreeMap<&'a str, &'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tolerations: Vec<&'a Toleration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator_resource: Option<AcceleratorResource<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    node_selector: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<&'a ResourceRequirements>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tolerations: Vec<&'a Toleration>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AcceleratorResource<'a> {
-    name: &'a str,
     count_per_worker: i32,
+    name: &'a str,
 }
 
 pub(super) fn cluster_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
-) -> serde_json::Result<JsonMap> {
+) -> serde_json::Result<Object> {
     // The profile's node selector merged with the run's own (the run's wins).
     let node_selector = placement
         .node_selector
@@ -204,20 +222,20 @@ pub(super) fn cluster_parameters(
         .iter()
         .chain(spec.tolerations.iter().flatten())
         .collect();
-    to_object(&ClusterParameters {
+    Object::of(&ClusterParameters {
         namespace,
-        service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
         scheduling: Scheduling {
-            node_selector,
-            tolerations,
             accelerator_resource: placement.resource.as_ref().map(|(name, count)| {
                 AcceleratorResource {
-                    name,
                     count_per_worker: *count,
+                    name,
                 }
             }),
+            node_selector,
             resources: spec.resources.as_ref(),
+            tolerations,
         },
+        service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
     })
 }
 
@@ -225,22 +243,22 @@ pub(super) fn cluster_parameters(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LocalParameters<'a> {
+    command: &'a [String],
     host: &'a Value,
     working_directory: &'a str,
-    command: &'a [String],
 }
 
-pub(super) fn local_parameters(local: &LocalInvocation) -> serde_json::Result<JsonMap> {
+pub(super) fn local_parameters(local: &LocalInvocation) -> serde_json::Result<Object> {
     let LocalInvocation {
         host,
         working_directory,
         command,
         code: _, // a resolved dependency, not a parameter
     } = local;
-    to_object(&LocalParameters {
+    Object::of(&LocalParameters {
+        command,
         host,
         working_directory,
-        command,
     })
 }
 
@@ -256,33 +274,33 @@ struct WorkerAnnotations<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ObservedWorker<'a> {
-    rank: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accelerator: Option<Accelerator<'a>>,
+    containers: Vec<Container<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     phase: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
+    rank: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
-    containers: Vec<Container<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accelerator: Option<Accelerator<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Container<'a> {
-    name: &'a str,
-    image: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
+    image: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     image_id: Option<&'a str>,
+    name: &'a str,
 }
 
 /// A node's accelerator facts when the worker finished.
@@ -290,39 +308,39 @@ struct Container<'a> {
 #[serde(rename_all = "camelCase")]
 struct Accelerator<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    product: Option<&'a str>,
+    allocated: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    driver_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     cuda_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tpu_topology: Option<&'a str>,
+    driver_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_type: Option<&'a str>,
     /// Every accelerator label of the node, verbatim.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    allocated: Option<i64>,
+    memory: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpu_topology: Option<&'a str>,
 }
 
 /// The workload's report (all three keys always present).
 #[derive(Serialize)]
 struct ReportedWorker<'a> {
+    datasets: Vec<ReportedDataset<'a>>,
     /// Evaluation metrics; a non-finite value is written as `null`.
     metrics: &'a BTreeMap<String, f64>,
-    datasets: Vec<ReportedDataset<'a>>,
     outputs: &'a [String],
 }
 
 #[derive(Serialize)]
 struct ReportedDataset<'a> {
-    name: &'a str,
     digest: &'a str,
+    name: &'a str,
 }
 
 fn container(c: &ContainerRecord) -> Container<'_> {
@@ -333,10 +351,10 @@ fn container(c: &ContainerRecord) -> Container<'_> {
         image_id,
     } = c;
     Container {
-        name,
-        image,
         digest: digest.as_deref(),
+        image,
         image_id: image_id.as_deref(),
+        name,
     }
 }
 
@@ -353,15 +371,15 @@ fn accelerator(facts: &AcceleratorFacts) -> Accelerator<'_> {
         labels,
     } = facts;
     Accelerator {
-        product: product.as_deref(),
+        allocated: *allocated,
         count: count.as_deref(),
-        memory: memory.as_deref(),
-        driver_version: driver_version.as_deref(),
         cuda_version: cuda_version.as_deref(),
-        tpu_topology: tpu_topology.as_deref(),
+        driver_version: driver_version.as_deref(),
         instance_type: instance_type.as_deref(),
         labels,
-        allocated: *allocated,
+        memory: memory.as_deref(),
+        product: product.as_deref(),
+        tpu_topology: tpu_topology.as_deref(),
     }
 }
 
@@ -372,14 +390,14 @@ fn reported(report: &ReportRecord) -> ReportedWorker<'_> {
         metrics,
     } = report;
     ReportedWorker {
-        metrics,
         datasets: datasets
             .iter()
             .map(|d| {
                 let NamedDigest { name, digest } = d;
-                ReportedDataset { name, digest }
+                ReportedDataset { digest, name }
             })
             .collect(),
+        metrics,
         outputs,
     }
 }
@@ -387,7 +405,7 @@ fn reported(report: &ReportRecord) -> ReportedWorker<'_> {
 /// The annotations of `w`'s byproduct. Not recorded there: `pod_name` and `report_digest` (the
 /// descriptor's name and digest) and `report_error` (why a report was refused; the run's
 /// conditions carry it).
-pub(super) fn worker_annotations(w: &WorkerRecord) -> serde_json::Result<JsonMap> {
+pub(super) fn worker_annotations(w: &WorkerRecord) -> serde_json::Result<Object> {
     let WorkerRecord {
         pod_name: _,
         rank,
@@ -403,18 +421,118 @@ pub(super) fn worker_annotations(w: &WorkerRecord) -> serde_json::Result<JsonMap
         report,
         report_error: _,
     } = w;
-    to_object(&WorkerAnnotations {
+    Object::of(&WorkerAnnotations {
         observed: ObservedWorker {
-            rank: *rank,
+            accelerator: facts.as_ref().map(accelerator),
+            containers: containers.iter().map(container).collect(),
+            exit_code: *exit_code,
+            finished_at: finished_at.as_ref().map(|t| super::rfc3339(&t.0)),
             node: node_name.as_deref(),
             phase: phase.as_deref(),
-            exit_code: *exit_code,
+            rank: *rank,
             reason: reason.as_deref(),
             started_at: started_at.as_ref().map(|t| super::rfc3339(&t.0)),
-            finished_at: finished_at.as_ref().map(|t| super::rfc3339(&t.0)),
-            containers: containers.iter().map(container).collect(),
-            accelerator: facts.as_ref().map(accelerator),
         },
         reported: report.as_ref().map(reported),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Written keys are sorted at every depth: the object equals its own re-serialization
+    /// through a sorted map.
+    fn assert_sorted(object: &Object) {
+        let map = object.to_map().expect("an object");
+        assert_eq!(
+            object.as_str(),
+            serde_json::to_string(&map).expect("writes"),
+            "keys out of order: a view declares its fields out of key order"
+        );
+    }
+
+    /// A run with every field the views write filled in.
+    fn full_spec() -> TrainingRunSpec {
+        serde_json::from_value(json!({
+            "image": "reg.io/train@sha256:aa", "command": ["python"], "args": ["-m", "t"],
+            "env": [
+                {"name": "A", "value": "1"},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}},
+                {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v1"}}},
+                {"name": "D", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+                {"name": "E", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "containerName": "t", "divisor": "1"}}}
+            ],
+            "replicas": 2, "seed": 7,
+            "hyperparameters": {"z": 1, "a": {"y": 2, "b": 3}},
+            "accelerator": {"type": "tpu-v5e", "count": 4, "topology": "2x4"},
+            "datasets": [{"name": "d", "uri": "gs://d", "digest": "sha256:bb"}],
+            "baseModel": {"uri": "reg.io/base", "digest": "sha256:cc"},
+            "code": {"uri": "https://git/x", "revision": "abc"},
+            "output": {"repository": "reg.io/models/m"},
+            "activeDeadlineSeconds": 60,
+            "nodeSelector": {"pool": "tpu"},
+            "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}],
+            "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "1"}, "claims": [{"name": "gpu", "request": "r"}]},
+            "serviceAccountName": "trainer"
+        }))
+        .expect("a full spec")
+    }
+
+    #[test]
+    fn every_view_writes_its_keys_in_order() {
+        let spec = full_spec();
+        assert_sorted(&external_parameters(&spec).expect("writes"));
+        let placement = Placement {
+            node_selector: BTreeMap::from([("cloud.google.com/gke-tpu".into(), "v5e".into())]),
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
+            resource: Some(("google.com/tpu".into(), 4)),
+        };
+        assert_sorted(&cluster_parameters(&spec, "ns", &placement).expect("writes"));
+        let local = LocalInvocation {
+            host: json!({"hostname": "h", "arch": "x86_64", "cpus": 2}),
+            working_directory: "/w".into(),
+            command: vec!["python".into()],
+            code: None,
+        };
+        assert_sorted(&local_parameters(&local).expect("writes"));
+        assert_sorted(
+            &dependency_annotations(&["declared", "observed"], Some("r"), Some(true))
+                .expect("writes"),
+        );
+        let worker: WorkerRecord = serde_json::from_value(json!({
+            "podName": "p-0", "rank": 0, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
+            "reason": "Completed", "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:00:00Z",
+            "containers": [{"name": "t", "image": "reg.io/t", "digest": "sha256:aa", "imageId": "reg.io/t@sha256:aa"}],
+            "accelerator": {"product": "TPU", "count": "4", "memory": "16", "driverVersion": "1",
+                "cudaVersion": "12", "tpuTopology": "2x4", "instanceType": "ct5lp", "allocated": 4,
+                "labels": {"z": "1", "a": "2"}},
+            "reportDigest": "sha256:dd",
+            "report": {"outputs": ["reg.io/models/m@sha256:ee"], "datasets": [{"name": "d", "digest": "sha256:bb"}],
+                "metrics": {"loss": 0.5, "acc": 0.9}}
+        }))
+        .expect("a full worker record");
+        let annotations = worker_annotations(&worker).expect("writes");
+        assert_sorted(&annotations);
+        // Every field made it (a typo'd skip would drop one silently).
+        let observed = &annotations.to_map().expect("an object")["observed"];
+        for key in [
+            "accelerator",
+            "containers",
+            "exitCode",
+            "finishedAt",
+            "node",
+            "phase",
+            "rank",
+            "reason",
+            "startedAt",
+        ] {
+            assert!(
+                observed.get(key).is_some(),
+                "observed.{key} missing: {observed}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use crate::execute::placement::Placement;
 use statement::{
-    BuildDefinition, BuildMetadata, Builder, JsonMap, Provenance, ResourceDescriptor, RunDetails,
+    BuildDefinition, BuildMetadata, Builder, Object, Provenance, ResourceDescriptor, RunDetails,
     SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement,
 };
 
@@ -156,7 +156,7 @@ pub fn statement_for_run(
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
                 internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
-                resolved_dependencies: resolved_dependencies(&run.spec, status),
+                resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
                 builder,
@@ -177,16 +177,16 @@ pub fn statement_for_local_run(
 ) -> Result<Statement, ProvenanceError> {
     let (status, subject, uid) = attestable(run)?;
     let internal = object("internalParameters", fields::local_parameters(local))?;
-    let mut deps = resolved_dependencies(&run.spec, status);
+    let mut deps = resolved_dependencies(&run.spec, status)?;
     if let Some((uri, commit, dirty)) = &local.code {
         // Observed beats declared here: the commit the working tree is at (attest refuses to run
         // when a declared revision disagrees).
         deps.retain(|d| d.name.as_deref() != Some("code"));
         let declared = run.spec.code.as_ref().and_then(|c| c.revision.as_ref()) == Some(commit);
-        let source = if declared {
-            Value::from(vec!["declared", "observed"])
+        let source: &[&str] = if declared {
+            &["declared", "observed"]
         } else {
-            Value::from(vec!["observed"])
+            &["observed"]
         };
         let uri = if uri.starts_with("git+") {
             uri.clone()
@@ -197,10 +197,10 @@ pub fn statement_for_local_run(
             name: Some("code".into()),
             uri: Some(uri),
             digest: BTreeMap::from([("gitCommit".to_string(), commit.clone())]),
-            annotations: JsonMap::from_iter([
-                ("source".into(), source),
-                ("dirty".into(), Value::Bool(*dirty)),
-            ]),
+            annotations: object(
+                "resolvedDependencies",
+                fields::dependency_annotations(source, None, Some(*dirty)),
+            )?,
             ..Default::default()
         });
     }
@@ -239,8 +239,8 @@ fn rfc3339(t: &jiff::Timestamp) -> String {
 /// A builder's object, or the error that kept it from being written.
 fn object(
     field: &'static str,
-    built: serde_json::Result<JsonMap>,
-) -> Result<JsonMap, ProvenanceError> {
+    built: serde_json::Result<Object>,
+) -> Result<Object, ProvenanceError> {
     built.map_err(|e| ProvenanceError::Unserializable {
         field,
         reason: e.to_string(),
@@ -269,7 +269,7 @@ pub fn subjects(status: &TrainingRunStatus) -> Vec<ResourceDescriptor> {
 }
 
 /// The run as submitted: everything the user controls.
-pub fn external_parameters(spec: &TrainingRunSpec) -> Result<JsonMap, ProvenanceError> {
+pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceError> {
     object("externalParameters", fields::external_parameters(spec))
 }
 
@@ -278,14 +278,14 @@ pub fn internal_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
-) -> Result<JsonMap, ProvenanceError> {
+) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
         fields::cluster_parameters(spec, namespace, placement),
     )
 }
 
-fn sources(list: &[Source]) -> Value {
+fn sources(list: &[Source]) -> Vec<&'static str> {
     list.iter()
         .map(|s| match s {
             Source::Declared => "declared",
@@ -295,9 +295,12 @@ fn sources(list: &[Source]) -> Value {
         .collect()
 }
 
-/// `["<source>"]`.
-fn one_source(source: &str) -> Value {
-    Value::from(vec![source])
+/// The annotations of a dependency: `source`, and the image's `reference`.
+fn annotations(source: &[&str], reference: Option<&str>) -> Result<Object, ProvenanceError> {
+    object(
+        "resolvedDependencies",
+        fields::dependency_annotations(source, reference, None),
+    )
 }
 
 /// Container images (observed), datasets (declared and/or reported), base model and code
@@ -305,7 +308,7 @@ fn one_source(source: &str) -> Value {
 pub fn resolved_dependencies(
     spec: &TrainingRunSpec,
     status: &TrainingRunStatus,
-) -> Vec<ResourceDescriptor> {
+) -> Result<Vec<ResourceDescriptor>, ProvenanceError> {
     let mut deps = Vec::new();
     for image in status.materials.iter().flat_map(|m| &m.images) {
         let repository = image.image.split('@').next().unwrap_or(&image.image);
@@ -313,10 +316,7 @@ pub fn resolved_dependencies(
             name: Some("image".into()),
             uri: Some(format!("oci://{repository}")),
             digest: digest_map(&image.digest),
-            annotations: JsonMap::from_iter([
-                ("source".into(), one_source("observed")),
-                ("reference".into(), Value::from(image.image.as_str())),
-            ]),
+            annotations: annotations(&["observed"], Some(&image.image))?,
             ..Default::default()
         });
     }
@@ -325,7 +325,7 @@ pub fn resolved_dependencies(
             name: Some(format!("dataset:{}", d.name)),
             uri: d.uri.clone(),
             digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: JsonMap::from_iter([("source".into(), sources(&d.sources))]),
+            annotations: annotations(&sources(&d.sources), None)?,
             ..Default::default()
         });
     }
@@ -334,7 +334,7 @@ pub fn resolved_dependencies(
             name: Some("baseModel".into()),
             uri: Some(base.uri.clone()),
             digest: base.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: JsonMap::from_iter([("source".into(), one_source("declared"))]),
+            annotations: annotations(&["declared"], None)?,
             ..Default::default()
         });
     }
@@ -352,11 +352,11 @@ pub fn resolved_dependencies(
                 .as_ref()
                 .map(|r| BTreeMap::from([("gitCommit".to_string(), r.clone())]))
                 .unwrap_or_default(),
-            annotations: JsonMap::from_iter([("source".into(), one_source("declared"))]),
+            annotations: annotations(&["declared"], None)?,
             ..Default::default()
         });
     }
-    deps
+    Ok(deps)
 }
 
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
