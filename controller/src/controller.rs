@@ -333,6 +333,12 @@ async fn run_controller_until(
         usize::from(options.provenance_workers),
         halt.clone(),
     );
+    let sweeper = publish::sweep_records(
+        context.clone(),
+        controller.store(),
+        options.namespace.clone(),
+        halt.clone(),
+    );
     info!(
         reconcilers = options.concurrency,
         provenance_workers = options.provenance_workers,
@@ -350,7 +356,7 @@ async fn run_controller_until(
             }
         });
     // Both live in this future: a lost Lease drops them together.
-    tokio::join!(reconcilers, provenance_workers);
+    tokio::join!(reconcilers, provenance_workers, sweeper);
     state.set_runs(None);
     info!("stopped reconciling");
 }

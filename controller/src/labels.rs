@@ -6,6 +6,10 @@ pub const FINALIZER: &str = "provenant.dev/provenance";
 pub const RUN: &str = "provenant.dev/run";
 /// Label on worker pods and the rendezvous Service: the run's UID (names are reused, UIDs are not).
 pub const RUN_UID: &str = "provenant.dev/run-uid";
+/// Label: the namespace of the run an object in the controller's namespace belongs to.
+pub const RUN_NAMESPACE: &str = "provenant.dev/run-namespace";
+/// Label: what a provenant object is (`provenance`: a run's persisted signed record).
+pub const COMPONENT: &str = "provenant.dev/component";
 /// Label on worker pods: the worker's rank.
 pub const RANK: &str = "provenant.dev/rank";
 /// Standard label naming the managing controller.

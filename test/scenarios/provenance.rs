@@ -314,15 +314,19 @@ async fn provenance_is_attached_and_verifies_with_independent_tools() -> Result<
         p.envelope_digest.as_deref(),
         Some(provenant::observe::sha256_digest(envelope).as_str())
     );
+    // (kept in the controller's namespace, gzip-compressed: docs/operations.md)
     let cm = world
         .cluster
-        .api::<ConfigMap>()
+        .controller_api::<ConfigMap>()
         .get(p.envelope_config_map.as_deref().unwrap())
         .await?;
-    assert_eq!(
-        cm.data.unwrap()["envelope.json"].as_bytes(),
-        envelope.as_slice()
-    );
+    let gz = &cm.binary_data.unwrap()["envelope.json.gz"];
+    let mut persisted = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(gz.0.as_slice()),
+        &mut persisted,
+    )?;
+    assert_eq!(persisted, *envelope);
 
     // ...and verifies with securesystemslib (DSSE) and in-toto-attestation (Statement, SLSA v1).
     let dir = world.cluster.dir();
@@ -623,7 +627,7 @@ async fn a_crash_between_signing_and_attaching_attaches_the_same_envelope() -> R
     assert!(
         world
             .cluster
-            .api::<ConfigMap>()
+            .controller_api::<ConfigMap>()
             .get_opt(p.envelope_config_map.as_deref().unwrap())
             .await?
             .is_some(),
@@ -804,8 +808,8 @@ async fn bad_outputs_and_a_missing_key_get_their_reasons() -> Result<()> {
 }
 
 /// Every permanent refusal and the lost record, each with its condition reason, Event and count:
-/// a run that reported no model, a registry that denies reads, one that denies pushes, someone
-/// else's ConfigMap where the record goes, and the record deleted while the attach waits.
+/// a run that reported no model, a registry that denies reads, one that denies pushes, and the
+/// record deleted while the attach waits (a record planted or edited: tenant_records.rs).
 #[tokio::test]
 async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
     let world = World::start(true).await?;
@@ -892,37 +896,18 @@ async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
         "denied requests are counted:\n{text}"
     );
 
-    // Someone else's ConfigMap where the record goes: never used, never overwritten.
-    let squatter: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "squatted-provenance"},
-        "data": {"record.json": "{}"},
-    }))?;
-    world
-        .cluster
-        .api::<ConfigMap>()
-        .create(&PostParams::default(), &squatter)
-        .await?;
-    create(&world.cluster, &spec("squatted")).await?;
-    let (signed, _) = failed_with("squatted").await?;
-    assert_eq!(signed.1, "ProvenanceRecordConflict");
-    let kept = world
-        .cluster
-        .api::<ConfigMap>()
-        .get("squatted-provenance")
-        .await?;
-    assert_eq!(kept.data.unwrap()["record.json"], "{}");
-
     // The record deleted while the attach waits: told, signed anew, attached.
     world.proxy.set_mode(Mode::RefuseWrites);
     create(&world.cluster, &spec("lost")).await?;
     let signed = world
         .wait_provenance("lost", ProvenanceState::Signed)
         .await?;
+    let record_name = format!("provenance-{}", signed.uid().unwrap());
     let first = signed.status.unwrap().provenance.unwrap().envelope_digest;
     world
         .cluster
-        .api::<ConfigMap>()
-        .delete("lost-provenance", &Default::default())
+        .controller_api::<ConfigMap>()
+        .delete(&record_name, &Default::default())
         .await?;
     let events = world.cluster.api::<Event>();
     eventually(TIMEOUT, "a ProvenanceRecordLost Warning", || {
@@ -952,8 +937,8 @@ async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
     assert!(
         world
             .cluster
-            .api::<ConfigMap>()
-            .get_opt("lost-provenance")
+            .controller_api::<ConfigMap>()
+            .get_opt(&record_name)
             .await?
             .is_some()
     );

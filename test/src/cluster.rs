@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -20,6 +21,9 @@ use crate::apiserver::ApiServer;
 pub fn crds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
+
+/// The user [`Cluster::tenant`] acts as.
+pub const TENANT: &str = "tenant@example.com";
 
 /// A cluster for one test.
 pub struct Cluster {
@@ -165,6 +169,54 @@ impl Cluster {
             count += usize::from(created);
         }
         Ok(Some(count))
+    }
+
+    /// A client acting as a tenant of the test namespace, as anyone with the namespace's `edit`
+    /// role would: on a real cluster the user [`TENANT`], bound there to the built-in `edit`
+    /// ClusterRole and impersonated, so the API server enforces exactly what such a user may do;
+    /// on the double (which has no authorization), the same client as everyone else.
+    pub async fn tenant(&self) -> Result<Client> {
+        if !self.is_real() {
+            return Ok(self.client.clone());
+        }
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "tenant-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TENANT}],
+        }))?;
+        match Api::<RoleBinding>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), &binding)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).context("binding the tenant to the edit role"),
+        }
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&self.kubeconfig)?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        config.auth_info.impersonate = Some(TENANT.to_string());
+        let client = Client::try_from(config)?;
+        // The authorizer learns of the binding through a watch: wait until it applies.
+        let probe = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+            client.clone(),
+            &self.namespace,
+        );
+        eventually(
+            Duration::from_secs(10),
+            "the tenant's edit role to apply",
+            || {
+                let probe = probe.clone();
+                async move {
+                    // `edit` gets its rules from the controller-manager's aggregation controller.
+                    Ok(probe.list(&Default::default()).await.ok().map(|_| ()))
+                }
+            },
+        )
+        .await?;
+        Ok(client)
     }
 
     pub fn kubeconfig(&self) -> &Path {

@@ -63,3 +63,41 @@ async fn garbage_collection_namespace_deletion_and_default_service_accounts() ->
     .await?;
     Ok(())
 }
+
+/// A ConfigMap holds at most 1 MiB (data values plus decoded binaryData): the real server refuses
+/// one byte more with 422 "Too long", and so does the double, so that a record too large for a
+/// real cluster fails on the double too.
+#[tokio::test]
+async fn configmaps_are_limited_to_one_mebibyte_on_the_double_as_on_the_real_server() -> Result<()>
+{
+    const MAX: usize = 1024 * 1024;
+    let real = Cluster::start_real().await?;
+    let double = Cluster::start_double().await?;
+    for cluster in real.iter().chain([&double]) {
+        let configmaps = cluster.api::<ConfigMap>();
+        let sized = |name: &str, text: usize, binary: usize| -> Result<ConfigMap> {
+            use base64::Engine as _;
+            let binary = base64::engine::general_purpose::STANDARD.encode(vec![7u8; binary]);
+            Ok(serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "data": {"a": "x".repeat(text)},
+                "binaryData": {"b": binary},
+            }))?)
+        };
+        configmaps
+            .create(&PostParams::default(), &sized("fits", 1024, MAX - 1024)?)
+            .await?;
+        let err = configmaps
+            .create(&PostParams::default(), &sized("over", 1025, MAX - 1024)?)
+            .await
+            .expect_err("one byte over");
+        match err {
+            kube::Error::Api(s) => {
+                assert_eq!(s.code, 422, "{}", s.message);
+                assert!(s.message.contains("Too long"), "{}", s.message);
+            }
+            other => panic!("{other}"),
+        }
+    }
+    Ok(())
+}

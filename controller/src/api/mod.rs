@@ -565,7 +565,7 @@ pub struct ProvenanceStatus {
     /// Id of the signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// ConfigMap (in the run's namespace) holding the signed envelope.
+    /// ConfigMap in the controller's namespace holding the signed record (`provenance-<run UID>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope_config_map: Option<String>,
     /// Registry references of the attached attestation, signature and referrer.

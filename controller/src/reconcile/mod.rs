@@ -224,6 +224,9 @@ async fn cleanup(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Ac
     }
     let finished = matches!(recorded.phase, Some(Phase::Succeeded | Phase::Failed));
     if !finished || decide::provenance_done(&recorded, provenance) {
+        // The signed record lives in the controller's namespace: no owner reference collects it.
+        let records = Api::namespaced(ctx.client.clone(), &ctx.controller_namespace);
+        publish::record::remove(&records, &publish::record::config_map_name(run)).await?;
         status::release_finalizer(run, namespace, run.resource_version(), ctx).await?;
         info!(pods = pods.len(), "run deleted: workers stopped");
     }

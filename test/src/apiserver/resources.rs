@@ -33,6 +33,7 @@ pub(crate) enum Builtin {
     Pod,
     Service,
     Secret,
+    ConfigMap,
     Namespace,
     Node,
     Crd,
@@ -180,7 +181,7 @@ const BUILTINS: &[BuiltinSpec] = &[
         short: &["cm"],
         namespaced: true,
         status: false,
-        builtin: Builtin::Other,
+        builtin: Builtin::ConfigMap,
     },
     BuiltinSpec {
         group: "",

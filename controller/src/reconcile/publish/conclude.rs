@@ -13,6 +13,9 @@ use crate::reconcile::decide::upsert;
 /// Condition types of the publish step.
 pub const PROVENANCE_SIGNED: &str = "ProvenanceSigned";
 pub const PROVENANCE_ATTACHED: &str = "ProvenanceAttached";
+/// Set (and kept) when a persisted record failed its check and was replaced: someone with write
+/// access to the controller's namespace edited it, or the key was rotated in between.
+pub const PROVENANCE_RECORD_REJECTED: &str = "ProvenanceRecordRejected";
 
 /// Look again after a missing signing key, and after a signing failure.
 const KEY_RETRY: Duration = Duration::from_secs(15);
@@ -36,7 +39,7 @@ pub enum Outcome {
     /// An output could not be resolved yet: the registry is unreachable.
     ResolveUnavailable { message: String, wait: Duration },
     /// Permanently failed before anything was attached (`reason`: a condition reason such as
-    /// `OutputNotFound`, `InvalidRun`, `ProvenanceRecordConflict`).
+    /// `OutputNotFound`, `InvalidRun`, `ProvenanceTooLarge`).
     Failed { reason: String, message: String },
     /// The signing key is not loaded (its Secret is missing or unreadable).
     KeyUnavailable { message: String },
@@ -44,6 +47,9 @@ pub enum Outcome {
     SigningFailed { reason: String, message: String },
     /// The run was signed but its persisted record is gone: it is signed anew.
     RecordLost,
+    /// The persisted record failed its check (`message` says which): it was deleted, never
+    /// attached, and the run is signed anew.
+    RecordRejected { message: String },
     /// The record, signed in this pass (`new`) or persisted before, and what attaching it gave.
     Signed {
         record: SignedRecord,
@@ -138,6 +144,26 @@ pub fn conclude(
                 "ProvenanceRecordLost".into(),
                 note.into(),
             ));
+            Next::RetryIn(RECORD_LOST_RETRY)
+        }
+        Outcome::RecordRejected { message } => {
+            provenance_of(&mut status).state = ProvenanceState::Pending;
+            set(
+                &mut status,
+                PROVENANCE_RECORD_REJECTED,
+                "True",
+                "RecordUntrusted",
+                &message,
+            );
+            set(
+                &mut status,
+                PROVENANCE_SIGNED,
+                "False",
+                "ProvenanceRecordRejected",
+                &message,
+            );
+            let note = format!("{message}; signing again");
+            events.push((EventType::Warning, "ProvenanceRecordRejected".into(), note));
             Next::RetryIn(RECORD_LOST_RETRY)
         }
         Outcome::Signed {

@@ -10,7 +10,7 @@
 //! `Failed` with the registry's message.
 
 pub mod conclude;
-mod record;
+pub mod record;
 mod steps;
 
 use std::collections::VecDeque;
@@ -36,6 +36,49 @@ pub use conclude::{Attach, Next, Outcome, PROVENANCE_ATTACHED, PROVENANCE_SIGNED
 
 /// Pause after an error of the Kubernetes API during a pass (as for reconciles).
 const API_ERROR_RETRY: Duration = Duration::from_secs(5);
+/// How often the records of deleted runs are looked for (runs deleted after their finalizer was
+/// released, or while no controller ran).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Until `halt` resolves: once the cache of runs has synced, and then every [`SWEEP_INTERVAL`],
+/// delete the persisted records of runs that no longer exist. `scope`: the one namespace this
+/// controller watches, if it watches one (records of other namespaces are left alone).
+pub async fn sweep_records(
+    ctx: Arc<Context>,
+    runs: Store<TrainingRun>,
+    scope: Option<String>,
+    halt: impl Future<Output = ()>,
+) {
+    tokio::pin!(halt);
+    let sweeps = async {
+        if runs.wait_until_ready().await.is_err() {
+            return;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.controller_namespace);
+        loop {
+            // A record is only ever written for a run already in this cache, so a record whose
+            // run is missing from it belongs to a deleted run.
+            let live = runs
+                .state()
+                .iter()
+                .filter_map(|r| r.uid())
+                .collect::<std::collections::HashSet<_>>();
+            match record::sweep(&api, &live, scope.as_deref()).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    deleted = n,
+                    "deleted the provenance records of deleted runs"
+                ),
+                Err(e) => warn!(error = %e, "cannot sweep provenance records; retrying later"),
+            }
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+        }
+    };
+    tokio::select! {
+        () = &mut halt => {}
+        () = sweeps => {}
+    }
+}
 
 /// Work the queue with at most `workers` passes at once until `halt` resolves; then let the passes
 /// in progress finish (a dropped future, on a lost Lease, stops them at once instead). One run is
@@ -129,14 +172,27 @@ pub async fn pass(
         .provenance
         .as_ref()
         .map_or(ProvenanceState::Pending, |p| p.state);
-    let records: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    // Records live in the controller's namespace, where tenants cannot write (record.rs).
+    let records: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.controller_namespace);
     let config_map = record::config_map_name(run);
 
-    let signed = match (state, record::existing(run, &records).await?) {
-        // Signed before a crash, maybe with the status not updated: reuse, never sign again.
-        (ProvenanceState::Pending | ProvenanceState::Signed, Some(record)) => Ok((record, false)),
+    let found = record::existing(run, &records).await?;
+    let signed = match (state, found) {
+        // Signed before a crash, maybe with the status not updated: reuse, never sign again, but
+        // only a record that proves to be the controller's own for this run.
+        (ProvenanceState::Pending | ProvenanceState::Signed, Some(found)) => {
+            match steps::vet(run, &current, publisher, found) {
+                Ok(record) => Ok((record, false)),
+                Err(outcome) => {
+                    if matches!(outcome, Outcome::RecordRejected { .. }) {
+                        record::remove(&records, &config_map).await?;
+                    }
+                    Err(outcome)
+                }
+            }
+        }
         (ProvenanceState::Pending, None) => {
-            steps::sign(run, namespace, &mut current, ctx, publisher, &records)
+            steps::sign(run, &mut current, ctx, publisher, &records)
                 .await?
                 .map(|record| (record, true))
         }

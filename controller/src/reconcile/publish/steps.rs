@@ -8,13 +8,14 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::conclude::{Attach, Outcome};
-use super::record;
+use super::record::{self, Persisted};
 use crate::api::{TrainingRun, TrainingRunStatus};
 use crate::engine::{self, EngineError, SignedRecord};
 use crate::execute::placement;
 use crate::provenance;
 use crate::reconcile::context::{Context, Error};
 use crate::reconcile::publisher::Publisher;
+use crate::signing::PublicKey;
 use crate::storage::{ErrorKind, Subject};
 
 /// Resolve every output in the registry (marking it verified), build the statement from the
@@ -22,7 +23,6 @@ use crate::storage::{ErrorKind, Subject};
 /// must wait or failed permanently.
 pub async fn sign(
     run: &TrainingRun,
-    namespace: &str,
     status: &mut TrainingRunStatus,
     ctx: &Context,
     publisher: &Publisher,
@@ -40,9 +40,7 @@ pub async fn sign(
     let store = publisher.store();
     let allowed = run.spec.output.repository.clone();
     for output in status.outputs.iter_mut() {
-        let inside =
-            output.repository == allowed || output.repository.starts_with(&format!("{allowed}/"));
-        if !inside {
+        if !inside(&output.repository, &allowed) {
             let message = format!(
                 "output {} is outside spec.output.repository {allowed}",
                 output.uri
@@ -103,26 +101,64 @@ pub async fn sign(
         .observe(started.elapsed().as_secs_f64());
 
     // Persisted before any registry write.
-    let data = match engine::to_config_map_data(&record) {
-        Ok(data) => data,
-        Err(e) => {
-            let outcome = Outcome::SigningFailed {
-                reason: e.reason().to_string(),
-                message: e.to_string(),
-            };
-            return Ok(Err(outcome));
+    match record::persist(run, &ctx.controller_namespace, records, &record).await? {
+        Persisted::Created => Ok(Ok(record)),
+        // Another pass persisted first: that record is the one, if it checks out.
+        Persisted::Exists(found) => {
+            let vetted = vet(run, status, publisher, found);
+            if let Err(Outcome::RecordRejected { .. }) = &vetted {
+                record::remove(records, &record::config_map_name(run)).await?;
+            }
+            Ok(vetted)
         }
-    };
-    match record::persist(run, namespace, records, record, data).await? {
-        Some(record) => Ok(Ok(record)),
-        None => failed(
-            "ProvenanceRecordConflict",
-            format!(
-                "ConfigMap {} exists and does not belong to this run: delete or rename it, then recreate the run",
+        Persisted::TooLarge(e) => failed("ProvenanceTooLarge", e.to_string()),
+    }
+}
+
+/// A persisted record as read, if it is the controller's own for this run
+/// ([`engine::check_record`]); else why not, as the outcome of the pass.
+#[expect(
+    clippy::result_large_err,
+    reason = "built once per pass, and what the pass concludes from"
+)]
+pub fn vet(
+    run: &TrainingRun,
+    status: &TrainingRunStatus,
+    publisher: &Publisher,
+    found: Result<SignedRecord, String>,
+) -> Result<SignedRecord, Outcome> {
+    let signer = publisher
+        .key
+        .get()
+        .map_err(|message| Outcome::KeyUnavailable { message })?;
+    let key =
+        PublicKey::from_pem(signer.public_key_pem()).map_err(|e| Outcome::KeyUnavailable {
+            message: format!("the signing key's public half does not load: {e}"),
+        })?;
+    let subjects: Vec<Subject> = status
+        .outputs
+        .iter()
+        .filter(|o| inside(&o.repository, &run.spec.output.repository))
+        .map(|o| Subject::new(o.repository.clone(), o.digest.clone()))
+        .collect();
+    let uid = run.uid().unwrap_or_default();
+    found
+        .and_then(|record| {
+            engine::check_record(&record, &key, &uid, &subjects)
+                .map(|()| record)
+                .map_err(|e| e.0)
+        })
+        .map_err(|why| Outcome::RecordRejected {
+            message: format!(
+                "the persisted provenance record {} was not used: {why}",
                 record::config_map_name(run)
             ),
-        ),
-    }
+        })
+}
+
+/// `repository` is `allowed` or below it.
+fn inside(repository: &str, allowed: &str) -> bool {
+    repository == allowed || repository.starts_with(&format!("{allowed}/"))
 }
 
 /// Attach a signed record to every subject in the registry.

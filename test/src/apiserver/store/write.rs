@@ -130,6 +130,7 @@ impl Store {
                 }
             }
             Builtin::Secret => encode_string_data(obj)?,
+            Builtin::ConfigMap => check_config_map_size(&rt.kind, name, obj)?,
             Builtin::Crd => {
                 let def = crd_to_type(obj)?;
                 if let Some(existing) = self.types.get(&def.key)
@@ -705,6 +706,39 @@ fn encode_string_data(obj: &mut Value) -> ApiResult<()> {
     }
     if map.get("type").is_none_or(Value::is_null) {
         map.insert("type".into(), "Opaque".into());
+    }
+    Ok(())
+}
+
+/// The real server's limit on a ConfigMap: its `data` values and decoded `binaryData` values
+/// together at most 1 MiB (`ValidateConfigMap`), else 422.
+fn check_config_map_size(kind: &str, name: &str, obj: &Value) -> ApiResult<()> {
+    const MAX: usize = 1024 * 1024;
+    let strings = |key: &str| -> Vec<String> {
+        obj[key]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let data: usize = strings("data").iter().map(String::len).sum();
+    let mut binary = 0;
+    for value in strings("binaryData") {
+        binary += base64::engine::general_purpose::STANDARD
+            .decode(&value)
+            .map_err(|e| ApiError::bad_request(format!("binaryData is not base64: {e}")))?
+            .len();
+    }
+    if data + binary > MAX {
+        let cause = Cause {
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {MAX} bytes"),
+            field: "[]".into(),
+        };
+        return Err(ApiError::invalid(kind, "", name, vec![cause]));
     }
     Ok(())
 }

@@ -231,3 +231,39 @@ fn a_lost_record_sends_the_run_back_to_signing() {
     assert_eq!(c.events[0].1, "ProvenanceRecordLost");
     assert_eq!(c.next, Next::RetryIn(RECORD_LOST_RETRY));
 }
+
+#[test]
+fn a_rejected_record_is_told_kept_in_a_condition_and_the_run_signed_anew() {
+    let mut status = succeeded();
+    status.provenance = Some(ProvenanceStatus::new(ProvenanceState::Signed));
+    let message =
+        "the persisted provenance record provenance-u-1 was not used: its envelope does not verify"
+            .to_string();
+    let outcome = Outcome::RecordRejected {
+        message: message.clone(),
+    };
+    let c = conclude(&run(), status, outcome, &now());
+    assert_eq!(state(&c), ProvenanceState::Pending);
+    assert_eq!(c.events[0].0, EventType::Warning);
+    assert_eq!(c.events[0].1, "ProvenanceRecordRejected");
+    assert_eq!(
+        condition(&c, PROVENANCE_RECORD_REJECTED),
+        Some(("True", "RecordUntrusted", message.as_str()))
+    );
+    assert_eq!(c.next, Next::RetryIn(RECORD_LOST_RETRY));
+    // Signed anew in the next pass: the rejection stays on record.
+    let again = conclude(
+        &run(),
+        c.status,
+        signed(true, Attach::Attached(vec![])),
+        &now(),
+    );
+    assert_eq!(
+        condition(&again, PROVENANCE_RECORD_REJECTED).map(|c| c.0),
+        Some("True")
+    );
+    assert_eq!(
+        condition(&again, PROVENANCE_SIGNED).map(|c| c.1),
+        Some("Signed")
+    );
+}

@@ -3,8 +3,6 @@
 //! → stored in the registry (or an OCI layout). Signing and storage sit behind the [`Signer`] and
 //! [`AttestationStore`] traits; this module never talks to Kubernetes.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -13,6 +11,9 @@ use crate::observe::sha256_digest;
 use crate::provenance::statement::Statement;
 use crate::signing::{self, Signer, SigningError};
 use crate::storage::{Attestation, AttestationStore, SimpleSignature, StorageError, Subject};
+
+mod check;
+pub use check::{Untrusted, check_record};
 
 /// What gets persisted before any registry write: everything needed to attach the same bytes again
 /// after a crash, without signing anew (ECDSA signatures are randomized: a second signature would
@@ -205,27 +206,6 @@ pub async fn attach(
     Ok(references)
 }
 
-/// Key → value form of a record for a ConfigMap (`envelope.json`, `record.json`). The envelope's
-/// exact bytes or nothing: a record that cannot be written as they are is an error, never a
-/// lossy copy (its digest would no longer be the signed envelope's).
-pub fn to_config_map_data(record: &SignedRecord) -> Result<BTreeMap<String, String>, EngineError> {
-    let envelope = std::str::from_utf8(&record.envelope)
-        .map_err(|e| EngineError::Record(format!("the envelope is not UTF-8: {e}")))?;
-    let text = serde_json::to_string_pretty(record).map_err(EngineError::RecordJson)?;
-    Ok(BTreeMap::from([
-        ("envelope.json".to_string(), envelope.to_string()),
-        ("record.json".to_string(), text),
-    ]))
-}
-
-/// Read a record back from ConfigMap data.
-pub fn from_config_map_data(data: &BTreeMap<String, String>) -> Result<SignedRecord, EngineError> {
-    let text = data
-        .get("record.json")
-        .ok_or_else(|| EngineError::Record("record.json is missing".into()))?;
-    serde_json::from_str(text).map_err(|e| EngineError::Record(format!("record.json: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,16 +230,9 @@ mod tests {
   ]
 }"#;
 
-    fn config_map(record_json: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("envelope.json".to_string(), ENVELOPE.to_string()),
-            ("record.json".to_string(), record_json.to_string()),
-        ])
-    }
-
     fn statement() -> Statement {
         let run: crate::api::TrainingRun =
-            serde_saphyr::from_str(include_str!("../tests/fixtures/succeeded-run.yaml"))
+            serde_saphyr::from_str(include_str!("../../tests/fixtures/succeeded-run.yaml"))
                 .expect("fixture");
         let placement = crate::execute::placement::placement(
             &crate::config::ControllerConfig::defaults(),
@@ -311,16 +284,14 @@ mod tests {
         let key = CosignKey::ephemeral().expect("key");
         let record = sign(&statement(), &key).expect("signs");
         let digest = record.envelope_digest();
-        let data = to_config_map_data(&record).expect("writes");
-        assert_eq!(data["envelope.json"].as_bytes(), record.envelope.as_slice());
-        let text = &data["record.json"];
+        let text = String::from_utf8(record.to_json().expect("writes")).expect("utf-8");
         // Embedded, not escaped: the envelope's bytes appear verbatim in record.json.
         let envelope = std::str::from_utf8(&record.envelope).expect("utf-8");
         assert!(
-            text.contains(&format!("\"envelope\": {envelope},")),
+            text.contains(&format!("\"envelope\":{envelope},")),
             "{text}"
         );
-        let back = from_config_map_data(&data).expect("reads");
+        let back: SignedRecord = serde_json::from_str(&text).expect("reads");
         assert_eq!(back, record);
         assert_eq!(back.envelope_digest(), digest);
         // Compact serialization too (what the engine benchmark measures).
@@ -332,7 +303,7 @@ mod tests {
 
     #[test]
     fn record_in_the_first_form_reads_to_the_same_envelope_bytes() {
-        let record = from_config_map_data(&config_map(OLD_RECORD_JSON)).expect("reads");
+        let record: SignedRecord = serde_json::from_str(OLD_RECORD_JSON).expect("reads");
         assert_eq!(record.envelope, ENVELOPE.as_bytes());
         assert_eq!(
             record.envelope_digest(),
@@ -341,11 +312,13 @@ mod tests {
         assert_eq!(record.key_id, "ab");
         assert_eq!(record.signatures.len(), 1);
         // Saved again (new form) and read back: nothing changes, the digest least of all.
-        let again =
-            from_config_map_data(&to_config_map_data(&record).expect("writes")).expect("reads");
+        let json = record.to_json().expect("writes");
+        let again: SignedRecord = serde_json::from_slice(&json).expect("reads");
         assert_eq!(again, record);
         assert!(
-            to_config_map_data(&record).expect("writes")["record.json"].contains("\"envelope\": {")
+            String::from_utf8(json)
+                .expect("utf-8")
+                .contains("\"envelope\":{")
         );
         // And the attestations it gives carry those bytes.
         let attestations = record.attestations().expect("attestations");
@@ -395,8 +368,6 @@ mod tests {
         let err = record.to_json().expect_err("not UTF-8");
         assert!(matches!(err, EngineError::RecordJson(_)), "{err}");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
-        let err = to_config_map_data(&record).expect_err("not UTF-8");
-        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
     #[test]
@@ -434,13 +405,5 @@ mod tests {
         let err = sign(&statement(), &Unplugged).expect_err("no signature");
         assert_eq!(err.reason(), "SigningFailed");
         assert!(err.to_string().contains("the device is gone"), "{err}");
-    }
-
-    #[test]
-    fn unreadable_records_are_errors() {
-        let err = from_config_map_data(&BTreeMap::new()).expect_err("missing");
-        assert!(err.to_string().contains("record.json is missing"), "{err}");
-        let err = from_config_map_data(&config_map("{")).expect_err("truncated");
-        assert!(err.to_string().contains("record.json"), "{err}");
     }
 }
