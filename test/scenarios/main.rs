@@ -12,3 +12,4 @@ mod provenance;
 mod runs;
 mod samples;
 mod support;
+mod tenant_datasets;

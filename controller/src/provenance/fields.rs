@@ -1,7 +1,8 @@
 //! The JSON objects whose content is provenant's own, one builder per field of the mapping table
 //! of DESIGN.md: [`external_parameters`], [`cluster_parameters`] and [`local_parameters`] (the
-//! `internalParameters` of a run in a cluster and on a host), [`worker_annotations`] (a worker's
-//! byproduct). docs/provenance.md documents every field.
+//! `internalParameters` of a run in a cluster and on a host), [`dataset_annotations`] (who
+//! vouched for a dataset's digest), [`worker_annotations`] (a worker's byproduct).
+//! docs/provenance.md documents every field.
 //!
 //! Each builder fills a typed view of the run and turns it into a [`JsonMap`], whose keys are
 //! sorted (docs/provenance.md: "object keys sorted"), so the views declare their fields in the
@@ -19,8 +20,8 @@ use serde_json::Value;
 use super::LocalInvocation;
 use super::statement::JsonMap;
 use crate::api::{
-    AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetRef,
-    NamedDigest, OutputSpec, ReportRecord, TrainingRunSpec, WorkerRecord,
+    AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetMaterial,
+    DatasetRef, NamedDigest, OutputSpec, ReportRecord, Source, TrainingRunSpec, WorkerRecord,
 };
 use crate::execute::placement::Placement;
 
@@ -153,6 +154,60 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<
         code,
         output: OutputParameter { repository },
         active_deadline_seconds: spec.active_deadline_seconds,
+    })
+}
+
+/// The annotations of a `dataset:*` dependency: each party's digest in a field of its own, and
+/// `source`, the parties that gave the descriptor's digest (docs/provenance.md).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DatasetAnnotations<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declared_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reported_digest: Option<&'a str>,
+    source: Vec<&'static str>,
+}
+
+/// The annotations of the dataset `material`, which `declared` (when the spec names it) declares.
+/// The declared digest is taken from the spec, never from the recorded sources: a status written
+/// before sources were kept per digest labels a digest only the workload gave `Declared` too.
+pub(super) fn dataset_annotations(
+    material: &DatasetMaterial,
+    declared: Option<&DatasetRef>,
+) -> serde_json::Result<JsonMap> {
+    let DatasetMaterial {
+        name: _,
+        uri: _,
+        digest,
+        sources,
+    } = material;
+    let digest = digest.as_deref();
+    let by = |source: Source| digest.filter(|_| sources.contains(&source));
+    let declared_digest = declared.and_then(|d| d.digest.as_deref());
+    let (observed_digest, reported_digest) = (by(Source::Observed), by(Source::Reported));
+    let source = match digest {
+        // Who gave this very digest.
+        Some(digest) => [
+            ("declared", declared_digest),
+            ("observed", observed_digest),
+            ("reported", reported_digest),
+        ]
+        .into_iter()
+        .filter(|(_, d)| *d == Some(digest))
+        .map(|(party, _)| party)
+        .collect(),
+        // No digest: who named the dataset.
+        None if declared.is_some() => vec!["declared"],
+        None => vec![],
+    };
+    to_object(&DatasetAnnotations {
+        declared_digest,
+        observed_digest,
+        reported_digest,
+        source,
     })
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
+use crate::api::{TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use crate::execute::placement::Placement;
 use statement::{
     BuildDefinition, BuildMetadata, Builder, JsonMap, Provenance, ResourceDescriptor, RunDetails,
@@ -156,7 +156,7 @@ pub fn statement_for_run(
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
                 internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
-                resolved_dependencies: resolved_dependencies(&run.spec, status),
+                resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
                 builder,
@@ -177,7 +177,7 @@ pub fn statement_for_local_run(
 ) -> Result<Statement, ProvenanceError> {
     let (status, subject, uid) = attestable(run)?;
     let internal = object("internalParameters", fields::local_parameters(local))?;
-    let mut deps = resolved_dependencies(&run.spec, status);
+    let mut deps = resolved_dependencies(&run.spec, status)?;
     if let Some((uri, commit, dirty)) = &local.code {
         // Observed beats declared here: the commit the working tree is at (attest refuses to run
         // when a declared revision disagrees).
@@ -285,27 +285,17 @@ pub fn internal_parameters(
     )
 }
 
-fn sources(list: &[Source]) -> Value {
-    list.iter()
-        .map(|s| match s {
-            Source::Declared => "declared",
-            Source::Observed => "observed",
-            Source::Reported => "reported",
-        })
-        .collect()
-}
-
 /// `["<source>"]`.
 fn one_source(source: &str) -> Value {
     Value::from(vec![source])
 }
 
-/// Container images (observed), datasets (declared and/or reported), base model and code
-/// (declared).
+/// Container images (observed), datasets (each digest with who gave it: declared, observed,
+/// reported), base model and code (declared).
 pub fn resolved_dependencies(
     spec: &TrainingRunSpec,
     status: &TrainingRunStatus,
-) -> Vec<ResourceDescriptor> {
+) -> Result<Vec<ResourceDescriptor>, ProvenanceError> {
     let mut deps = Vec::new();
     for image in status.materials.iter().flat_map(|m| &m.images) {
         let repository = image.image.split('@').next().unwrap_or(&image.image);
@@ -321,11 +311,15 @@ pub fn resolved_dependencies(
         });
     }
     for d in status.materials.iter().flat_map(|m| &m.datasets) {
+        let declared = spec.datasets.iter().find(|s| s.name == d.name);
         deps.push(ResourceDescriptor {
             name: Some(format!("dataset:{}", d.name)),
             uri: d.uri.clone(),
             digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: JsonMap::from_iter([("source".into(), sources(&d.sources))]),
+            annotations: object(
+                "resolvedDependencies",
+                fields::dataset_annotations(d, declared),
+            )?,
             ..Default::default()
         });
     }
@@ -356,7 +350,7 @@ pub fn resolved_dependencies(
             ..Default::default()
         });
     }
-    deps
+    Ok(deps)
 }
 
 /// One byproduct per worker: what the controller observed (node, accelerator facts, exit code,
