@@ -15,7 +15,7 @@ use crate::storage::{
     self, ArtifactStore, DockerConfig, LayoutStore, RegistryOptions, RegistryStore, Subject,
 };
 use crate::terminal::Progress;
-use crate::verify::{self, Policy};
+use crate::verify::{self, DatasetRequirement, Policy};
 use crate::{out, outln};
 
 /// `provenant attest`.
@@ -64,9 +64,14 @@ pub struct VerifyArgs {
     /// Require this builder id.
     #[arg(long)]
     pub builder_id: Option<String>,
-    /// Require a dataset with this digest (repeatable).
-    #[arg(long = "require-dataset")]
-    pub datasets: Vec<String>,
+    /// Require a dataset digest the spec declared or provenant observed: `sha256:<hex>` (any
+    /// dataset) or `NAME=sha256:<hex>` (the dataset NAME) (repeatable).
+    #[arg(long = "require-dataset", value_name = "[NAME=]DIGEST", value_parser = DatasetRequirement::parse)]
+    pub datasets: Vec<DatasetRequirement>,
+    /// Let --require-dataset also accept a digest only the training workload reported (neither
+    /// declared in the spec nor observed).
+    #[arg(long)]
+    pub allow_reported_datasets: bool,
     /// Require a training image with this digest (repeatable).
     #[arg(long = "require-image")]
     pub images: Vec<String>,
@@ -265,6 +270,7 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
     let policy = Policy {
         builder_id: args.builder_id.clone(),
         datasets: args.datasets.clone(),
+        allow_reported_datasets: args.allow_reported_datasets,
         images: args.images.clone(),
         max_age: args.max_age.as_deref().map(parse_age).transpose()?,
     };

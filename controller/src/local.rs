@@ -21,7 +21,7 @@ use crate::api::{
 use crate::engine::{self, SignedRecord};
 use crate::hashing::{self, FileDigest};
 use crate::labels;
-use crate::observe::{self, host, report};
+use crate::observe::{self, host, materials, report};
 use crate::provenance::{self, BuilderIdentity, LocalInvocation};
 use crate::signing::{CosignKey, Signer};
 use crate::storage::{
@@ -235,16 +235,12 @@ fn observe_code(
     Ok(git)
 }
 
-/// Datasets on this host are hashed (observed); remote ones stay as declared.
+/// Datasets on this host are hashed (observed); remote ones stay as declared. As in the cluster,
+/// each dataset's sources are exactly who gave its digest (`observe::materials::vouch`).
 fn hash_datasets(spec: &TrainingRunSpec, quiet: bool) -> Result<Vec<DatasetMaterial>, LocalError> {
     let mut datasets = Vec::new();
     for d in &spec.datasets {
-        let mut material = DatasetMaterial {
-            name: d.name.clone(),
-            uri: Some(d.uri.clone()),
-            digest: d.digest.clone(),
-            sources: vec![Source::Declared],
-        };
+        let mut material = materials::declared_material(d);
         if let Some(path) = local_path(&d.uri) {
             let progress = Progress::bytes(&format!("hashing {}", d.name), None, quiet);
             let hashed = hashing::dataset_digest_with(&path, &progress);
@@ -252,17 +248,13 @@ fn hash_datasets(spec: &TrainingRunSpec, quiet: bool) -> Result<Vec<DatasetMater
             let (digest, _) = hashed.map_err(|e| {
                 LocalError::Material(format!("dataset {} ({}): {e}", d.name, path.display()))
             })?;
-            if let Some(declared) = &d.digest
-                && declared != &digest
-            {
-                return Err(LocalError::Material(format!(
+            materials::vouch(&mut material, Source::Observed, &digest).map_err(|declared| {
+                LocalError::Material(format!(
                     "dataset {}: spec.datasets declares {declared}, but {} hashes to {digest}",
                     d.name,
                     path.display()
-                )));
-            }
-            material.digest = Some(digest);
-            material.sources.push(Source::Observed);
+                ))
+            })?;
         }
         datasets.push(material);
     }
@@ -351,16 +343,12 @@ fn take_report(
     for r in &parsed.datasets {
         match datasets.iter_mut().find(|d| d.name == r.name) {
             Some(d) => {
-                if d.digest.as_ref().is_some_and(|digest| digest != &r.digest) {
-                    return Err(LocalError::Material(format!(
-                        "dataset {}: the workload reported {}, but {} was recorded",
-                        r.name,
-                        r.digest,
-                        d.digest.clone().unwrap_or_default()
-                    )));
-                }
-                d.digest = Some(r.digest.clone());
-                d.sources.push(Source::Reported);
+                materials::vouch(d, Source::Reported, &r.digest).map_err(|recorded| {
+                    LocalError::Material(format!(
+                        "dataset {}: the workload reported {}, but {recorded} was recorded",
+                        r.name, r.digest
+                    ))
+                })?;
             }
             None => datasets.push(DatasetMaterial {
                 name: r.name.clone(),

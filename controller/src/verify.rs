@@ -1,6 +1,9 @@
 //! `provenant verify`: decide whether an artifact's attestations prove what a security team
 //! requires. Pure over the envelopes found (the storage layer finds them): signature, statement
-//! shape, subject digest, then the policy flags. Every failed check is a reason in words.
+//! shape, subject digest, then the policy flags. Every failed check is a reason in words. Who
+//! vouched for each dataset digest is read in `datasets`.
+
+mod datasets;
 
 use std::collections::BTreeMap;
 
@@ -12,13 +15,17 @@ use crate::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement
 use crate::signing::PublicKey;
 use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
 
+pub use datasets::{DatasetEvidence, DatasetRequirement, Party};
+
 /// What the verifier requires beyond a valid signature over a statement about the artifact.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// `runDetails.builder.id` must equal this.
     pub builder_id: Option<String>,
-    /// Each of these digests must be a dataset dependency.
-    pub datasets: Vec<String>,
+    /// Each of these must be a dataset digest the spec declared or provenant observed.
+    pub datasets: Vec<DatasetRequirement>,
+    /// Also accept dataset digests only the workload reported (`--allow-reported-datasets`).
+    pub allow_reported_datasets: bool,
     /// Each of these digests must be an image dependency.
     pub images: Vec<String>,
     /// The build must have finished at most this long ago.
@@ -178,14 +185,19 @@ fn check(
             }
             checked
                 .failures
-                .extend(policy_failures(&statement, policy, now));
+                .extend(policy_failures(&statement, &value, policy, now));
         }
     }
     checked.statement = Some(value);
     checked
 }
 
-fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Vec<String> {
+fn policy_failures(
+    statement: &Statement,
+    value: &Value,
+    policy: &Policy,
+    now: Timestamp,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let p = &statement.predicate;
     if let Some(want) = &policy.builder_id
@@ -204,30 +216,13 @@ fn policy_failures(statement: &Statement, policy: &Policy, now: Timestamp) -> Ve
             .filter_map(|d| d.digest.get("sha256").map(|h| format!("sha256:{h}")))
             .collect()
     };
-    // A dataset named only by the workload (source "reported") does not satisfy a requirement:
-    // the workload is not the trusted builder.
-    let datasets: Vec<String> = p
-        .build_definition
-        .resolved_dependencies
-        .iter()
-        .filter(|d| d.name.as_deref().is_some_and(|n| n.starts_with("dataset:")))
-        .filter(|d| {
-            d.annotations
-                .get("source")
-                .as_ref()
-                .and_then(Value::as_array)
-                .is_none_or(|s| s.iter().any(|v| v != "reported"))
-        })
-        .filter_map(|d| d.digest.get("sha256").map(|h| format!("sha256:{h}")))
-        .collect();
-    for want in &policy.datasets {
-        if !datasets.contains(want) {
-            failures.push(format!(
-                "required dataset {want} is not among the declared or observed datasets ({})",
-                list(&datasets)
-            ));
-        }
-    }
+    let datasets = datasets::evidence(value);
+    failures.extend(
+        policy
+            .datasets
+            .iter()
+            .filter_map(|want| datasets::unmet(want, &datasets, policy.allow_reported_datasets)),
+    );
     let images = digests_of("image");
     for want in &policy.images {
         if !images.contains(want) {
@@ -281,7 +276,7 @@ pub struct Summary {
     pub invocation: String,
     pub started_on: Option<String>,
     pub finished_on: Option<String>,
-    /// name → (digest or "-", sources)
+    /// name → (digest or "-", who vouched for it: `declared+reported`, ...)
     pub datasets: Vec<(String, String, String)>,
     pub images: Vec<String>,
     pub code: Option<String>,
@@ -307,17 +302,6 @@ pub fn summarize(statement: &Value) -> Summary {
             .and_then(|m| m.iter().next())
             .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("")))
             .unwrap_or_else(|| "-".into())
-    };
-    let sources = |d: &Value| -> String {
-        d["annotations"]["source"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("+")
-            })
-            .unwrap_or_default()
     };
     let mut s = Summary {
         models: statement["subject"]
@@ -350,14 +334,18 @@ pub fn summarize(statement: &Value) -> Summary {
         hyperparameters: p["buildDefinition"]["externalParameters"]
             .get("hyperparameters")
             .cloned(),
+        datasets: datasets::evidence(statement)
+            .iter()
+            .map(|d| {
+                let digest = d.digest.clone().unwrap_or_else(|| "-".into());
+                (d.name.clone(), digest, d.sources())
+            })
+            .collect(),
         ..Default::default()
     };
     for d in &deps {
         let name = d["name"].as_str().unwrap_or_default();
-        if let Some(dataset) = name.strip_prefix("dataset:") {
-            s.datasets
-                .push((dataset.to_string(), digest(d), sources(d)));
-        } else if name == "image" {
+        if name == "image" {
             s.images.push(format!(
                 "{} {}",
                 d["uri"].as_str().unwrap_or("?"),

@@ -87,7 +87,8 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
         )
     };
 
-    // Verified, with the dataset hashed on this host recorded as observed.
+    // Verified, with the dataset hashed on this host recorded as observed (declared without a
+    // digest: the spec only named it).
     let out = provenant(&[
         "verify",
         &reference,
@@ -102,10 +103,11 @@ fn attest_then_verify_and_refuse_for_the_right_reasons() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let summary = text(&out);
+    let dataset_line = format!("dataset       churn {data_digest} (observed)");
     for expected in [
         "Verified:",
         "seed          7",
-        "(declared+observed)",
+        dataset_line.as_str(),
         "accuracy",
         "https://provenant.dev/TrainingRun/local/v1",
     ] {

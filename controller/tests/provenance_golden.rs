@@ -10,7 +10,7 @@ use std::process::Command;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use provenant::api::{AcceleratorFacts, TrainingRun};
+use provenant::api::{AcceleratorFacts, DatasetMaterial, DatasetRef, Source, TrainingRun};
 use provenant::config::ControllerConfig;
 use provenant::execute::placement::{Placement, placement};
 use provenant::provenance::statement::Statement;
@@ -51,11 +51,13 @@ fn statement() -> Statement {
 
 /// The fixture as `provenant attest` records a run on a host (`local.rs`): one worker, `local`,
 /// on the host, no containers and no images, the host's GPUs as nvidia-smi gives them, the outputs
-/// packaged by attest rather than reported.
+/// packaged by attest rather than reported, and the first dataset hashed on the host.
 fn local_run() -> TrainingRun {
     let mut run = fixture();
     let status = run.status.as_mut().unwrap();
-    status.materials.as_mut().unwrap().images.clear();
+    let materials = status.materials.as_mut().unwrap();
+    materials.images.clear();
+    materials.datasets[0].sources = vec![Source::Declared, Source::Observed];
     let mut worker = status.workers[0].clone();
     worker.pod_name = "local".into();
     worker.node_name = Some("ws-1".into());
@@ -130,6 +132,19 @@ fn local_statement_matches_the_golden_file() {
     assert_golden(&local_statement(), LOCAL_GOLDEN);
 }
 
+/// A run recorded by a controller from before sources were kept per digest, and signed after the
+/// upgrade: its status labels the digest the workload supplied `[Declared, Reported]`. The
+/// declared digest comes from the spec, so the statement is the same.
+#[test]
+fn a_status_recorded_before_the_upgrade_gives_the_same_statement() {
+    let mut run = fixture();
+    let materials = run.status.as_mut().unwrap().materials.as_mut().unwrap();
+    assert_eq!(materials.datasets[1].name, "augment-cache");
+    materials.datasets[1].sources = vec![Source::Declared, Source::Reported];
+    let built = provenance::statement_for_run(&run, &placement_of(&run), &builder()).unwrap();
+    assert_golden(&built, GOLDEN);
+}
+
 const MODEL: &str = "registry.example.com/models/resnet50-finetuned";
 const MODEL_HEX: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
 const IMAGE_HEX: &str = "4f1c1a8e8f0a7c1d2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a";
@@ -186,18 +201,25 @@ fn expected_external_parameters() -> Value {
 /// The `dataset:*` and `baseModel` entries of `resolvedDependencies`.
 fn expected_dataset_and_base_model_dependencies() -> Vec<Value> {
     vec![
+        // Declared with a digest: the spec vouches for it.
         json!({
             "name": "dataset:imagenet-subset",
             "uri": "gs://acme-datasets/imagenet/subset-2026-10",
             "digest": {"sha256": IMAGENET_HEX},
-            "annotations": {"source": ["declared"]}
+            "annotations": {
+                "declaredDigest": format!("sha256:{IMAGENET_HEX}"),
+                "source": ["declared"]
+            }
         }),
-        // Declared without a digest, reported with one: both sources, the reported digest.
+        // Declared without a digest, reported with one: only the workload vouches for it.
         json!({
             "name": "dataset:augment-cache",
             "uri": "gs://acme-datasets/cache",
             "digest": {"sha256": CACHE_HEX},
-            "annotations": {"source": ["declared", "reported"]}
+            "annotations": {
+                "reportedDigest": format!("sha256:{CACHE_HEX}"),
+                "source": ["reported"]
+            }
         }),
         json!({
             "name": "baseModel",
@@ -313,6 +335,12 @@ fn expected_statement() -> Value {
 /// The local variant of docs/provenance.md applied to [`local_run`] and [`local_invocation`].
 fn expected_local_statement() -> Value {
     let mut dependencies = expected_dataset_and_base_model_dependencies();
+    // Hashed by attest to the declared digest: declared and observed.
+    dependencies[0]["annotations"] = json!({
+        "declaredDigest": format!("sha256:{IMAGENET_HEX}"),
+        "observedDigest": format!("sha256:{IMAGENET_HEX}"),
+        "source": ["declared", "observed"]
+    });
     // The working tree's HEAD, which the spec also declares; no image (the command ran on the
     // host).
     dependencies.push(json!({
@@ -676,6 +704,78 @@ fn statements_of_every_shape_are_reproducible() {
 
 fn json_of(built: &Statement) -> Value {
     serde_json::from_slice(&built.to_bytes().unwrap()).unwrap()
+}
+
+/// docs/provenance.md, "Who vouched for a dataset's digest": one row per kind of dataset.
+#[test]
+fn each_dataset_digest_says_who_gave_it() {
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let mut run = fixture();
+    run.spec.datasets = ["named", "hashed", "all"]
+        .iter()
+        .map(|name| DatasetRef {
+            name: name.to_string(),
+            uri: format!("data/{name}"),
+            digest: (*name == "all").then(|| digest('c')),
+        })
+        .collect();
+    let material =
+        |name: &str, uri: bool, d: Option<String>, sources: Vec<Source>| DatasetMaterial {
+            name: name.into(),
+            uri: uri.then(|| format!("data/{name}")),
+            digest: d,
+            sources,
+        };
+    run.status
+        .as_mut()
+        .unwrap()
+        .materials
+        .as_mut()
+        .unwrap()
+        .datasets = vec![
+        material("named", true, None, vec![Source::Declared]),
+        material("hashed", true, Some(digest('b')), vec![Source::Observed]),
+        material(
+            "all",
+            true,
+            Some(digest('c')),
+            vec![Source::Declared, Source::Observed, Source::Reported],
+        ),
+        material("extra", false, Some(digest('e')), vec![Source::Reported]),
+    ];
+    let s = json_of(&provenance::statement_for_run(&run, &placement_of(&run), &builder()).unwrap());
+    let deps = s["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let dep = |name: &str| {
+        deps.iter()
+            .find(|d| d["name"] == format!("dataset:{name}"))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        dep("named"),
+        json!({"name": "dataset:named", "uri": "data/named", "annotations": {"source": ["declared"]}})
+    );
+    assert_eq!(
+        dep("hashed")["annotations"],
+        json!({"observedDigest": digest('b'), "source": ["observed"]})
+    );
+    assert_eq!(
+        dep("all")["annotations"],
+        json!({
+            "declaredDigest": digest('c'), "observedDigest": digest('c'),
+            "reportedDigest": digest('c'), "source": ["declared", "observed", "reported"]
+        })
+    );
+    assert_eq!(
+        dep("extra"),
+        json!({
+            "name": "dataset:extra",
+            "digest": {"sha256": "e".repeat(64)},
+            "annotations": {"reportedDigest": digest('e'), "source": ["reported"]}
+        })
+    );
 }
 
 #[test]

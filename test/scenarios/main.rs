@@ -12,4 +12,5 @@ mod provenance;
 mod runs;
 mod samples;
 mod support;
+mod tenant_datasets;
 mod tenant_records;

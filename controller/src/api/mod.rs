@@ -505,7 +505,10 @@ pub struct DatasetMaterial {
     /// Digest, `sha256:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// Where the digest came from: `Declared` (spec), `Reported` (workload), or both.
+    /// Exactly who gave `digest`: `Declared` (spec.datasets), `Observed` (hashed by `provenant
+    /// attest`), `Reported` (the workload); all of them gave the same digest. A digest the workload
+    /// supplies for a dataset the spec declared without one is `Reported` only. Without a digest:
+    /// `Declared` (the spec named the dataset).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
 }

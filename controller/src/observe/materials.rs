@@ -1,6 +1,7 @@
 //! Merge what the spec declared, what the controller observed and what the workers reported into
-//! the run's materials. Each dataset keeps where it came from; a report may add facts but never
-//! contradict a declared digest.
+//! the run's materials. Each dataset's `sources` are exactly the parties that gave its recorded
+//! digest: a report may supply a digest the spec left out, but then only the workload vouches for
+//! it, and it never contradicts a declared digest.
 
 use std::collections::BTreeMap;
 
@@ -75,6 +76,38 @@ pub fn reports_of(workers: &[WorkerRecord]) -> Vec<WorkerReport> {
         .collect()
 }
 
+/// A dataset as the spec declares it: named by the spec, and its digest (when the spec gives one)
+/// vouched for by the spec.
+pub fn declared_material(d: &DatasetRef) -> DatasetMaterial {
+    DatasetMaterial {
+        name: d.name.clone(),
+        uri: Some(d.uri.clone()),
+        digest: d.digest.clone(),
+        sources: vec![Source::Declared],
+    }
+}
+
+/// `source` vouches for `digest` as the digest of `material`. The sources stay exactly the
+/// parties that gave the recorded digest: on a material without a digest (a dataset the spec only
+/// named) `source` becomes the only one, so a digest the workload supplies is never labelled
+/// declared. A different digest is refused: `Err` holds the one already recorded.
+pub fn vouch(material: &mut DatasetMaterial, source: Source, digest: &str) -> Result<(), String> {
+    match &material.digest {
+        Some(recorded) if recorded != digest => Err(recorded.clone()),
+        Some(_) => {
+            if !material.sources.contains(&source) {
+                material.sources.push(source);
+            }
+            Ok(())
+        }
+        None => {
+            material.digest = Some(digest.to_string());
+            material.sources = vec![source];
+            Ok(())
+        }
+    }
+}
+
 /// Merge declared datasets with the workers' reports, and collect the images the workers ran.
 pub fn merge(
     declared: &[DatasetRef],
@@ -105,30 +138,18 @@ pub fn merge(
 
     let mut datasets = Vec::new();
     for d in declared {
-        let mut sources = vec![Source::Declared];
-        let mut digest = d.digest.clone();
+        let mut material = declared_material(d);
         if let Some((rep, pod)) = reported.remove(d.name.as_str()) {
-            match &d.digest {
-                Some(declared) if declared != rep => {
-                    return Err(MaterialsError::DeclaredDigestContradicted {
-                        name: d.name.clone(),
-                        declared: declared.clone(),
-                        reported: rep.to_string(),
-                        pod: pod.to_string(),
-                    });
+            vouch(&mut material, Source::Reported, rep).map_err(|declared| {
+                MaterialsError::DeclaredDigestContradicted {
+                    name: d.name.clone(),
+                    declared,
+                    reported: rep.to_string(),
+                    pod: pod.to_string(),
                 }
-                _ => {
-                    digest = Some(rep.to_string());
-                    sources.push(Source::Reported);
-                }
-            }
+            })?;
         }
-        datasets.push(DatasetMaterial {
-            name: d.name.clone(),
-            uri: Some(d.uri.clone()),
-            digest,
-            sources,
-        });
+        datasets.push(material);
     }
     // Reported but not declared: recorded, marked as reported only.
     for (name, (digest, _)) in reported {
@@ -218,10 +239,13 @@ mod tests {
         ];
         let m = merge(&spec, &[], &reports).unwrap();
         let by_name: BTreeMap<_, _> = m.datasets.iter().map(|x| (x.name.as_str(), x)).collect();
+        // Declared with a digest and reported with the same: both vouch for it.
         assert_eq!(by_name["a"].sources, [Source::Declared, Source::Reported]);
         assert_eq!(by_name["a"].digest, Some(d('a')));
-        assert_eq!(by_name["b"].sources, [Source::Declared, Source::Reported]);
+        // Declared without a digest, reported with one: only the workload vouches for it.
+        assert_eq!(by_name["b"].sources, [Source::Reported]);
         assert_eq!(by_name["b"].digest, Some(d('b')));
+        assert_eq!(by_name["b"].uri.as_deref(), Some("gs://data/b"));
         assert_eq!(
             (
                 by_name["c"].sources.as_slice(),
@@ -231,6 +255,26 @@ mod tests {
         );
         assert_eq!(by_name["extra"].sources, [Source::Reported]);
         assert_eq!(by_name["extra"].uri, None);
+    }
+
+    #[test]
+    fn vouching_keeps_exactly_who_gave_the_digest() {
+        let mut m = declared_material(&declared("x", None));
+        assert_eq!(
+            (m.digest.as_ref(), m.sources.as_slice()),
+            (None, [Source::Declared].as_slice())
+        );
+        vouch(&mut m, Source::Observed, &d('1')).unwrap();
+        assert_eq!(m.sources, [Source::Observed]);
+        vouch(&mut m, Source::Reported, &d('1')).unwrap();
+        vouch(&mut m, Source::Reported, &d('1')).unwrap();
+        assert_eq!(m.sources, [Source::Observed, Source::Reported]);
+        assert_eq!(vouch(&mut m, Source::Reported, &d('2')), Err(d('1')));
+        assert_eq!(m.digest, Some(d('1')));
+
+        let mut m = declared_material(&declared("y", Some(d('3'))));
+        vouch(&mut m, Source::Observed, &d('3')).unwrap();
+        assert_eq!(m.sources, [Source::Declared, Source::Observed]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The JSON objects whose content is provenant's own, one builder per field of the mapping table
 //! of DESIGN.md: [`external_parameters`], [`cluster_parameters`] and [`local_parameters`] (the
-//! `internalParameters` of a run in a cluster and on a host), [`worker_annotations`] (a worker's
-//! byproduct). docs/provenance.md documents every field.
+//! `internalParameters` of a run in a cluster and on a host), [`dataset_annotations`] (who
+//! vouched for a dataset's digest), [`worker_annotations`] (a worker's byproduct).
+//! docs/provenance.md documents every field.
 //!
 //! Each builder fills a typed view of the run and writes it once as an [`Object`]. The docs
 //! promise sorted object keys, and a struct is written in declaration order, so **every view
@@ -20,8 +21,8 @@ use serde_json::Value;
 use super::LocalInvocation;
 use super::statement::{JsonMap, Object};
 use crate::api::{
-    AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetRef,
-    NamedDigest, OutputSpec, ReportRecord, TrainingRunSpec, WorkerRecord,
+    AcceleratorFacts, AcceleratorRequest, BaseModelRef, CodeRef, ContainerRecord, DatasetMaterial,
+    DatasetRef, NamedDigest, OutputSpec, ReportRecord, Source, TrainingRunSpec, WorkerRecord,
 };
 use crate::execute::placement::Placement;
 
@@ -170,6 +171,60 @@ pub(super) fn dependency_annotations(
     Object::of(&DependencyAnnotations {
         dirty,
         reference,
+        source,
+    })
+}
+
+/// The annotations of a `dataset:*` dependency: each party's digest in a field of its own, and
+/// `source`, the parties that gave the descriptor's digest (docs/provenance.md).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DatasetAnnotations<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declared_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reported_digest: Option<&'a str>,
+    source: Vec<&'static str>,
+}
+
+/// The annotations of the dataset `material`, which `declared` (when the spec names it) declares.
+/// The declared digest is taken from the spec, never from the recorded sources: a status written
+/// before sources were kept per digest labels a digest only the workload gave `Declared` too.
+pub(super) fn dataset_annotations(
+    material: &DatasetMaterial,
+    declared: Option<&DatasetRef>,
+) -> serde_json::Result<Object> {
+    let DatasetMaterial {
+        name: _,
+        uri: _,
+        digest,
+        sources,
+    } = material;
+    let digest = digest.as_deref();
+    let by = |source: Source| digest.filter(|_| sources.contains(&source));
+    let declared_digest = declared.and_then(|d| d.digest.as_deref());
+    let (observed_digest, reported_digest) = (by(Source::Observed), by(Source::Reported));
+    let source = match digest {
+        // Who gave this very digest.
+        Some(digest) => [
+            ("declared", declared_digest),
+            ("observed", observed_digest),
+            ("reported", reported_digest),
+        ]
+        .into_iter()
+        .filter(|(_, d)| *d == Some(digest))
+        .map(|(party, _)| party)
+        .collect(),
+        // No digest: who named the dataset.
+        None if declared.is_some() => vec!["declared"],
+        None => vec![],
+    };
+    Object::of(&DatasetAnnotations {
+        declared_digest,
+        observed_digest,
+        reported_digest,
         source,
     })
 }
@@ -502,6 +557,12 @@ mod tests {
             &dependency_annotations(&["declared", "observed"], Some("r"), Some(true))
                 .expect("writes"),
         );
+        let material: DatasetMaterial = serde_json::from_value(json!({
+            "name": "d", "uri": "gs://d", "digest": "sha256:bb",
+            "sources": ["Declared", "Observed", "Reported"]
+        }))
+        .expect("a material");
+        assert_sorted(&dataset_annotations(&material, spec.datasets.first()).expect("writes"));
         let worker: WorkerRecord = serde_json::from_value(json!({
             "podName": "p-0", "rank": 0, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
             "reason": "Completed", "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:00:00Z",

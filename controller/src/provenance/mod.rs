@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::{Source, TrainingRun, TrainingRunSpec, TrainingRunStatus};
+use crate::api::{TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use crate::execute::placement::Placement;
 use statement::{
     BuildDefinition, BuildMetadata, Builder, Object, Provenance, ResourceDescriptor, RunDetails,
@@ -285,16 +285,6 @@ pub fn internal_parameters(
     )
 }
 
-fn sources(list: &[Source]) -> Vec<&'static str> {
-    list.iter()
-        .map(|s| match s {
-            Source::Declared => "declared",
-            Source::Observed => "observed",
-            Source::Reported => "reported",
-        })
-        .collect()
-}
-
 /// The annotations of a dependency: `source`, and the image's `reference`.
 fn annotations(source: &[&str], reference: Option<&str>) -> Result<Object, ProvenanceError> {
     object(
@@ -303,8 +293,8 @@ fn annotations(source: &[&str], reference: Option<&str>) -> Result<Object, Prove
     )
 }
 
-/// Container images (observed), datasets (declared and/or reported), base model and code
-/// (declared).
+/// Container images (observed), datasets (each digest with who gave it: declared, observed,
+/// reported), base model and code (declared).
 pub fn resolved_dependencies(
     spec: &TrainingRunSpec,
     status: &TrainingRunStatus,
@@ -321,11 +311,15 @@ pub fn resolved_dependencies(
         });
     }
     for d in status.materials.iter().flat_map(|m| &m.datasets) {
+        let declared = spec.datasets.iter().find(|s| s.name == d.name);
         deps.push(ResourceDescriptor {
             name: Some(format!("dataset:{}", d.name)),
             uri: d.uri.clone(),
             digest: d.digest.as_deref().map(digest_map).unwrap_or_default(),
-            annotations: annotations(&sources(&d.sources), None)?,
+            annotations: object(
+                "resolvedDependencies",
+                fields::dataset_annotations(d, declared),
+            )?,
             ..Default::default()
         });
     }
