@@ -7,10 +7,6 @@ use anyhow::Result;
 use clap::Parser;
 use provenant_bench::{attach, engine, hashing};
 
-/// The controller binary's allocator (controller/src/main.rs), so the engine is measured as it runs.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "provenant-bench",

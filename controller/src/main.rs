@@ -14,13 +14,6 @@ use provenant::execute::placement;
 use provenant::telemetry::{self, LogFormat};
 use provenant::{controller, crdgen, out, outln};
 
-/// mimalloc instead of the C library's allocator: building, signing and persisting a statement
-/// allocates and frees buffers of megabytes for large runs, which glibc returns to the system
-/// and faults in again each time. Measured (docs/benchmarks.md, engine): 15.7 → 8.0 ms per
-/// 1,024-worker run, 717 → 555 µs at 64 workers.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for usage, I/O and configuration errors (1 means "checked and refused").
 const EXIT_USAGE: u8 = 2;
 
