@@ -13,4 +13,5 @@ mod runs;
 mod samples;
 mod support;
 mod tenant_datasets;
+mod tenant_pods;
 mod tenant_records;

@@ -117,6 +117,16 @@ impl World {
         &self,
         after_push: impl Fn() + Send + Sync + 'static,
     ) -> Result<KubeletSim> {
+        self.kubelet_running(Duration::from_millis(200), after_push)
+            .await
+    }
+
+    /// [`World::kubelet`] with workers that run for `run_for` before they finish.
+    pub(crate) async fn kubelet_running(
+        &self,
+        run_for: Duration,
+        after_push: impl Fn() + Send + Sync + 'static,
+    ) -> Result<KubeletSim> {
         let registry = self.registry.clone();
         let repository = self.repository();
         let after_push = Arc::new(after_push);
@@ -131,7 +141,7 @@ impl World {
                     .get("provenant.dev/rank")
                     .is_some_and(|r| r == "0");
                 let outcome = PodOutcome::succeed()
-                    .after(Duration::from_millis(200))
+                    .after(run_for)
                     .image_digest("trainer", IMAGE_DIGEST);
                 if !rank0 {
                     return outcome.message(

@@ -335,6 +335,10 @@ pub struct TrainingRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    /// The worker pods the controller created, by UID: the only pods it observes (docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_pods: Vec<CreatedPod>,
+
     /// One record per worker pod, filled as the pods terminate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerRecord>,
@@ -599,4 +603,7 @@ impl ProvenanceStatus {
 }
 
 pub mod numbers;
+mod pods;
 pub mod validation;
+
+pub use pods::CreatedPod;

@@ -38,6 +38,10 @@ pub enum Error {
     },
     #[error("TrainingRun has no namespace")]
     NoNamespace,
+    /// The pass read an older version of the run than the API server holds (a cache that has
+    /// not seen the last status write): it starts again rather than act on it.
+    #[error("the cached TrainingRun is older than the API server's; reconciling again")]
+    Stale,
 }
 
 impl Error {
@@ -45,6 +49,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } if self.is_conflict() => "Conflict",
+            Error::Stale => "Conflict",
             Error::Kube { .. } => "KubeApi",
             Error::NoNamespace => "NoNamespace",
         }
@@ -53,7 +58,8 @@ impl Error {
     /// A write refused because the object changed since it was read (HTTP 409): the cached copy
     /// was stale. Routine under load; the newer version is on its way through the watch.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+        matches!(self, Error::Stale)
+            || matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
     }
 }
 

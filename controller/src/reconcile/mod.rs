@@ -23,6 +23,7 @@ use crate::execute::{self, placement};
 
 pub mod context;
 pub mod decide;
+pub mod integrity;
 pub mod publish;
 pub mod publisher;
 pub mod queue;
@@ -111,10 +112,32 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         version = status::write_status_at(run, namespace, current.clone(), version, ctx).await?;
     }
 
-    // Execute, then observe.
+    // Only the pods the controller created, as it created them, are the run's workers.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pods = workers::list(&pods_api, run).await?;
-    let blocked = workers::create_missing(run, namespace, &plan, &mut pods, &current, ctx).await?;
+    if let Some(reason) = integrity::check(&plan, &run.spec.image, &pods, &current) {
+        // Acted on only when this pass saw the latest run: from a stale cache (its own last
+        // status write not seen yet) it would take its own new pods for someone else's.
+        if status::latest_version(run, namespace, ctx).await? != version {
+            return Err(Error::Stale);
+        }
+        warn!(reason = %reason.0, message = %reason.1, "the run's workers cannot be trusted");
+        let decision = decide::refuse(run, current, reason, settings(ctx));
+        let pass = Pass {
+            version,
+            pods: Some(pods),
+            observed: Vec::new(),
+        };
+        return act(run, namespace, decision, pass, ctx).await;
+    }
+
+    // Execute (recording each new pod's UID at once), then observe.
+    let known = current.worker_pods.len();
+    let blocked =
+        workers::create_missing(run, namespace, &plan, &mut pods, &mut current, ctx).await?;
+    if current.worker_pods.len() > known {
+        version = status::record_created(run, namespace, &current, version, ctx).await?;
+    }
     let resource = placement(&ctx.config, run.spec.accelerator.as_ref())
         .ok()
         .and_then(|p| p.resource.map(|(name, _)| name));

@@ -55,6 +55,53 @@ pub async fn write_status_at(
     Ok(written.resource_version())
 }
 
+/// The run's resourceVersion on the API server now (`None`: the run is gone).
+pub async fn latest_version(
+    run: &TrainingRun,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
+    let latest = api
+        .get_opt(&run.name_any())
+        .await
+        .map_err(kube_err("get the run"))?;
+    Ok(latest.and_then(|r| r.resource_version()))
+}
+
+/// Record the worker pods just created (`status` holds them in `workerPods`) at once: a created
+/// pod whose UID is not recorded would be taken for someone else's (`WorkerTampered`). A conflict
+/// caused by a change to the run's metadata (labels, annotations) is retried at the new version;
+/// one where the status itself changed means this pass read a stale run, and it fails.
+pub async fn record_created(
+    run: &TrainingRun,
+    namespace: &str,
+    status: &TrainingRunStatus,
+    mut version: Option<String>,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    let read = run.status.clone().unwrap_or_default();
+    let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
+    for _ in 0..3 {
+        match write_status_at(run, namespace, status.clone(), version.clone(), ctx).await {
+            Err(e) if e.is_conflict() => {
+                let latest = api
+                    .get(&run.name_any())
+                    .await
+                    .map_err(kube_err("get the run"))?;
+                // What is recorded must be what this pass read, or it would be lost.
+                let theirs = latest.status.clone().unwrap_or_default();
+                if theirs.worker_pods != read.worker_pods || theirs.workers != read.workers {
+                    return Err(e);
+                }
+                version = latest.resource_version();
+            }
+            other => return other,
+        }
+    }
+    write_status_at(run, namespace, status.clone(), version, ctx).await
+}
+
 /// Add the provenance finalizer. Returns the run's resourceVersion afterwards (`None` if it is
 /// gone).
 pub async fn ensure_finalizer(

@@ -13,7 +13,9 @@ use tracing::{info, warn};
 use super::context::{Context, Error, kube_err};
 use super::decide::{Reason, is_terminated};
 use super::status::publish;
-use crate::api::{NamedDigest, ReportRecord, TrainingRun, TrainingRunStatus, WorkerRecord};
+use crate::api::{
+    CreatedPod, NamedDigest, ReportRecord, TrainingRun, TrainingRunStatus, WorkerRecord,
+};
 use crate::execute::WorkerPlan;
 use crate::labels;
 use crate::observe::{self, report};
@@ -43,28 +45,35 @@ pub async fn list(pods_api: &Api<Pod>, run: &TrainingRun) -> Result<BTreeMap<Str
         .collect())
 }
 
-/// Create the pods (and Service) that do not exist yet. Returns a blocking reason when a pod or
-/// Service of the same name exists but belongs to someone else: it is reported, never adopted.
+/// Create the pods (and Service) that were never created, recording each pod's UID in
+/// `status.workerPods` (the caller writes it at once). A pod once created is never created again
+/// (a lost worker fails the run: [`super::integrity`]). Returns a blocking reason when a pod or
+/// Service of the same name exists and belongs to someone else: it is reported, never adopted.
 pub async fn create_missing(
     run: &TrainingRun,
     namespace: &str,
     plan: &WorkerPlan,
     pods: &mut BTreeMap<String, Pod>,
-    status: &TrainingRunStatus,
+    status: &mut TrainingRunStatus,
     ctx: &Context,
 ) -> Result<Option<Reason>, Error> {
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let recorded: Vec<&str> = status.workers.iter().map(|w| w.pod_name.as_str()).collect();
     let mut created = 0;
     let mut conflicts = Vec::new();
     for pod in &plan.pods {
         let name = pod.name_any();
-        if pods.contains_key(&name) || recorded.contains(&name.as_str()) {
+        let ever_created = status.worker_pods.iter().any(|c| c.name == name)
+            || status.workers.iter().any(|w| w.pod_name == name);
+        if pods.contains_key(&name) || ever_created {
             continue;
         }
         match pods_api.create(&PostParams::default(), pod).await {
             Ok(p) => {
                 created += 1;
+                status.worker_pods.push(CreatedPod {
+                    name: name.clone(),
+                    uid: p.uid().unwrap_or_default(),
+                });
                 pods.insert(name, p);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -73,9 +82,9 @@ pub async fn create_missing(
                     .await
                     .map_err(kube_err("get conflicting pod"))?;
                 match existing {
-                    Some(p) if owned_by(&p, run) => {
-                        pods.insert(name, p);
-                    }
+                    // Someone else created a pod claiming to be this worker: never adopted; the
+                    // next pass sees it listed without a recorded UID (WorkerTampered).
+                    Some(p) if owned_by(&p, run) => {}
                     _ => conflicts.push(name),
                 }
             }

@@ -1,0 +1,268 @@
+//! Which pods are the run's workers (pure). Anyone with `edit` in the namespace can create a pod
+//! with the run's labels and owner reference, delete a worker and create their own under its name,
+//! or change a running worker's image (`kubectl set image`). The controller records the UID of
+//! every pod it creates (`status.workerPods`) and trusts only those, as it created them:
+//!
+//! - a pod claiming to be a worker whose UID was not recorded, or whose containers' image,
+//!   command, args or env differ from the pod the controller built (the rest of a pod's spec is
+//!   immutable once created), or whose kubelet-reported image digest differs from a
+//!   digest-pinned `spec.image`: `WorkerTampered`;
+//! - a created worker gone before it was recorded as finished: `WorkerLost` (never re-created:
+//!   the controller could not vouch for a replacement's inputs).
+//!
+//! Either fails the run, so nothing of it is ever signed (docs/security.md).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
+
+use super::decide::Reason;
+use crate::api::TrainingRunStatus;
+use crate::execute::WorkerPlan;
+use crate::observe::digest_from_image_id;
+
+fn tampered(message: String) -> Option<Reason> {
+    Some(("WorkerTampered".to_string(), message))
+}
+
+/// Why the live `pods` (listed by the run's labels and owner) cannot be the workers the
+/// controller created from `plan`, if they cannot. `image` is the run's `spec.image`.
+pub fn check(
+    plan: &WorkerPlan,
+    image: &str,
+    pods: &BTreeMap<String, Pod>,
+    status: &TrainingRunStatus,
+) -> Option<Reason> {
+    let pinned = image.rsplit_once('@').map(|(_, digest)| digest);
+    for (name, pod) in pods {
+        let uid = pod.uid().unwrap_or_default();
+        let Some(created) = status.worker_pods.iter().find(|c| &c.name == name) else {
+            return tampered(format!(
+                "pod {name} (UID {uid}) claims to be a worker of this run, but the controller did not create it"
+            ));
+        };
+        if created.uid != uid {
+            return tampered(format!(
+                "worker pod {name} was replaced: the controller created UID {}, the pod now is UID {uid}",
+                created.uid
+            ));
+        }
+        let Some(built) = plan.pods.iter().find(|p| p.name_any() == *name) else {
+            return tampered(format!("pod {name} is not one of the run's workers"));
+        };
+        if let Some(why) = containers_differ(built, pod) {
+            return tampered(format!("worker pod {name}: {why}"));
+        }
+        if let Some(pinned) = pinned {
+            let statuses = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref());
+            for st in statuses.into_iter().flatten() {
+                let ran = digest_from_image_id(&st.image_id);
+                if ran.as_deref().is_some_and(|ran| ran != pinned) {
+                    return tampered(format!(
+                        "worker pod {name}: container {} ran image {}, but spec.image is pinned to {pinned}",
+                        st.name, st.image_id
+                    ));
+                }
+            }
+        }
+    }
+    for created in &status.worker_pods {
+        let finished = status.workers.iter().any(|w| w.pod_name == created.name);
+        if !finished && !pods.contains_key(&created.name) {
+            return Some((
+                "WorkerLost".to_string(),
+                format!(
+                    "worker pod {} (UID {}) was deleted before it finished; workers are not re-created (provenant could not vouch for a replacement's inputs)",
+                    created.name, created.uid
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// What differs between the containers the controller built and those of the live pod.
+fn containers_differ(built: &Pod, live: &Pod) -> Option<String> {
+    let containers = |p: &Pod| -> Vec<Container> {
+        let spec = p.spec.clone().unwrap_or_default();
+        spec.init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .chain(spec.containers)
+            .collect()
+    };
+    let (built, live) = (containers(built), containers(live));
+    if built.len() != live.len() {
+        return Some(format!(
+            "it has {} containers, the controller created {}",
+            live.len(),
+            built.len()
+        ));
+    }
+    for (b, l) in built.iter().zip(&live) {
+        let field = if b.name != l.name {
+            "name"
+        } else if b.image != l.image {
+            "image"
+        } else if b.command != l.command {
+            "command"
+        } else if b.args != l.args {
+            "args"
+        } else if b.env != l.env {
+            "env"
+        } else {
+            continue;
+        };
+        return Some(format!(
+            "container {} has a {field} other than the one the controller created (image {})",
+            b.name,
+            l.image.as_deref().unwrap_or("none")
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{CreatedPod, TrainingRun, WorkerRecord};
+
+    const PINNED: &str =
+        "reg.io/train@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn plan() -> WorkerPlan {
+        let run: TrainingRun = serde_json::from_value(json!({
+            "apiVersion": "provenant.dev/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"name": "bert", "namespace": "ns", "uid": "run-uid"},
+            "spec": {"image": PINNED, "seed": 1, "replicas": 2, "command": ["python"],
+                     "output": {"repository": "reg.io/models/bert"}},
+        }))
+        .expect("a run");
+        crate::execute::plan(&run, &crate::config::ControllerConfig::defaults()).expect("a plan")
+    }
+
+    /// The pod of `rank` as the API server returns it: the built one, with a UID.
+    fn live(plan: &WorkerPlan, rank: usize, uid: &str) -> Pod {
+        let mut pod = plan.pods[rank].clone();
+        pod.metadata.uid = Some(uid.into());
+        pod
+    }
+
+    fn status(created: &[(&str, &str)]) -> TrainingRunStatus {
+        TrainingRunStatus {
+            worker_pods: created
+                .iter()
+                .map(|(name, uid)| CreatedPod {
+                    name: name.to_string(),
+                    uid: uid.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn pods(list: Vec<Pod>) -> BTreeMap<String, Pod> {
+        list.into_iter().map(|p| (p.name_any(), p)).collect()
+    }
+
+    #[test]
+    fn the_pods_the_controller_created_pass() {
+        let plan = plan();
+        let pods = pods(vec![live(&plan, 0, "u0"), live(&plan, 1, "u1")]);
+        let status = status(&[("bert-0", "u0"), ("bert-1", "u1")]);
+        assert_eq!(check(&plan, PINNED, &pods, &status), None);
+    }
+
+    #[test]
+    fn a_pod_the_controller_did_not_create_is_tampering() {
+        let plan = plan();
+        // Not recorded at all (created by someone else under a worker's name).
+        let (reason, message) = check(
+            &plan,
+            PINNED,
+            &pods(vec![live(&plan, 0, "u0")]),
+            &status(&[]),
+        )
+        .expect("refused");
+        assert_eq!(reason, "WorkerTampered");
+        assert!(message.contains("did not create it"), "{message}");
+        // Deleted and replaced: same name, another UID.
+        let (_, message) = check(
+            &plan,
+            PINNED,
+            &pods(vec![live(&plan, 0, "tenant")]),
+            &status(&[("bert-0", "u0")]),
+        )
+        .expect("refused");
+        assert!(message.contains("was replaced"), "{message}");
+    }
+
+    #[test]
+    fn a_changed_image_command_or_env_is_tampering() {
+        let plan = plan();
+        let created = status(&[("bert-0", "u0")]);
+        type Edit = fn(&mut Container);
+        let edits: [(&str, Edit); 3] = [
+            ("image", |c| c.image = Some("reg.io/other:latest".into())),
+            ("command", |c| c.command = Some(vec!["sh".into()])),
+            ("env", |c| {
+                c.env.get_or_insert_with(Vec::new).push(Default::default())
+            }),
+        ];
+        for (field, edit) in edits {
+            let mut pod = live(&plan, 0, "u0");
+            edit(&mut pod.spec.as_mut().expect("spec").containers[0]);
+            let (reason, message) =
+                check(&plan, PINNED, &pods(vec![pod]), &created).expect("refused");
+            assert_eq!(reason, "WorkerTampered");
+            assert!(
+                message.contains(&format!("a {field} other than")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_digest_other_than_the_pinned_one_is_tampering() {
+        let plan = plan();
+        let mut pod = live(&plan, 0, "u0");
+        let other = format!("reg.io/train@sha256:{}", "2".repeat(64));
+        pod.status = Some(
+            serde_json::from_value(json!({
+                "containerStatuses": [{"name": "trainer", "image": PINNED, "imageID": other,
+                    "ready": false, "restartCount": 0}],
+            }))
+            .expect("a status"),
+        );
+        let (_, message) = check(
+            &plan,
+            PINNED,
+            &pods(vec![pod]),
+            &status(&[("bert-0", "u0")]),
+        )
+        .expect("refused");
+        assert!(message.contains("is pinned to sha256:1111"), "{message}");
+    }
+
+    #[test]
+    fn a_created_worker_gone_before_it_finished_is_lost_one_that_finished_is_not() {
+        let plan = plan();
+        let mut status = status(&[("bert-0", "u0"), ("bert-1", "u1")]);
+        let only_rank1 = pods(vec![live(&plan, 1, "u1")]);
+        let (reason, message) = check(&plan, PINNED, &only_rank1, &status).expect("lost");
+        assert_eq!(reason, "WorkerLost");
+        assert!(message.contains("bert-0 (UID u0)"), "{message}");
+        // Recorded as finished, then garbage-collected: nothing lost.
+        status.workers.push(WorkerRecord {
+            pod_name: "bert-0".into(),
+            ..Default::default()
+        });
+        assert_eq!(check(&plan, PINNED, &only_rank1, &status), None);
+    }
+}
