@@ -171,3 +171,33 @@ pub fn racing_entries(doc: &Value) -> usize {
         })
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_read_modify_write_tags_are_raced() {
+        let hex = "a".repeat(64);
+        assert_eq!(
+            TagKind::of(&format!("sha256-{hex}.att")),
+            Some(TagKind::Attestation)
+        );
+        assert_eq!(
+            TagKind::of(&format!("sha256-{hex}.sig")),
+            Some(TagKind::Signature)
+        );
+        assert_eq!(
+            TagKind::of(&format!("sha256-{hex}")),
+            Some(TagKind::ReferrersIndex)
+        );
+        for other in [
+            "v1".to_string(),
+            format!("sha256:{hex}"),
+            format!("sha256-{hex}.sbom"),
+            "sha256-abc.att".to_string(),
+        ] {
+            assert_eq!(TagKind::of(&other), None, "{other}");
+        }
+    }
+}
