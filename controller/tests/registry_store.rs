@@ -17,7 +17,9 @@ use provenant::storage::{
     ArtifactStore, Attestation, AttestationStore, DockerConfig, ErrorKind, RegistryOptions,
     RegistryStore, RetryPolicy, SimpleSignature, Subject, Via, op,
 };
+use provenant_testbed::racing_writer::racing_entries;
 use provenant_testbed::registry::{Descriptor, ModelRef, Registry, sha256_digest};
+use provenant_testbed::registry_proxy::RegistryProxy;
 use serde_json::Value;
 
 const SLSA: &str = "https://slsa.dev/provenance/v1";
@@ -439,8 +441,8 @@ async fn model_in(registry: &Registry, name: &str, n: u32) -> Result<ModelRef> {
 /// The documented requests of a first attach on distribution 2.8 (fresh store, no `resolve`
 /// before, model pushed, so the empty blob `{}` is already in the repository).
 const FIRST_ATTACH: [(&str, usize); 6] = [
-    // subject manifest; `.att`, `.sig`, fallback index tags (404); the index re-check
-    (op::MANIFEST_GET, 5),
+    // subject manifest; `.att`, `.sig`, fallback index tags (404); each read back after its write
+    (op::MANIFEST_GET, 7),
     // cosign config (404, then uploaded), `{}` (present); none for the envelope and payload
     (op::BLOB_HEAD, 2),
     // cosign config, envelope, simple-signing payload
@@ -477,7 +479,7 @@ async fn request_counts_first_and_repeat_attach() -> Result<()> {
     assert_eq!(
         by_op(&requests.take()),
         expect(&[
-            (op::MANIFEST_GET, 4), // three tags read, the index re-checked
+            (op::MANIFEST_GET, 6), // three tags read, each read back after its write
             (op::BLOB_UPLOAD_START, 1),
             (op::BLOB_UPLOAD, 1),
             (op::MANIFEST_PUT, 4),
@@ -504,7 +506,7 @@ async fn resolve_then_attach_costs_the_documented_requests() -> Result<()> {
     assert_eq!(
         by_op(&ops),
         expect(&[
-            (op::MANIFEST_GET, 4),      // .att, .sig, fallback index: 404; index re-check
+            (op::MANIFEST_GET, 6),      // .att, .sig, fallback index: 404; each read back
             (op::BLOB_HEAD, 2),         // cosign config (404), {} (present): first time only
             (op::BLOB_UPLOAD_START, 3), // config, envelope, payload
             (op::BLOB_UPLOAD, 3),
@@ -523,14 +525,14 @@ async fn resolve_then_attach_costs_the_documented_requests() -> Result<()> {
     assert_eq!(
         by_op(&ops),
         expect(&[
-            (op::MANIFEST_GET, 4), // .att, .sig, index read before write; index re-checked
+            (op::MANIFEST_GET, 6), // .att, .sig, index read before writing and read back
             (op::BLOB_UPLOAD_START, 2), // envelope, payload: no HEAD
             (op::BLOB_UPLOAD, 2),
             (op::MANIFEST_PUT, 4), // .att, .sig, referrer, index
         ]),
         "{ops:?}"
     );
-    assert_eq!(ops.len(), 12);
+    assert_eq!(ops.len(), 14);
     assert_eq!(counts(&registry, &second).await?, (1, 1, 1));
     let repo = &second.repo;
     let referrer = manifest(&registry, repo, &attached.referrer_digest).await?;
@@ -540,7 +542,7 @@ async fn resolve_then_attach_costs_the_documented_requests() -> Result<()> {
     // Attaching without `resolve` (e.g. after a restart the store resolves again): one more GET.
     let third = model_in(&registry, "flow", 3).await?;
     store.attach(&attestation(&third, 3, true)).await?;
-    assert_eq!(requests.take().len(), 13);
+    assert_eq!(requests.take().len(), 15);
     Ok(())
 }
 
@@ -775,224 +777,363 @@ async fn server_errors_are_retried_then_transient() -> Result<()> {
     Ok(())
 }
 
-// ----- another process writing the same tag between our read and our write -----------------
+// ----- another writer racing ours: it read the tag before our write landed and writes after ------
 
-mod interfering_proxy {
-    use super::*;
-    use axum::body::{Body, to_bytes};
-    use axum::extract::{Request, State};
-    use axum::http::{Method, StatusCode, header};
-    use axum::response::{IntoResponse, Response};
-    use std::collections::HashMap;
-
-    /// Path → the document a concurrent writer (which read the tag before our write) puts
-    /// right after our first PUT to that path.
-    pub type Interference = HashMap<String, (&'static str, Vec<u8>)>;
-
-    #[derive(Clone)]
-    struct Proxy {
-        upstream: String,
-        http: reqwest::Client,
-        pending: Arc<Mutex<Interference>>,
-    }
-
-    async fn forward(State(p): State<Proxy>, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let Ok(body) = to_bytes(body, 16 << 20).await else {
-            return StatusCode::BAD_REQUEST.into_response();
-        };
-        let path = parts.uri.path().to_string();
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let mut upstream = p.http.request(
-            parts.method.clone(),
-            format!("http://{}{path}{query}", p.upstream),
-        );
-        for (name, value) in &parts.headers {
-            if name != header::HOST && name != header::CONTENT_LENGTH {
-                upstream = upstream.header(name, value);
-            }
-        }
-        let Ok(resp) = upstream.body(body).send().await else {
-            return StatusCode::BAD_GATEWAY.into_response();
-        };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
-        if parts.method == Method::PUT {
-            let interference = p.pending.lock().unwrap().remove(&path);
-            if let Some((media_type, doc)) = interference {
-                let r = p
-                    .http
-                    .put(format!("http://{}{path}", p.upstream))
-                    .header(header::CONTENT_TYPE, media_type)
-                    .body(doc)
-                    .send()
-                    .await;
-                assert!(r.is_ok_and(|r| r.status() == StatusCode::CREATED));
-            }
-        }
-        let mut out = Response::builder().status(status);
-        for (name, value) in &headers {
-            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                out = out.header(name, value);
-            }
-        }
-        out.body(Body::from(body))
-            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
-    }
-
-    /// A pass-through proxy to `registry`; returns its `host:port`.
-    pub async fn start(registry: &Registry, interference: Interference) -> Result<String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        let app = axum::Router::new().fallback(forward).with_state(Proxy {
-            upstream: registry.host().to_string(),
-            http: registry.http().clone(),
-            pending: Arc::new(Mutex::new(interference)),
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(addr)
-    }
+/// A store writing through the test bed's proxy, whose racing writer can replace a tag right
+/// after our write with its own copy read before it (as `cosign attest` or a second controller
+/// replica would); and attestation `n` of `model` addressed through the proxy.
+async fn behind_racing_proxy(
+    registry: &Registry,
+    model: &ModelRef,
+    n: u32,
+) -> Result<(RegistryProxy, RegistryStore, Requests, Attestation)> {
+    let proxy = RegistryProxy::start(&registry.url()).await?;
+    let requests = Requests::default();
+    let store = RegistryStore::new(options(&[proxy.host()], &requests));
+    let att = Attestation {
+        subject: Subject::new(format!("{}/{}", proxy.host(), model.repo), &model.digest),
+        ..attestation(model, n, true)
+    };
+    Ok((proxy, store, requests, att))
 }
 
+/// What each tag lists of ours: the DSSE layer in `.att`, our signature in `.sig`, the referrer
+/// in the fallback index; and how many entries of the racing writer each holds.
+async fn ours_and_theirs(
+    registry: &Registry,
+    model: &ModelRef,
+    att: &Attestation,
+    referrer: &str,
+) -> Result<[(String, bool, usize); 3]> {
+    let hex = hex(model);
+    let repo = &model.repo;
+    let signature = &att.signature.as_ref().context("signed")?.signature;
+    let att_tag = format!("sha256-{hex}.att");
+    let m = manifest(registry, repo, &att_tag).await?;
+    let in_att = array(&m, "layers")?
+        .iter()
+        .any(|l| l["digest"] == sha256_digest(&att.envelope));
+    let att_theirs = racing_entries(&m);
+    let sig_tag = format!("sha256-{hex}.sig");
+    let m = manifest(registry, repo, &sig_tag).await?;
+    let in_sig = array(&m, "layers")?
+        .iter()
+        .any(|l| l["annotations"][COSIGN_SIGNATURE_ANNOTATION] == signature.as_str());
+    let sig_theirs = racing_entries(&m);
+    let index_tag = format!("sha256-{hex}");
+    let m = manifest(registry, repo, &index_tag).await?;
+    let in_index = array(&m, "manifests")?
+        .iter()
+        .any(|e| e["digest"] == referrer);
+    let index_theirs = racing_entries(&m);
+    Ok([
+        (att_tag, in_att, att_theirs),
+        (sig_tag, in_sig, sig_theirs),
+        (index_tag, in_index, index_theirs),
+    ])
+}
+
+/// Another writer read `.att`, `.sig` and the fallback index before our writes landed and wrote
+/// them right after (distribution has no conditional PUT): each time, ours is gone. The store
+/// reads every tag back after writing it and writes ours again beside theirs.
 #[tokio::test]
-async fn entries_dropped_by_another_process_are_rechecked_or_restored_by_attaching_again()
--> Result<()> {
+async fn a_layer_dropped_by_a_concurrent_writer_is_written_again() -> Result<()> {
     let registry = Registry::start().await?;
     let model = model(&registry, "raced").await?;
-    let repo = &model.repo;
-    let hex = hex(&model);
-
-    // What the other process writes: its own `.att` layer and its own referrer in the index,
-    // each without ours (it read the tags before we wrote them).
-    let their_envelope =
-        br#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}"#;
-    registry.push_blob(repo, their_envelope).await?;
-    let config =
-        br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
-    registry.push_blob(repo, config).await?;
-    let their_att = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-        "config": Descriptor::of(OCI_CONFIG_MEDIA_TYPE, config),
-        "layers": [Descriptor::of(DSSE_MEDIA_TYPE, their_envelope)
-            .with_annotation(COSIGN_SIGNATURE_ANNOTATION, "")
-            .with_annotation(PREDICATE_TYPE_ANNOTATION, "https://example.com/theirs")],
-    }))?;
-    let their_referrer = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-        "artifactType": IN_TOTO_ARTIFACT_TYPE,
-        "config": Descriptor::empty(),
-        "layers": [Descriptor::of(DSSE_MEDIA_TYPE, their_envelope)],
-        "subject": Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &model.manifest),
-    }))?;
-    let their_digest = sha256_digest(&their_referrer);
-    registry
-        .push_manifest(
-            repo,
-            &their_digest,
-            OCI_MANIFEST_MEDIA_TYPE,
-            &their_referrer,
-        )
-        .await?;
-    let their_index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX_MEDIA_TYPE,
-        "manifests": [Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &their_referrer)
-            .with_artifact_type(IN_TOTO_ARTIFACT_TYPE)],
-    }))?;
-    let path = |tag: String| format!("/v2/{repo}/manifests/{tag}");
-    let proxy = interfering_proxy::start(
-        &registry,
-        [
-            (
-                path(format!("sha256-{hex}.att")),
-                (OCI_MANIFEST_MEDIA_TYPE, their_att),
-            ),
-            (
-                path(format!("sha256-{hex}")),
-                (OCI_INDEX_MEDIA_TYPE, their_index),
-            ),
-        ]
-        .into(),
-    )
-    .await?;
-
-    let requests = Requests::default();
-    let store = RegistryStore::new(options(&[&proxy], &requests));
-    let att = Attestation {
-        subject: Subject::new(format!("{proxy}/{repo}"), &model.digest),
-        ..attestation(&model, 1, false)
-    };
+    let (proxy, store, requests, att) = behind_racing_proxy(&registry, &model, 1).await?;
+    proxy.race_tag_writes(1);
     let attached = store.attach(&att).await?;
-
-    // Its writes landed after ours (no conditional PUT on distribution 2.8). The fallback index
-    // is re-checked after the write (DESIGN.md), so ours is written again beside theirs; the
-    // `.att` tag is not read back (docs/registry-layout.md), so our layer there is gone until
-    // the next attach. `provenant verify` shows what is attached.
-    let att_layers = |m: &Value| -> Result<Vec<Value>> {
-        Ok(array(m, "layers")?
-            .iter()
-            .map(|l| l["digest"].clone())
-            .collect())
-    };
-    let index_entries = |i: &Value| -> Result<Vec<Value>> {
-        Ok(array(i, "manifests")?
-            .iter()
-            .map(|e| e["digest"].clone())
-            .collect())
-    };
-    let att_tag = format!("sha256-{hex}.att");
-    let index_tag = format!("sha256-{hex}");
-    let m = manifest(&registry, repo, &att_tag).await?;
-    assert_eq!(att_layers(&m)?, [sha256_digest(their_envelope)]);
-    let index = manifest(&registry, repo, &index_tag).await?;
     assert_eq!(
-        index_entries(&index)?,
-        [their_digest.clone(), attached.referrer_digest.clone()]
+        proxy.raced()?,
+        3,
+        "the .att, .sig and index writes were raced"
     );
+
+    for (tag, ours, theirs) in
+        ours_and_theirs(&registry, &model, &att, &attached.referrer_digest).await?
+    {
+        assert!(
+            ours,
+            "attach returned Ok but our entry is missing from {tag}: the racing writer's copy \
+             replaced it and nothing read it back"
+        );
+        assert_eq!(theirs, 1, "{tag} keeps the other writer's entry");
+    }
+    // What `cosign verify-attestation` and `provenant verify` read: ours, both ways.
     let found = store.attestations(&att.subject).await?;
     let ours = found
         .iter()
         .find(|f| f.envelope == att.envelope)
-        .context("ours is listed through the re-checked index")?;
-    assert_eq!(ours.via, [Via::Referrer], "not through .att: {found:?}");
-    assert!(
-        registry
-            .get_manifest(repo, &attached.referrer_digest)
-            .await?
-            .is_some()
-    );
+        .context("ours is found")?;
+    assert_eq!(ours.via, [Via::Att, Via::Referrer], "{found:?}");
     let ops = requests.take_ops();
     assert_eq!(
         ops.iter().filter(|o| *o == op::MANIFEST_PUT).count(),
-        4,
-        ".att, the referrer, the index twice (after the re-check): {ops:?}"
+        7,
+        ".att, .sig and the index written twice each (after the read-back), the referrer once: \
+         {ops:?}"
     );
+    Ok(())
+}
 
-    // Attaching again (idempotent) restores ours and keeps theirs.
-    assert_eq!(store.attach(&att).await?, attached);
-    let m = manifest(&registry, repo, &att_tag).await?;
-    assert_eq!(
-        att_layers(&m)?,
-        [sha256_digest(their_envelope), sha256_digest(&att.envelope)]
-    );
-    let index = manifest(&registry, repo, &index_tag).await?;
-    assert_eq!(
-        index_entries(&index)?,
-        [their_digest, attached.referrer_digest.clone()]
-    );
-    let found = store.attestations(&att.subject).await?;
-    let ours = found
+/// The other writer replaces the tags after every write of ours: after a bounded number of
+/// rounds the attach fails with a typed, retryable error naming the tag and our entry, instead
+/// of reporting an attestation that is not there. Once it stops, attaching again adds ours.
+#[tokio::test]
+async fn a_layer_lost_at_every_write_is_a_contended_error() -> Result<()> {
+    let registry = Registry::start().await?;
+    let model = model(&registry, "contended").await?;
+    let (proxy, store, _, att) = behind_racing_proxy(&registry, &model, 1).await?;
+    proxy.race_tag_writes(usize::MAX);
+    let err = store
+        .attach(&att)
+        .await
+        .err()
+        .context("attach reported success although every write of ours was replaced")?;
+    assert_eq!(err.kind(), ErrorKind::Contended, "{err}");
+    assert!(err.is_transient(), "worth retrying: {err}");
+    assert_eq!(err.op(), op::MANIFEST_PUT, "{err}");
+    assert!(err.message().contains("after each of 8 writes"), "{err}");
+    assert!(proxy.raced()? >= 8);
+
+    proxy.race_tag_writes(0);
+    let attached = store.attach(&att).await?;
+    let tags = ours_and_theirs(&registry, &model, &att, &attached.referrer_digest).await?;
+    for (tag, ours, theirs) in &tags {
+        assert!(ours, "ours is in {tag} after attaching again");
+        assert!(*theirs >= 1, "{tag} keeps the other writer's entries");
+    }
+    // The error named the tag that kept losing ours, and our entry in it.
+    let hex = hex(&model);
+    let payload = &att.signature.as_ref().context("signed")?.payload;
+    let entries = [
+        (format!("sha256-{hex}.att"), sha256_digest(&att.envelope)),
+        (format!("sha256-{hex}.sig"), sha256_digest(payload)),
+        (format!("sha256-{hex}"), attached.referrer_digest.clone()),
+    ];
+    let (_, entry) = entries
         .iter()
-        .find(|f| f.envelope == att.envelope)
-        .context("ours is attached again")?;
-    assert_eq!(ours.via, [Via::Att, Via::Referrer]);
-    assert_eq!(found.len(), 2, "{found:?}");
+        .find(|(tag, _)| err.target() == format!("{}:{tag}", att.subject.repository))
+        .with_context(|| format!("the error names one of the three tags: {err}"))?;
+    assert!(err.message().contains(entry.as_str()), "{err}");
+    Ok(())
+}
+
+/// Two writers, as two controller replicas (one that still believes it leads) would be, attach
+/// different attestations to the same model at the same time, many times over, on the real
+/// registry. Every attestation either reported attached is listed in `.att`, `.sig` and the
+/// fallback index afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_attaching_to_one_model_lose_no_layer() -> Result<()> {
+    const EACH: u32 = 24;
+    let registry = Registry::start().await?;
+    let model = model(&registry, "two-writers").await?;
+    let writers: Vec<_> = [0, 1000]
+        .into_iter()
+        .map(|first| {
+            let (store, _) = store(&registry);
+            let model = model.clone();
+            tokio::spawn(async move {
+                let tasks: Vec<_> = (first..first + EACH)
+                    .map(|n| {
+                        let store = store.clone();
+                        let att = attestation(&model, n, true);
+                        tokio::spawn(async move {
+                            let attached = store.attach(&att).await?;
+                            Ok::<_, anyhow::Error>((att, attached.referrer_digest))
+                        })
+                    })
+                    .collect();
+                let mut done = Vec::new();
+                for t in tasks {
+                    done.push(t.await??);
+                }
+                Ok::<_, anyhow::Error>(done)
+            })
+        })
+        .collect();
+    let mut attached = Vec::new();
+    for w in writers {
+        attached.extend(w.await??);
+    }
+    assert_eq!(attached.len(), 2 * EACH as usize);
+
+    let hex = hex(&model);
+    let att_m = manifest(&registry, &model.repo, &format!("sha256-{hex}.att")).await?;
+    let sig_m = manifest(&registry, &model.repo, &format!("sha256-{hex}.sig")).await?;
+    let index = manifest(&registry, &model.repo, &format!("sha256-{hex}")).await?;
+    let mut lost = Vec::new();
+    for (att, referrer) in &attached {
+        let signature = &att.signature.as_ref().context("signed")?.signature;
+        let layers = array(&att_m, "layers")?;
+        if !layers
+            .iter()
+            .any(|l| l["digest"] == sha256_digest(&att.envelope))
+        {
+            lost.push(format!(".att layer of {}", sha256_digest(&att.envelope)));
+        }
+        if !array(&sig_m, "layers")?
+            .iter()
+            .any(|l| l["annotations"][COSIGN_SIGNATURE_ANNOTATION] == signature.as_str())
+        {
+            lost.push(format!(".sig layer {signature}"));
+        }
+        if !array(&index, "manifests")?
+            .iter()
+            .any(|e| e["digest"] == referrer.as_str())
+        {
+            lost.push(format!("index entry {referrer}"));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} entries reported attached are gone: {lost:?}",
+        lost.len(),
+        3 * attached.len()
+    );
+    let all = 2 * EACH as usize;
+    assert_eq!(counts(&registry, &model).await?, (all, all, all));
+    Ok(())
+}
+
+/// The real other writer: `cosign attest` and `cosign sign` (hack/tools/bin) attach their own
+/// attestations and signatures to a model while the store attaches ours, on the real registry.
+/// cosign reads the tag, checks what it lists, uploads, then writes it back with its layer
+/// (0.1–0.25 s here): every write of ours in between is dropped. Every attestation the store
+/// reported attached is listed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attaching_beside_cosign_loses_none_of_ours() -> Result<()> {
+    const COSIGN_RUNS: u32 = 12;
+    const COSIGN_TYPE: &str = "https://provenant.dev/test/cosign-writer";
+    let cosign = provenant_testbed::tools::path("cosign")?;
+    let registry = Registry::start().await?;
+    let model = model(&registry, "beside-cosign").await?;
+    let home = tempfile::tempdir()?;
+    let keys = provenant::signing::keys::generate(b"cosign-test")?;
+    let key = home.path().join("cosign.key");
+    std::fs::write(&key, &keys.private_pem)?;
+
+    // cosign, one run after another, alternating an attestation and a signature: each a new
+    // layer (its own predicate; its own annotation in the signed payload).
+    let cosign_runs = {
+        let reference = model.reference.clone();
+        let home = home.path().to_path_buf();
+        tokio::spawn(async move {
+            for n in 0..COSIGN_RUNS {
+                let predicate = home.join(format!("predicate-{n}.json"));
+                std::fs::write(&predicate, format!(r#"{{"cosign-run":{n}}}"#))?;
+                let (verb, extra) = if n % 2 == 0 {
+                    (
+                        "attest",
+                        vec![
+                            "--type".to_string(),
+                            COSIGN_TYPE.to_string(),
+                            "--predicate".to_string(),
+                            predicate.display().to_string(),
+                        ],
+                    )
+                } else {
+                    ("sign", vec!["-a".to_string(), format!("cosign-run={n}")])
+                };
+                let out = tokio::process::Command::new(&cosign)
+                    .arg(verb)
+                    .args(extra)
+                    .args([
+                        "--key",
+                        &home.join("cosign.key").display().to_string(),
+                        "--new-bundle-format=false",
+                        "--use-signing-config=false",
+                        "--tlog-upload=false",
+                        "--allow-http-registry",
+                        "--yes",
+                        &reference,
+                    ])
+                    .env("HOME", &home)
+                    .env("COSIGN_PASSWORD", "cosign-test")
+                    .output()
+                    .await?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "cosign {verb}: {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+
+    // The store attaches ours, two at a time, until cosign is done.
+    let (store, requests) = store(&registry);
+    let mut attached = Vec::new();
+    let mut n = 0;
+    while !cosign_runs.is_finished() || n < 8 {
+        let pair: Vec<_> = (n..n + 2)
+            .map(|n| {
+                let store = store.clone();
+                let att = attestation(&model, n, true);
+                tokio::spawn(async move {
+                    let attached = store.attach(&att).await?;
+                    Ok::<_, anyhow::Error>((att, attached.referrer_digest))
+                })
+            })
+            .collect();
+        for t in pair {
+            attached.push(t.await??);
+        }
+        n += 2;
+    }
+    cosign_runs.await??;
+
+    let hex = hex(&model);
+    let att_m = manifest(&registry, &model.repo, &format!("sha256-{hex}.att")).await?;
+    let sig_m = manifest(&registry, &model.repo, &format!("sha256-{hex}.sig")).await?;
+    let mut lost = Vec::new();
+    for (att, _) in &attached {
+        let signature = &att.signature.as_ref().context("signed")?.signature;
+        if !array(&att_m, "layers")?
+            .iter()
+            .any(|l| l["digest"] == sha256_digest(&att.envelope))
+        {
+            lost.push(format!(".att layer {}", sha256_digest(&att.envelope)));
+        }
+        if !array(&sig_m, "layers")?
+            .iter()
+            .any(|l| l["annotations"][COSIGN_SIGNATURE_ANNOTATION] == signature.as_str())
+        {
+            lost.push(format!(".sig layer {signature}"));
+        }
+    }
+    // cosign does not read back: a write of ours that lands between its read and its write
+    // drops its layer (shown, not asserted).
+    let ours: Vec<&str> = attached
+        .iter()
+        .filter_map(|(a, _)| a.signature.as_ref().map(|s| s.signature.as_str()))
+        .collect();
+    let cosign_att = array(&att_m, "layers")?
+        .iter()
+        .filter(|l| l["annotations"][PREDICATE_TYPE_ANNOTATION] == COSIGN_TYPE)
+        .count();
+    let cosign_sig = array(&sig_m, "layers")?
+        .iter()
+        .filter(|l| {
+            let signature = l["annotations"][COSIGN_SIGNATURE_ANNOTATION].as_str();
+            !signature.is_some_and(|s| ours.contains(&s))
+        })
+        .count();
+    // Each attach writes 4 manifests unless a read-back found ours gone.
+    let puts = by_op(&requests.take())[op::MANIFEST_PUT];
+    println!(
+        "{} attestations of ours beside {COSIGN_RUNS} cosign runs, {} writes again after a \
+         read-back; cosign's layers listed: {cosign_att} in .att, {cosign_sig} in .sig",
+        attached.len(),
+        puts - 4 * attached.len(),
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} layers of ours reported attached are gone: {lost:?}",
+        lost.len(),
+        2 * attached.len()
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! `make e2e` against a real cluster.
 
 mod admission;
+mod concurrent_writers;
 mod install;
 mod interop;
 mod lifecycle;

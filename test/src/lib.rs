@@ -6,12 +6,14 @@
 //! - [`cluster`]: one cluster per test (the double with `crds/` installed, or `E2E_KUBECONFIG`'s),
 //!   and the real `provenant` binary run against it.
 //! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a loopback port.
-//! - [`registry_proxy`]: a fault-injecting proxy in front of it (refuse writes, be down).
+//! - [`registry_proxy`]: a fault-injecting proxy in front of it (refuse writes, be down), and
+//!   [`racing_writer`]: another writer racing the tag updates that go through it.
 //! - [`tools`]: where the pinned Go tools (kubectl, cosign, oras) are.
 
 pub mod apiserver;
 pub mod cluster;
 pub mod kubelet;
+pub mod racing_writer;
 pub mod registry;
 pub mod registry_proxy;
 pub mod tools;

@@ -2,10 +2,12 @@
 //! timing: pass everything, refuse writes (503, as a registry under maintenance or overload), be
 //! down (503 for everything), deny (403 `DENIED`, as a registry whose policy forbids the push or
 //! the pull), tamper with manifests, or hang. Clients talk to the proxy's host as if it were the
-//! registry.
+//! registry. Independently of the mode, another writer can race the clients' tag updates
+//! ([`RegistryProxy::race_tag_writes`], `racing_writer.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,6 +16,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::task::JoinHandle;
+
+use crate::racing_writer::{TagKind, write_after};
+use crate::registry::Registry;
 
 /// What the proxy does with requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,14 @@ struct Shared {
     refused: AtomicUsize,
     stalled: AtomicUsize,
     client: reqwest::Client,
+    /// The upstream, as the racing writer reaches it.
+    registry: Registry,
+    /// How many writes of each read-modify-write tag the racing writer races.
+    race_per_tag: AtomicUsize,
+    /// Manifest path → writes raced so far.
+    races: Mutex<HashMap<String, usize>>,
+    raced: AtomicUsize,
+    race_error: Mutex<Option<String>>,
 }
 
 /// The proxy; stops on drop.
@@ -59,6 +72,7 @@ impl RegistryProxy {
             .await
             .context("binding the registry proxy")?;
         let host = listener.local_addr()?.to_string();
+        let registry = Registry::external(upstream).await?;
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             mode: AtomicU8::new(Mode::Pass as u8),
@@ -67,6 +81,11 @@ impl RegistryProxy {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
+            registry,
+            race_per_tag: AtomicUsize::new(0),
+            races: Mutex::default(),
+            raced: AtomicUsize::new(0),
+            race_error: Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -95,12 +114,70 @@ impl RegistryProxy {
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
     }
+
+    /// From now on, another writer races the next `writes_per_tag` client writes of each
+    /// read-modify-write tag (`sha256-<hex>.att`, `.sig`, the referrers fallback index
+    /// `sha256-<hex>`): it reads the tag before the client's PUT is forwarded and, once that PUT
+    /// is stored, writes what it read plus an entry of its own, as a concurrent `cosign attest`
+    /// would. 0 stops it; `usize::MAX` races every write.
+    pub fn race_tag_writes(&self, writes_per_tag: usize) {
+        lock(&self.shared.races).clear();
+        self.shared
+            .race_per_tag
+            .store(writes_per_tag, Ordering::SeqCst);
+    }
+
+    /// Writes raced so far; an error if the racing writer failed to write (then the race did
+    /// not happen as the test meant).
+    pub fn raced(&self) -> Result<usize> {
+        if let Some(e) = lock(&self.shared.race_error).clone() {
+            anyhow::bail!("the racing writer failed: {e}");
+        }
+        Ok(self.shared.raced.load(Ordering::SeqCst))
+    }
 }
 
 impl Drop for RegistryProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `(repository, tag)` of a client's PUT of a read-modify-write tag the racing writer is to race
+/// (claimed: counted against the tag's budget).
+fn claim_race(shared: &Shared, request: &Request) -> Option<(String, String)> {
+    if request.method() != Method::PUT || shared.race_per_tag.load(Ordering::SeqCst) == 0 {
+        return None;
+    }
+    let path = request.uri().path();
+    let (repo, tag) = path.strip_prefix("/v2/")?.rsplit_once("/manifests/")?;
+    TagKind::of(tag)?;
+    let mut races = lock(&shared.races);
+    let done = races.entry(path.to_string()).or_default();
+    if *done >= shared.race_per_tag.load(Ordering::SeqCst) {
+        return None;
+    }
+    *done += 1;
+    Some((repo.to_string(), tag.to_string()))
+}
+
+/// The client's write, raced: the other writer reads the tag, the client's PUT is forwarded,
+/// then the other writer writes what it read plus its own entry. The client gets the answer to
+/// its own PUT; a failure of the other writer is kept for [`RegistryProxy::raced`].
+async fn race(shared: &Shared, request: Request, repo: &str, tag: &str) -> Result<Response> {
+    let read = shared.registry.get_manifest(repo, tag).await?;
+    let response = relay(shared, request).await?;
+    if response.status() == StatusCode::CREATED {
+        let n = shared.raced.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = write_after(&shared.registry, repo, tag, read, n).await {
+            *lock(&shared.race_error) = Some(format!("racing the write of {repo}:{tag}: {e:#}"));
+        }
+    }
+    Ok(response)
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -133,7 +210,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    match relay(&shared, request).await {
+    let relayed = match claim_race(&shared, &request) {
+        Some((repo, tag)) => race(&shared, request, &repo, &tag).await,
+        None => relay(&shared, request).await,
+    };
+    match relayed {
         Ok(response) => response,
         Err(e) => (StatusCode::BAD_GATEWAY, format!("proxy: {e:#}")).into_response(),
     }

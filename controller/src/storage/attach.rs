@@ -1,10 +1,11 @@
 //! The attach protocol, written once over a [`Transport`] so both stores write the same bytes
 //! (docs/registry-layout.md): append our DSSE layer to the cosign `.att` tag, our signature to
-//! `.sig`, push the OCI 1.1 referrer and, without a referrers API, add it to the fallback index
-//! (read-modify-write, then the re-check). Also which blobs are checked and which are simply
-//! uploaded, and the recovery when a registry has lost a blob it was thought to have.
+//! `.sig`, push the OCI 1.1 referrer and, without a referrers API, add it to the fallback index;
+//! each tag by read-modify-write, then read back and written again if a concurrent writer dropped
+//! our entry. Also which blobs are checked and which are simply uploaded, and the recovery when
+//! a registry has lost a blob it was thought to have.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 
@@ -15,9 +16,14 @@ use super::store::{Attached, Attestation, ResolvedArtifact};
 use super::transport::{Blob, TagDocument, Transport, read_tag};
 use crate::observe::sha256_digest;
 
-/// Rounds of read-modify-write on one tag before giving up (only concurrent writers in other
-/// processes make a round fail; only transports that verify their tag writes retry).
+/// Rounds of write and read-back on one tag before giving up (only concurrent writers in other
+/// processes make a round fail).
 const MAX_TAG_ROUNDS: u32 = 8;
+/// The pause before reading a tag back is at least this many times our own read-to-write time
+/// ([`settle`]); another writer doing the same work needs about as long.
+const SETTLE_PER_WINDOW: u32 = 3;
+/// The longest pause before reading a tag back.
+const MAX_SETTLE: Duration = Duration::from_secs(5);
 /// Attempts of a manifest PUT the store refuses for an unknown blob, each after storing the
 /// blobs again.
 const BLOB_UNKNOWN_ATTEMPTS: u32 = 3;
@@ -93,7 +99,7 @@ pub(crate) async fn attach(
             update_tag(
                 t,
                 &oci::referrers_tag(hex),
-                true,
+                &referrer.digest,
                 Index::empty,
                 |i: &mut Index| i.add(referrer.entry.clone()),
                 &Prerequisite::Referrer(&referrer),
@@ -223,7 +229,7 @@ impl CosignTag {
         update_tag(
             t,
             tag,
-            false,
+            &blob.digest,
             || Manifest::cosign(self.config.clone()),
             |m: &mut Manifest| m.append_layer(layer.clone(), same),
             &Prerequisite::CosignLayer { layer: blob },
@@ -233,18 +239,19 @@ impl CosignTag {
     }
 }
 
-/// Adds an entry to the document under `tag` unless it is there: read (to keep every entry
-/// other writers put there), add, write. Writers in this process are serialized per tag. A
-/// registry has no conditional PUT, so another process writing the same tag between our read
-/// and our write can drop our entry. With `recheck` (the referrers fallback index, which
-/// DESIGN.md requires to be re-checked; every layout tag, where a re-read is a file read) the
-/// tag is read back and written again, with jitter, bounded, if our entry is gone; the cosign
-/// tags of a registry are not (one GET each per attestation, for a window of milliseconds; see
-/// docs/registry-layout.md). Returns whether it wrote.
+/// Adds an entry to the document under `tag` unless it is there, and confirms it stayed: read
+/// (to keep every entry other writers put there), add, write, then read back after a pause and,
+/// if our entry is gone, add it to what was read back and write again, at most
+/// [`MAX_TAG_ROUNDS`] times, then [`ErrorKind::Contended`]. A registry has no conditional PUT:
+/// another process (cosign, another replica) that read the tag before our write landed and
+/// writes it after drops our entry. The read-back catches every such write that lands before it,
+/// and the pause ([`settle`]) is sized so that a concurrent writer's write has landed by then.
+/// Writers in this process are serialized per tag. `entry` names our entry in the error. Returns
+/// whether it wrote.
 async fn update_tag<T: TagDocument>(
     t: &dyn Transport,
     tag: &str,
-    recheck: bool,
+    entry: &str,
     new: impl Fn() -> T + Send + Sync,
     add: impl Fn(&mut T) -> bool + Send + Sync,
     prerequisite: &Prerequisite<'_>,
@@ -252,6 +259,7 @@ async fn update_tag<T: TagDocument>(
 ) -> Result<bool, StorageError> {
     let lock = t.tag_lock(tag);
     let _guard = lock.lock().await;
+    let mut read_at = Instant::now();
     let (mut doc, mut media_type, mut created) = match read_tag::<T>(t, tag).await? {
         Some(c) => (c.doc, c.media_type, false),
         None => (new(), T::MEDIA_TYPES[0].to_string(), true),
@@ -275,10 +283,11 @@ async fn update_tag<T: TagDocument>(
             StorageError::permanent(op::MANIFEST_PUT, t.tag_ref(tag), e.to_string())
         })?;
         put_manifest_checked(t, tag, &media_type, &bytes, prerequisite, created).await?;
-        if !recheck && !t.verifies_tag_writes() {
-            return Ok(true);
-        }
-        // Verify; if our entry is gone, the re-read (with our entry added) is the next write.
+        let pause = settle(t.concurrent_write_window(), read_at.elapsed());
+        tokio::time::sleep(pause).await;
+        // Confirm; if our entry is gone, what was read back (plus our entry) is the next write,
+        // sent at once so that this write's own read-to-write window stays short.
+        read_at = Instant::now();
         match read_tag::<T>(t, tag).await? {
             Some(mut c) => {
                 if !add(&mut c.doc) {
@@ -292,16 +301,31 @@ async fn update_tag<T: TagDocument>(
                 (media_type, created) = (T::MEDIA_TYPES[0].to_string(), true);
             }
         }
-        let delay = Duration::from_millis(rand::random_range(10..=50) * u64::from(round));
-        tracing::info!(tag = %t.tag_ref(tag), round, ?delay, "entry lost to a concurrent writer, retrying");
-        tokio::time::sleep(delay).await;
+        tracing::info!(tag = %t.tag_ref(tag), entry, round, "our entry was lost to a concurrent writer, writing it again");
     }
     Err(StorageError::new(
         op::MANIFEST_PUT,
         t.tag_ref(tag),
-        ErrorKind::Transient,
-        format!("concurrent writers kept dropping our entry ({MAX_TAG_ROUNDS} rounds)"),
+        ErrorKind::Contended,
+        format!(
+            "our entry {entry} was missing when the tag was read back after each of \
+             {MAX_TAG_ROUNDS} writes: another writer (cosign, another controller replica) keeps \
+             replacing the tag without it; attaching again adds it back"
+        ),
     ))
+}
+
+/// The pause between writing a tag and reading it back: long enough for a writer that read the
+/// tag before our write landed to have written it. That is `floor`, the transport's
+/// [`concurrent_write_window`](Transport::concurrent_write_window) (cosign's read-to-write time),
+/// or [`SETTLE_PER_WINDOW`] times our own read-to-write time (`window`: the registry's latency
+/// and load as we see them) if longer; times a random 1–1.5 so that two of us do not keep
+/// reading back in step; at most [`MAX_SETTLE`].
+fn settle(floor: Duration, window: Duration) -> Duration {
+    (window * SETTLE_PER_WINDOW)
+        .max(floor)
+        .mul_f64(rand::random_range(1.0..1.5))
+        .min(MAX_SETTLE)
 }
 
 /// Makes what `prerequisite` names exist. `created`: the tag is new, so our config is referenced
@@ -407,4 +431,26 @@ async fn push_referrer(t: &dyn Transport, r: &Referrer<'_>) -> Result<bool, Stor
         t.learned_referrers_api();
     }
     Ok(indexed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_before_reading_back_covers_the_slower_writer() {
+        let ms = Duration::from_millis;
+        for _ in 0..100 {
+            // A fast registry: cosign's read-to-write time decides.
+            let p = settle(ms(250), ms(20));
+            assert!(p >= ms(250) && p < ms(375), "{p:?}");
+            // A slow one: three times our own read-to-write time.
+            let p = settle(ms(250), ms(200));
+            assert!(p >= ms(600) && p < ms(900), "{p:?}");
+            // A layout: our own time alone.
+            let p = settle(Duration::ZERO, ms(2));
+            assert!(p >= ms(6) && p < ms(9), "{p:?}");
+            assert_eq!(settle(ms(250), Duration::from_secs(10)), MAX_SETTLE);
+        }
+    }
 }

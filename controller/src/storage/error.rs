@@ -15,6 +15,11 @@ pub enum ErrorKind {
     Transient,
     /// Retrying will not help: bad input, 4xx, unauthorized, malformed registry data.
     Permanent,
+    /// Our entry kept disappearing from a tag we updated: another writer (cosign, another
+    /// controller replica) kept replacing the tag with a copy read before our write (a registry
+    /// has no conditional PUT). Nothing of ours is lost but that listing, and attaching again
+    /// adds it back: worth retrying later, like [`Transient`](ErrorKind::Transient).
+    Contended,
 }
 
 impl fmt::Display for ErrorKind {
@@ -24,6 +29,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DigestMismatch => "digest mismatch",
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",
+            ErrorKind::Contended => "lost to a concurrent writer",
         })
     }
 }
@@ -96,8 +102,9 @@ impl StorageError {
         self.kind
     }
 
+    /// Worth retrying later: [`ErrorKind::Transient`] or [`ErrorKind::Contended`].
     pub fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        matches!(self.kind, ErrorKind::Transient | ErrorKind::Contended)
     }
 
     /// The registry refused a manifest because something it references does not exist there.

@@ -67,9 +67,9 @@ pub(crate) trait Transport: Send + Sync {
     /// Forgets the repository's known blobs (the store refused a manifest for an unknown blob:
     /// wiped or garbage-collected since).
     fn forget_known_blobs(&self);
-    /// Whether a tag update is re-read after its write and written again if a concurrent writer
-    /// dropped our entry (see `attach::update_tag`).
-    fn verifies_tag_writes(&self) -> bool;
+    /// How long another writer of this store may take from reading a tag to writing it back:
+    /// the least pause before a tag we wrote is read back (`attach::update_tag`).
+    fn concurrent_write_window(&self) -> std::time::Duration;
     /// A small blob (at most [`MAX_DOCUMENT_BYTES`]); `None` when absent.
     async fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Whether the store serves the OCI 1.1 referrers API (probed once, then known).

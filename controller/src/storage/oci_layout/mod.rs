@@ -11,7 +11,8 @@
 //!   anything (it may be `oci:<dir>` or a registry name the model will be copied to); returned
 //!   references name the layout as `oci:<dir>:<tag>` / `oci:<dir>@<digest>`.
 //! - Crash safety and the locks against other stores and processes: `dir.rs`. Tag updates are
-//!   serialized per tag in the process and verified like on a registry.
+//!   serialized per tag in the process and read back like on a registry (`index.json` itself is
+//!   locked against other processes, a tag's read-modify-write is not).
 
 mod dir;
 
@@ -180,10 +181,10 @@ impl Transport for LayoutStore {
 
     fn forget_known_blobs(&self) {}
 
-    /// A re-read is a file read: cheap insurance against another process updating the same tag
-    /// of this layout (`index.json` itself is locked, a tag's read-modify-write is not).
-    fn verifies_tag_writes(&self) -> bool {
-        true
+    /// Its other writers are provenant processes doing the same file work as ours: the pause
+    /// grows with our own read-to-write time alone.
+    fn concurrent_write_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     fn tag_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -87,6 +87,10 @@ const RESOLVED_CACHE_ENTRIES: usize = 4096;
 /// (repository, constant blob) pairs known to exist: two per repository written to, so a few
 /// thousand repositories; LRU. An evicted entry costs one HEAD.
 const KNOWN_BLOBS_ENTRIES: usize = 8192;
+/// How long `cosign attest` / `cosign sign` take from reading a tag to writing it back on a fast
+/// registry (docs/registry-layout.md, "Updating tags"); on slower ones the pause grows with our
+/// own read-to-write time (`attach::settle`).
+const COSIGN_WRITE_WINDOW: Duration = Duration::from_millis(250);
 /// Tag locks are pruned (unused ones dropped) when the map grows past this.
 const TAG_LOCKS_PRUNE_AT: usize = 256;
 
@@ -316,17 +320,15 @@ impl Transport for RegistryTransport<'_> {
             .get_or_insert_with((self.repo.key(), digest.to_string()), Arc::default)
     }
 
+    fn concurrent_write_window(&self) -> Duration {
+        COSIGN_WRITE_WINDOW
+    }
+
     fn forget_known_blobs(&self) {
         let repo = self.repo.key();
         // A check still in flight (another attach recovering at the same moment) is kept and
         // joined rather than duplicated: concurrent uploads of one blob race in distribution.
         lock(&self.store.known_blobs).retain(|(r, _), cell| *r != repo || !cell.initialized());
-    }
-
-    /// No re-read after a tag PUT: without a conditional PUT it cannot make another process's
-    /// concurrent write safe, only narrow the window, at one GET per tag (docs/registry-layout.md).
-    fn verifies_tag_writes(&self) -> bool {
-        false
     }
 
     async fn resolve(&self, digest: &str) -> Result<ResolvedArtifact, StorageError> {
