@@ -551,4 +551,4 @@ mod pods;
 pub mod validation;
 
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
-pub use pods::CreatedPod;
+pub use pods::{CreatedPod, images};

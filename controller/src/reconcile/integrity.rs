@@ -3,10 +3,10 @@
 //! or change a running worker's image (`kubectl set image`). The controller records the UID of
 //! every pod it creates (`status.workerPods`) and trusts only those, as it created them:
 //!
-//! - a pod claiming to be a worker whose UID was not recorded, or whose containers' image,
-//!   command, args or env differ from the pod the controller built (the rest of a pod's spec is
-//!   immutable once created), or whose kubelet-reported image digest differs from a
-//!   digest-pinned `spec.image`: `WorkerTampered`;
+//! - a pod claiming to be a worker whose UID was not recorded, or whose container images differ
+//!   from those the pod was created with (the rest of its containers is immutable), or that got an
+//!   ephemeral container, or whose kubelet-reported image digest differs from a digest-pinned
+//!   `spec.image`: `WorkerTampered`;
 //! - a created worker gone before it was recorded as finished: `WorkerLost` (never re-created:
 //!   the controller could not vouch for a replacement's inputs).
 //!
@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::decide::Reason;
-use crate::api::TrainingRunStatus;
+use crate::api::{CreatedPod, TrainingRunStatus, images};
 use crate::execute::WorkerPlan;
 use crate::observe::digest_from_image_id;
 
@@ -48,10 +48,10 @@ pub fn check(
                 created.uid
             ));
         }
-        let Some(built) = plan.pods.iter().find(|p| p.name_any() == *name) else {
+        if !plan.pods.iter().any(|p| p.name_any() == *name) {
             return tampered(format!("pod {name} is not one of the run's workers"));
-        };
-        if let Some(why) = containers_differ(built, pod) {
+        }
+        if let Some(why) = changed(created, pod) {
             return tampered(format!("worker pod {name}: {why}"));
         }
         if let Some(pinned) = pinned {
@@ -85,42 +85,30 @@ pub fn check(
     None
 }
 
-/// What differs between the containers the controller built and those of the live pod.
-fn containers_differ(built: &Pod, live: &Pod) -> Option<String> {
-    let containers = |p: &Pod| -> Vec<Container> {
-        let spec = p.spec.clone().unwrap_or_default();
-        spec.init_containers
-            .unwrap_or_default()
-            .into_iter()
-            .chain(spec.containers)
-            .collect()
-    };
-    let (built, live) = (containers(built), containers(live));
-    if built.len() != live.len() {
+/// What differs between the pod as the controller created it and the live pod. The API server
+/// lets nothing of a pod's containers change but their images, and lets ephemeral containers
+/// (`kubectl debug`, which share the worker's processes and files) be added.
+fn changed(created: &CreatedPod, live: &Pod) -> Option<String> {
+    let now = images(live);
+    if let Some((was, is)) = created.images.iter().zip(&now).find(|(was, is)| was != is) {
+        return Some(format!("container image changed from {was} to {is}"));
+    }
+    if created.images.len() != now.len() {
         return Some(format!(
-            "it has {} containers, the controller created {}",
-            live.len(),
-            built.len()
+            "containers {} where the controller created {}",
+            now.join(", "),
+            created.images.join(", ")
         ));
     }
-    for (b, l) in built.iter().zip(&live) {
-        let field = if b.name != l.name {
-            "name"
-        } else if b.image != l.image {
-            "image"
-        } else if b.command != l.command {
-            "command"
-        } else if b.args != l.args {
-            "args"
-        } else if b.env != l.env {
-            "env"
-        } else {
-            continue;
-        };
+    let debug = live
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref());
+    if let Some(c) = debug.and_then(|d| d.first()) {
         return Some(format!(
-            "container {} has a {field} other than the one the controller created (image {})",
-            b.name,
-            l.image.as_deref().unwrap_or("none")
+            "an ephemeral container {} (image {}) was added",
+            c.name,
+            c.image.as_deref().unwrap_or("none")
         ));
     }
     None
@@ -155,12 +143,13 @@ mod tests {
     }
 
     fn status(created: &[(&str, &str)]) -> TrainingRunStatus {
+        let plan = plan();
         TrainingRunStatus {
             worker_pods: created
                 .iter()
-                .map(|(name, uid)| CreatedPod {
-                    name: name.to_string(),
-                    uid: uid.to_string(),
+                .map(|(name, uid)| {
+                    let rank: usize = name.rsplit('-').next().unwrap_or("0").parse().unwrap_or(0);
+                    CreatedPod::of(&live(&plan, rank, uid))
                 })
                 .collect(),
             ..Default::default()
@@ -204,28 +193,49 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_image_command_or_env_is_tampering() {
+    fn a_changed_image_or_an_added_debug_container_is_tampering() {
         let plan = plan();
         let created = status(&[("bert-0", "u0")]);
-        type Edit = fn(&mut Container);
-        let edits: [(&str, Edit); 3] = [
-            ("image", |c| c.image = Some("reg.io/other:latest".into())),
-            ("command", |c| c.command = Some(vec!["sh".into()])),
-            ("env", |c| {
-                c.env.get_or_insert_with(Vec::new).push(Default::default())
-            }),
-        ];
-        for (field, edit) in edits {
-            let mut pod = live(&plan, 0, "u0");
-            edit(&mut pod.spec.as_mut().expect("spec").containers[0]);
-            let (reason, message) =
-                check(&plan, PINNED, &pods(vec![pod]), &created).expect("refused");
-            assert_eq!(reason, "WorkerTampered");
-            assert!(
-                message.contains(&format!("a {field} other than")),
-                "{message}"
-            );
-        }
+        let mut pod = live(&plan, 0, "u0");
+        pod.spec.as_mut().expect("spec").containers[0].image = Some("reg.io/other:latest".into());
+        let (reason, message) = check(&plan, PINNED, &pods(vec![pod]), &created).expect("refused");
+        assert_eq!(reason, "WorkerTampered");
+        assert!(
+            message.contains("image changed from trainer=reg.io/train@sha256:1111"),
+            "{message}"
+        );
+        assert!(
+            message.contains("to trainer=reg.io/other:latest"),
+            "{message}"
+        );
+        let mut pod = live(&plan, 0, "u0");
+        pod.spec.as_mut().expect("spec").ephemeral_containers = Some(vec![
+            serde_json::from_value(json!({"name": "debugger", "image": "busybox"}))
+                .expect("a container"),
+        ]);
+        let (_, message) = check(&plan, PINNED, &pods(vec![pod]), &created).expect("refused");
+        assert!(
+            message.contains("ephemeral container debugger"),
+            "{message}"
+        );
+    }
+
+    /// Admission may change a pod at creation (a sidecar injected, an image pinned): what the API
+    /// server created is the reference, not what the controller asked for.
+    #[test]
+    fn the_pod_as_admitted_is_the_reference() {
+        let plan = plan();
+        let mut admitted = live(&plan, 0, "u0");
+        let spec = admitted.spec.as_mut().expect("spec");
+        spec.containers.push(
+            serde_json::from_value(json!({"name": "istio-proxy", "image": "istio/proxyv2:1.24"}))
+                .expect("a container"),
+        );
+        let created = TrainingRunStatus {
+            worker_pods: vec![CreatedPod::of(&admitted)],
+            ..Default::default()
+        };
+        assert_eq!(check(&plan, PINNED, &pods(vec![admitted]), &created), None);
     }
 
     #[test]

@@ -70,10 +70,7 @@ pub async fn create_missing(
         match pods_api.create(&PostParams::default(), pod).await {
             Ok(p) => {
                 created += 1;
-                status.worker_pods.push(CreatedPod {
-                    name: name.clone(),
-                    uid: p.uid().unwrap_or_default(),
-                });
+                status.worker_pods.push(CreatedPod::of(&p));
                 pods.insert(name, p);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
