@@ -5,6 +5,7 @@
 mod admission;
 mod install;
 mod interop;
+mod large_runs;
 mod lifecycle;
 mod process;
 mod provenance;

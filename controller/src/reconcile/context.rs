@@ -38,6 +38,9 @@ pub enum Error {
     },
     #[error("TrainingRun has no namespace")]
     NoNamespace,
+    /// A request body could not be written (a bug, never input).
+    #[error("cannot encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::Kube { .. } if self.is_conflict() => "Conflict",
             Error::Kube { .. } => "KubeApi",
             Error::NoNamespace => "NoNamespace",
+            Error::Encode { .. } => "Encode",
         }
     }
 
