@@ -6,6 +6,7 @@ mod admission;
 mod concurrent_writers;
 mod install;
 mod interop;
+mod large_runs;
 mod lifecycle;
 mod process;
 mod provenance;

@@ -20,9 +20,9 @@ pub const GROUP: &str = "provenant.dev";
 /// Served (and stored) version.
 pub const VERSION: &str = "v1alpha1";
 
-/// Upper bound on `spec.replicas`. Status keeps one record per worker and the whole object must
-/// stay well inside etcd's 1.5 MiB object limit.
-pub const MAX_REPLICAS: i32 = 256;
+/// Upper bound on `spec.replicas`. Status keeps one record per worker, inside etcd's 1.5 MiB request
+/// limit: what they share is written once ([`compact`]), so 1,024 GPU workers take ~0.35 MB.
+pub const MAX_REPLICAS: i32 = 1024;
 
 /// Environment variables provenant sets on every worker; a spec may not set them (nor anything
 /// else starting with `PROVENANT_`), or the recorded rank, world size, seed and hyperparameters
@@ -100,10 +100,10 @@ pub struct TrainingRunSpec {
     )]
     pub env: Vec<EnvVar>,
 
-    /// Number of worker pods (1 to 256). Each gets `RANK` and `WORLD_SIZE`; with more than one,
+    /// Number of worker pods (1 to 1024). Each gets `RANK` and `WORLD_SIZE`; with more than one,
     /// a headless Service gives them `MASTER_ADDR`/`MASTER_PORT` for rendezvous.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 1, max = 256))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub replicas: i32,
 
     /// Accelerators per worker. Omit it for a CPU-only run.
@@ -339,8 +339,9 @@ pub struct TrainingRunStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_pods: Vec<CreatedPod>,
 
-    /// One record per worker pod, filled as the pods terminate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// One record per worker pod, filled as the pods terminate; whole here, written compactly.
+    #[serde(flatten, with = "compact")]
+    #[schemars(with = "compact::Workers")]
     pub workers: Vec<WorkerRecord>,
 
     /// The run's materials, merged from the spec, the pods and the workload reports.
@@ -545,6 +546,7 @@ impl ProvenanceStatus {
     }
 }
 
+pub mod compact;
 mod materials;
 pub mod numbers;
 mod pods;

@@ -42,6 +42,9 @@ pub enum Error {
     /// not seen the last status write): it starts again rather than act on it.
     #[error("the cached TrainingRun is older than the API server's; reconciling again")]
     Stale,
+    /// A request body could not be written (a bug, never input).
+    #[error("cannot encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
 }
 
 impl Error {
@@ -52,6 +55,7 @@ impl Error {
             Error::Stale => "Conflict",
             Error::Kube { .. } => "KubeApi",
             Error::NoNamespace => "NoNamespace",
+            Error::Encode { .. } => "Encode",
         }
     }
 

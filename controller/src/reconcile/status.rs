@@ -31,6 +31,10 @@ pub async fn write_status(
 
 /// [`write_status`], only if the run is still at resourceVersion `version` (when given): a 409
 /// otherwise. Returns the run's resourceVersion after the write.
+///
+/// The status replaces the stored one (a JSON patch `add /status`), never merges into it: a
+/// merge patch keeps every key it does not mention, and `status.workerCommon` loses keys as
+/// workers are recorded (api/compact.rs), so a kept key would give a record a value it never had.
 pub async fn write_status_at(
     run: &TrainingRun,
     namespace: &str,
@@ -40,15 +44,25 @@ pub async fn write_status_at(
 ) -> Result<Option<String>, Error> {
     status.observed_generation = run.metadata.generation;
     let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = match &version {
-        Some(rv) => json!({ "metadata": {"resourceVersion": rv}, "status": status }),
-        None => json!({ "status": status }),
+    let encode = |e: serde_json::Error| Error::Encode {
+        what: "the status patch",
+        reason: e.to_string(),
     };
+    let status = serde_json::to_value(&status).map_err(encode)?;
+    let mut ops = vec![json!({"op": "add", "path": "/status", "value": status})];
+    if let Some(rv) = &version {
+        // The write is then conditional on it, as an update is.
+        ops.insert(
+            0,
+            json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}),
+        );
+    }
+    let patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(encode)?;
     let written = api
         .patch_status(
             &run.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Json::<()>(patch),
         )
         .await
         .map_err(kube_err("write status"))?;

@@ -103,7 +103,7 @@ pub fn refused() -> Vec<Refused> {
             &["sha256"],
         ));
     }
-    for bad in [0, -1, 257] {
+    for bad in [0, -1, 1025] {
         out.push(refused_case(
             with(format!("replicas {bad}"), |o| {
                 o["spec"]["replicas"] = json!(bad)
@@ -266,7 +266,7 @@ pub fn refused() -> Vec<Refused> {
 pub fn accepted() -> Vec<Accepted> {
     let mut out = Vec::new();
     let mut push = |(case, object): (String, Value)| out.push(Accepted { case, object });
-    for good in [1, 256] {
+    for good in [1, 1024] {
         push(with(format!("replicas {good}"), |o| {
             o["spec"]["replicas"] = json!(good)
         }));
