@@ -349,3 +349,70 @@ async fn a_record_too_large_to_store_fails_the_provenance_for_good() -> Result<(
     sim.shutdown().await?;
     Ok(())
 }
+
+/// Worker reports are the workload's: up to 4 KB each. Reports large and distinct enough that the
+/// run's status cannot be stored (etcd's 1.5 MiB request limit) used to leave the run `Pending`,
+/// nothing recorded, retried forever; it now fails for good, with what was stored before, naming
+/// why. Real server only: the double does not limit object sizes.
+#[tokio::test]
+async fn a_status_too_large_to_store_fails_the_run_for_good() -> Result<()> {
+    const BIG: usize = 512;
+    let world = World::start(true).await?;
+    if !world.cluster.is_real() {
+        eprintln!("skipped: the API-server double does not limit object sizes");
+        return Ok(());
+    }
+    let scenario = Scenario::new()
+        .namespace(&world.cluster.namespace)
+        .nodes(16, |i| SimNode::new(format!("cpu-{i}")))
+        .outcome_fn(move |pod| {
+            let rank: usize = pod
+                .labels()
+                .get("provenant.dev/rank")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            // ~3.7 KB of distinct metric names per worker: nothing two records share.
+            let names = noise(30 * 120 + rank * 7);
+            let names = &names[rank * 7..];
+            let metrics: serde_json::Map<String, Value> = (0..30)
+                .map(|k| (format!("m{k}-{}", &names[k * 120..k * 120 + 110]), json!(k)))
+                .collect();
+            PodOutcome::succeed()
+                .after(Duration::from_millis(200))
+                .image_digest("trainer", IMAGE_DIGEST)
+                .message(json!({ "metrics": metrics }).to_string())
+        });
+    let sim = KubeletSim::start(world.cluster.client.clone(), scenario).await?;
+    let _controller = world
+        .controller_with("a", &["--kube-api-qps=500", "--kube-api-burst=1000"])
+        .await?;
+    let mut run = world.run("chatty");
+    run.spec.replicas = BIG as i32;
+    run.spec.accelerator = None;
+    create(&world.cluster, &run).await?;
+    let api = world.cluster.api::<TrainingRun>();
+    let failed = eventually(LARGE_TIMEOUT, "the run to fail", || {
+        let api = api.clone();
+        async move {
+            let run = api.get("chatty").await?;
+            let phase = run.status.as_ref().and_then(|s| s.phase);
+            Ok((phase == Some(Phase::Failed)).then_some(run))
+        }
+    })
+    .await?;
+    let (_, reason, message) = condition(&failed, "Succeeded").context("Succeeded")?;
+    assert_eq!(reason, "StatusTooLarge", "{message}");
+    assert!(message.contains("too large to store"), "{message}");
+    let recorded = failed.status.as_ref().map_or(0, |s| s.workers.len());
+    assert!(
+        recorded < BIG,
+        "{recorded} workers recorded before the status outgrew etcd"
+    );
+    assert_eq!(
+        failed.status.and_then(|s| s.provenance).map(|p| p.state),
+        Some(ProvenanceState::Disabled),
+        "a failed run owes no provenance"
+    );
+    sim.shutdown().await?;
+    Ok(())
+}

@@ -182,8 +182,36 @@ async fn act(
         };
         workers::stop(&pods_api, &pods).await;
     }
-    let version =
-        status::write_status_at(run, namespace, decision.status, pass.version, ctx).await?;
+    let version = match status::write_status_at(
+        run,
+        namespace,
+        decision.status,
+        pass.version.clone(),
+        ctx,
+    )
+    .await
+    {
+        // What this pass observed cannot be stored (worker reports are the workload's): the run
+        // fails for good with what was stored before, instead of retrying forever.
+        Err(e) if e.is_too_large() => {
+            warn!(error = %e, "the run's status is too large to store; failing the run");
+            let reason = (
+                "StatusTooLarge".to_string(),
+                format!(
+                    "the run's status, with the workers recorded now, is too large to store ({e}); worker reports must stay small (docs/workload-report.md)"
+                ),
+            );
+            let recorded = run.status.clone().unwrap_or_default();
+            let refused = decide::refuse(run, recorded, reason, settings(ctx));
+            let pass = Pass {
+                version: pass.version,
+                pods: None,
+                observed: Vec::new(),
+            };
+            return Box::pin(act(run, namespace, refused, pass, ctx)).await;
+        }
+        other => other?,
+    };
 
     // Counted and logged once recorded: a failed status write observes the same workers again.
     ctx.metrics
