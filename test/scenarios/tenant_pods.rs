@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use provenant::api::{Phase, TrainingRun};
-use provenant_testbed::cluster::eventually;
+use provenant_testbed::cluster::{ControllerProcess, eventually};
+use provenant_testbed::kubelet::KubeletSim;
 use serde_json::json;
 
 use crate::provenance::{MODEL_REPO, World};
@@ -48,16 +49,22 @@ async fn running_pod(world: &World, name: &str) -> Result<Pod> {
     .await
 }
 
-#[tokio::test]
-async fn a_worker_pod_swapped_by_a_tenant_fails_the_run_unsigned() -> Result<()> {
+/// A one-worker run `bert` submitted and training, the controller running, and the tenant's client.
+async fn one_worker_run() -> Result<(World, kube::Client, KubeletSim, ControllerProcess)> {
     let world = World::start(true).await?;
     let tenant = world.cluster.tenant().await?;
     let sim = world.kubelet_running(TRAINING, || {}).await?;
-    let _controller = world.controller("a").await?;
+    let controller = world.controller("a").await?;
     let mut spec = world.run("bert");
     spec.spec.replicas = 1;
     spec.spec.accelerator = None;
     create(&world.cluster, &spec).await?;
+    Ok((world, tenant, sim, controller))
+}
+
+#[tokio::test]
+async fn a_worker_pod_swapped_by_a_tenant_fails_the_run_unsigned() -> Result<()> {
+    let (world, tenant, sim, _controller) = one_worker_run().await?;
     let original = running_pod(&world, "bert-0").await?;
 
     // The tenant's pod: the controller's, with another command, under the same name.
@@ -102,14 +109,7 @@ async fn a_worker_pod_swapped_by_a_tenant_fails_the_run_unsigned() -> Result<()>
 
 #[tokio::test]
 async fn a_running_workers_image_changed_by_a_tenant_fails_the_run_unsigned() -> Result<()> {
-    let world = World::start(true).await?;
-    let tenant = world.cluster.tenant().await?;
-    let sim = world.kubelet_running(TRAINING, || {}).await?;
-    let _controller = world.controller("a").await?;
-    let mut spec = world.run("bert");
-    spec.spec.replicas = 1;
-    spec.spec.accelerator = None;
-    create(&world.cluster, &spec).await?;
+    let (world, tenant, sim, _controller) = one_worker_run().await?;
     running_pod(&world, "bert-0").await?;
     // `kubectl set image pod/bert-0 trainer=...`: allowed to a namespace editor.
     let pods = Api::<Pod>::namespaced(tenant, &world.cluster.namespace);

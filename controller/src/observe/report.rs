@@ -183,7 +183,7 @@ pub fn parse_output(uri: &str) -> Option<OutputRef> {
 }
 
 /// The run's repository itself, or a repository below it (`<repository>/<more>`).
-fn inside(candidate: &str, repository: &str) -> bool {
+pub fn inside(candidate: &str, repository: &str) -> bool {
     candidate == repository
         || candidate
             .strip_prefix(repository)

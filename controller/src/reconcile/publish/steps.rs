@@ -12,6 +12,7 @@ use super::record::{self, Persisted};
 use crate::api::{TrainingRun, TrainingRunStatus};
 use crate::engine::{self, EngineError, SignedRecord};
 use crate::execute::placement;
+use crate::observe::report::inside;
 use crate::provenance;
 use crate::reconcile::context::{Context, Error};
 use crate::reconcile::publisher::Publisher;
@@ -154,11 +155,6 @@ pub fn vet(
                 record::config_map_name(run)
             ),
         })
-}
-
-/// `repository` is `allowed` or below it.
-fn inside(repository: &str, allowed: &str) -> bool {
-    repository == allowed || repository.starts_with(&format!("{allowed}/"))
 }
 
 /// Attach a signed record to every subject in the registry.
