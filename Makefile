@@ -9,7 +9,7 @@ TOOLS_BIN := hack/tools/bin
 KUBECTL ?= $(TOOLS_BIN)/kubectl
 
 .PHONY: image
-.PHONY: all build build-debug tools test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean
+.PHONY: all build build-debug tools test test-rust check-crds check-manifests lint fmt crds demo run e2e bench bench-full clean fuzz fuzz-smoke
 
 all: build
 
@@ -28,11 +28,22 @@ tools:
 ## test: every test (unit, schema/CEL, manifests, integration, scenarios); fails on CRD drift.
 ## The tests run against a local etcd + kube-apiserver + kube-controller-manager (hack/cluster.sh),
 ## started for the run and stopped after it; with E2E_KUBECONFIG set, against that cluster.
-test: tools check-crds check-manifests test-rust
+test: tools check-crds check-manifests test-rust fuzz-smoke
 
 test-rust: tools
 	$(CARGO) test --workspace --all-targets --no-run
 	bash hack/with-cluster.sh $(CARGO) test --workspace --all-targets
+
+## fuzz: every cargo-fuzz target of fuzz/ (the parsers of untrusted input: workload reports,
+## registry answers, WWW-Authenticate, OCI layouts for verify) for FUZZ_SECONDS each (300).
+## fuzz-smoke (part of `make test`): each for FUZZ_SMOKE_SECONDS (10). Needs cargo-fuzz (.ci/run).
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 10
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) bash hack/fuzz.sh
 
 ## check-crds: the committed crds/ must equal what the code generates
 check-crds: build-debug

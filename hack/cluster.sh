@@ -203,14 +203,15 @@ start() {
     kubeconfig "$DIR/controller-manager.kubeconfig" "$cm_token" system:kube-controller-manager
     wait_for kube-apiserver apiserver_ready etcd kube-apiserver
 
-    # Default ServiceAccounts, garbage collection, namespace deletion, and the rules of the built-in
+    # Default ServiceAccounts, garbage collection, namespace deletion, quota usage (ResourceQuota
+    # admission needs it; the pod_errors scenarios run into a quota), and the rules of the built-in
     # admin/edit/view roles (aggregated; the tenant scenarios act with `edit`); nothing that expects a
     # kubelet (the node lifecycle controller would taint and evict the simulated nodes). Each
     # controller acts as its own ServiceAccount with its bootstrap RBAC role, as in a kubeadm
     # cluster: the controller-manager's own user may only list and watch.
     spawn kube-controller-manager "$KUBE_CONTROLLER_MANAGER" \
         --kubeconfig "$DIR/controller-manager.kubeconfig" \
-        --controllers serviceaccount,garbagecollector,namespace,clusterrole-aggregation \
+        --controllers serviceaccount,garbagecollector,namespace,clusterrole-aggregation,resourcequota \
         --use-service-account-credentials=true \
         --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
         --root-ca-file "$DIR/pki/ca.crt" \

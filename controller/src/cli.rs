@@ -309,17 +309,19 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
 }
 
 /// Every layer of the manifest `digest` in the layout `dir`, re-hashed against its descriptor.
+/// The layout is input (storage::oci_layout::untrusted): a layer digest becomes a path only
+/// when it is one, and only regular files inside the layout are read.
 fn layout_content_failures(
     dir: &std::path::Path,
     digest: &str,
     quiet: bool,
 ) -> Result<Vec<String>, String> {
-    let blob = |d: &str| {
-        dir.join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let manifest =
-        std::fs::read(blob(digest)).map_err(|e| format!("cannot read manifest {digest}: {e}"))?;
+    use storage::oci_layout::untrusted;
+    let manifest_path = untrusted::blob_path(dir, digest)?;
+    untrusted::check_blob_dirs(dir).map_err(|e| format!("cannot read manifest {digest}: {e}"))?;
+    let manifest = untrusted::read_capped(&manifest_path, untrusted::MAX_DOCUMENT_BYTES)
+        .map_err(|e| format!("cannot read manifest {digest}: {e}"))?
+        .ok_or_else(|| format!("cannot read manifest {digest}: not in the layout"))?;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest)
         .map_err(|e| format!("manifest {digest} is not JSON: {e}"))?;
     let layers: Vec<&serde_json::Value> = manifest["layers"]
@@ -327,7 +329,11 @@ fn layout_content_failures(
         .into_iter()
         .flatten()
         .collect();
-    let total = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+    // Sizes are the layout's numbers: added without overflow (the total only sizes a progress bar).
+    let total = layers
+        .iter()
+        .filter_map(|l| l["size"].as_u64())
+        .fold(0u64, u64::saturating_add);
     let progress = Progress::bytes("re-hashing model", Some(total), quiet);
     let mut failures = Vec::new();
     for layer in layers {
@@ -335,7 +341,25 @@ fn layout_content_failures(
         let title = layer["annotations"]["org.opencontainers.image.title"]
             .as_str()
             .unwrap_or(want);
-        match hashing::hash_file_with(&blob(want), &progress.counter()) {
+        let path = match untrusted::blob_path(dir, want) {
+            Ok(path) => path,
+            Err(why) => {
+                failures.push(format!("model file {title} has an {why}"));
+                continue;
+            }
+        };
+        // Hashed from the file opened without following a link: what is checked is what is read.
+        let file = match untrusted::open_regular(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                failures.push(format!(
+                    "model file {title} ({want}) cannot be read: {}: {e}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        match hashing::hash_opened_file_with(file, &path, &progress.counter()) {
             Ok(found) if found.digest == want && Some(found.size) == layer["size"].as_u64() => {}
             Ok(found) => failures.push(format!(
                 "model file {title} was modified in the layout: it hashes to {} ({} bytes), the attested manifest says {want}",

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
+use crate::names::{is_dns_label, is_label_value, is_qualified_name};
+use crate::repository_policy::{self, RepositoryRule};
+
 /// The configuration shipped in `config/default`, compiled in as the defaults.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default/controller-config.yaml");
 
@@ -22,7 +25,65 @@ pub struct ControllerConfig {
     /// Provenance of succeeded runs.
     #[serde(default)]
     pub provenance: ProvenanceConfig,
+    /// What worker pods may use.
+    #[serde(default)]
+    pub workers: WorkersConfig,
 }
+
+// ---- workers: (issue 14, worker security) ----
+
+/// `workers:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Volume types (`emptyDir`, `persistentVolumeClaim`, ...) a run's `spec.volumes` may use;
+    /// a run with any other is refused before a pod is created. hostPath is never allowed.
+    #[serde(default = "default_volume_types")]
+    pub allowed_volume_types: Vec<String>,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            allowed_volume_types: default_volume_types(),
+        }
+    }
+}
+
+fn default_volume_types() -> Vec<String> {
+    crate::api::volumes::DEFAULT_ALLOWED_VOLUME_TYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
+}
+
+impl WorkersConfig {
+    /// Every allowed type is a volume type Kubernetes knows, and none is hostPath.
+    fn check(&self) -> Result<(), (String, String)> {
+        let known = crate::api::volumes::known_types();
+        for (i, t) in self.allowed_volume_types.iter().enumerate() {
+            let field = format!("workers.allowedVolumeTypes[{i}]");
+            if t == "hostPath" {
+                return Err((
+                    field,
+                    "hostPath is never allowed: it gives a tenant's workload the node's file system (the CRD refuses it too)".into(),
+                ));
+            }
+            if !known.iter().any(|k| k == t) {
+                return Err((
+                    field,
+                    format!(
+                        "{t:?} is not a Kubernetes volume type (one of {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- end workers: ----
 
 /// `provenance:` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +107,10 @@ pub struct ProvenanceConfig {
     /// Where and how attestations are written.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Which namespaces may publish to which repositories, and with which credentials
+    /// (`repository_policy.rs`). Empty: single-tenant, any repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_policy: Vec<RepositoryRule>,
 }
 
 /// `provenance.registry:` settings.
@@ -63,6 +128,32 @@ pub struct RegistryConfig {
     /// reconcile is retried later.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    // Fairness between tenants (issue 14, point 5): see [`RegistryConfig::check_fairness`].
+    /// Bound on connecting (TCP + TLS) to a registry, per request.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u32,
+    /// Bound on one whole registry request (connect, send, the answer read), per attempt.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u32,
+    /// Provenance passes in progress at once per registry host; unset: a quarter of
+    /// `--provenance-workers` (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_per_host: Option<u32>,
+    /// Provenance passes in progress at once for the runs of one namespace; unset: no bound
+    /// (single tenant). Set it when tenants can point runs at registry hosts of their own: it
+    /// bounds what one namespace can hold across many hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_per_namespace: Option<u32>,
+    /// Wait before a run's provenance is tried again after its first failed pass; doubled (with
+    /// jitter) after each further one, up to `retryMaxSeconds`.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_seconds: u32,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_seconds: u32,
+    /// Passes that may meet 401/403 (credentials missing, rotating, not allowed) before the run
+    /// fails with `RegistryUnauthorized`.
+    #[serde(default = "default_unauthorized_attempts")]
+    pub unauthorized_attempts: u32,
 }
 
 impl Default for ProvenanceConfig {
@@ -73,6 +164,7 @@ impl Default for ProvenanceConfig {
             cluster_name: None,
             signing_key_secret: default_signing_secret(),
             registry: RegistryConfig::default(),
+            repository_policy: Vec::new(),
         }
     }
 }
@@ -83,6 +175,13 @@ impl Default for RegistryConfig {
             credentials_secret: None,
             insecure: Vec::new(),
             attempts: default_attempts(),
+            connect_timeout_seconds: default_connect_timeout(),
+            request_timeout_seconds: default_request_timeout(),
+            concurrency_per_host: None,
+            concurrency_per_namespace: None,
+            retry_initial_seconds: default_retry_initial(),
+            retry_max_seconds: default_retry_max(),
+            unauthorized_attempts: default_unauthorized_attempts(),
         }
     }
 }
@@ -100,7 +199,63 @@ fn default_signing_secret() -> String {
     "provenant-signing-key".to_string()
 }
 fn default_attempts() -> u32 {
-    4
+    2
+}
+fn default_connect_timeout() -> u32 {
+    5
+}
+fn default_request_timeout() -> u32 {
+    20
+}
+fn default_retry_initial() -> u32 {
+    2
+}
+fn default_retry_max() -> u32 {
+    300
+}
+fn default_unauthorized_attempts() -> u32 {
+    5
+}
+
+// Fairness between tenants (issue 14, point 5): the registry bounds, checked.
+impl RegistryConfig {
+    /// Provenance passes at once per registry host, for `workers` publish workers.
+    pub fn concurrency_per_host(&self, workers: usize) -> usize {
+        match self.concurrency_per_host {
+            Some(n) => n as usize,
+            None => (workers / 4).max(1),
+        }
+    }
+
+    /// The bounds must be positive (a zero timeout fails every request; zero attempts or
+    /// concurrency would never publish) and the backoff's cap at least its start.
+    fn check_fairness(&self) -> Result<(), (String, String)> {
+        let field = |f: &str| format!("provenance.registry.{f}");
+        let positive = [
+            ("attempts", Some(self.attempts)),
+            ("connectTimeoutSeconds", Some(self.connect_timeout_seconds)),
+            ("requestTimeoutSeconds", Some(self.request_timeout_seconds)),
+            ("concurrencyPerHost", self.concurrency_per_host),
+            ("concurrencyPerNamespace", self.concurrency_per_namespace),
+            ("retryInitialSeconds", Some(self.retry_initial_seconds)),
+            ("unauthorizedAttempts", Some(self.unauthorized_attempts)),
+        ];
+        for (name, value) in positive {
+            if value == Some(0) {
+                return Err((field(name), "must be at least 1".into()));
+            }
+        }
+        if self.retry_max_seconds < self.retry_initial_seconds {
+            return Err((
+                field("retryMaxSeconds"),
+                format!(
+                    "{} is less than retryInitialSeconds ({})",
+                    self.retry_max_seconds, self.retry_initial_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How one accelerator type is scheduled.
@@ -182,6 +337,8 @@ impl ControllerConfig {
 
     /// Semantic checks serde cannot do; returns the offending field and why.
     fn check(&self) -> Result<(), (String, String)> {
+        self.workers.check()?;
+        self.provenance.registry.check_fairness()?;
         for (name, profile) in &self.accelerator_profiles {
             let field = |f: &str| format!("acceleratorProfiles.{name}.{f}");
             if !is_dns_label(name) {
@@ -245,97 +402,31 @@ impl ControllerConfig {
                 }
             }
         }
+        self.check_repository_policy()?;
         Ok(())
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+// ----- provenance.repositoryPolicy (issue 14, point 2) -----
 
-/// A Kubernetes qualified name: optional DNS-subdomain prefix and `/`, then a name of at most 63
-/// alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    let prefix_ok =
-        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns_label));
-    prefix_ok && !name.is_empty() && is_label_value(name)
-}
+impl ControllerConfig {
+    fn check_repository_policy(&self) -> Result<(), (String, String)> {
+        repository_policy::check(&self.provenance.repository_policy)
+    }
 
-fn is_label_value(s: &str) -> bool {
-    s.is_empty()
-        || (s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+    /// The Secrets named by `provenance.repositoryPolicy[].credentialsSecret`, each once.
+    pub fn scoped_credentials_secrets(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .provenance
+            .repository_policy
+            .iter()
+            .filter_map(|r| r.credentials_secret.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn malformed_files_get_clear_errors() {
-        let err = ControllerConfig::from_yaml("acceleratorProfiles: [", "cfg.yaml").unwrap_err();
-        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
-        assert!(
-            err.to_string()
-                .starts_with("controller config cfg.yaml is malformed"),
-            "{err}"
-        );
-
-        let err = ControllerConfig::from_yaml("acceleratorProfile: {}", "cfg.yaml").unwrap_err();
-        assert!(err.to_string().contains("acceleratorProfile"), "{err}");
-
-        let err = ControllerConfig::from_yaml(
-            "acceleratorProfiles:\n  gpu:\n    resourceName: gpu\n",
-            "cfg.yaml",
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "controller config cfg.yaml: acceleratorProfiles.gpu.resourceName: \"gpu\" is not an extended resource name like nvidia.com/gpu"
-        );
-
-        let err = ControllerConfig::from_yaml(
-            "acceleratorProfiles:\n  Big_GPU:\n    resourceName: nvidia.com/gpu\n",
-            "cfg.yaml",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("acceleratorProfiles.Big_GPU: profile names"),
-            "{err}"
-        );
-
-        let err = ControllerConfig::from_yaml(
-            "acceleratorProfiles:\n  gpu:\n    resourceName: nvidia.com/gpu\n    tolerations: [{key: a, operator: Maybe}]\n",
-            "cfg.yaml",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("tolerations[0].operator"), "{err}");
-
-        let err =
-            ControllerConfig::load(Some(Path::new("/nonexistent/provenant.yaml"))).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("cannot read controller config /nonexistent/provenant.yaml"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn empty_file_means_no_profiles() {
-        let config = ControllerConfig::from_yaml("", "cfg.yaml").unwrap();
-        assert!(config.accelerator_profiles.is_empty());
-    }
-}
+mod tests;

@@ -85,6 +85,11 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    /// The task that leads and reconciles, or the HTTP server's, ended before a shutdown was
+    /// asked for: a panic, or an end nothing asked for. Never a clean stop: the process exits
+    /// non-zero so that it is restarted.
+    #[error("the {task} task stopped unexpectedly: {reason}")]
+    TaskEnded { task: &'static str, reason: String },
     #[error("leader election with Lease {namespace}/{name} failed: {source}")]
     LeaderElection {
         namespace: String,
@@ -106,6 +111,7 @@ pub async fn run(
         provenance = config.provenance.enabled,
         "configuration loaded"
     );
+    log_repository_policy(&config);
     let (client, url) = client::connect(options.rate_limit).await?;
     let version = client
         .apiserver_version()
@@ -161,11 +167,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     readiness.abort();
     // Let in-flight reconciles finish and the Lease be released, within reason.
-    let result = match early_exit {
-        Some(ServerOrWork::Work(Ok(Err(e)))) => Err(e),
-        Some(ServerOrWork::Server(Ok(Err(source)))) => Err(ControllerError::Serve { addr, source }),
-        _ => Ok(()),
-    };
+    let result = early_exit_result(early_exit, addr);
     if !work.is_finished() {
         match tokio::time::timeout(Duration::from_secs(20), &mut work).await {
             Ok(Ok(Err(e))) => warn!(error = %e, "controller stopped with an error"),
@@ -188,6 +190,35 @@ pub async fn run(
 enum ServerOrWork {
     Server(Result<std::io::Result<()>, tokio::task::JoinError>),
     Work(Result<Result<(), ControllerError>, tokio::task::JoinError>),
+}
+
+/// What the process ends with. Only a requested shutdown (`None`) is a clean stop: a task that
+/// ended by itself, by an error, a panic or just returning, is an error, so the process exits
+/// non-zero and is restarted (before, a panic in the reconcile task exited 0).
+fn early_exit_result(
+    early_exit: Option<ServerOrWork>,
+    addr: SocketAddr,
+) -> Result<(), ControllerError> {
+    let ended = |task: &'static str, joined: Result<(), tokio::task::JoinError>| {
+        let reason = match joined {
+            Ok(()) => "it returned while no shutdown was requested".to_string(),
+            Err(e) if e.is_panic() => format!(
+                "panic: {}",
+                reconcile::contain::panic_message(e.into_panic().as_ref())
+            ),
+            Err(e) => e.to_string(),
+        };
+        Err(ControllerError::TaskEnded { task, reason })
+    };
+    match early_exit {
+        None => Ok(()),
+        Some(ServerOrWork::Work(Ok(Err(e)))) => Err(e),
+        Some(ServerOrWork::Work(Ok(Ok(())))) => ended("reconcile", Ok(())),
+        Some(ServerOrWork::Work(Err(e))) => ended("reconcile", Err(e)),
+        Some(ServerOrWork::Server(Ok(Err(source)))) => Err(ControllerError::Serve { addr, source }),
+        Some(ServerOrWork::Server(Ok(Ok(())))) => ended("HTTP server", Ok(())),
+        Some(ServerOrWork::Server(Err(e))) => ended("HTTP server", Err(e)),
+    }
 }
 
 /// Wait for leadership, reconcile while leading, stand by again when the Lease is lost.
@@ -387,25 +418,69 @@ fn start_publisher(
     let credentials = Arc::new(RegistryCredentials::default());
     if let Some(name) = &provenance.registry.credentials_secret {
         tokio::spawn(secrets::watch_registry_credentials(
-            secrets,
-            namespace,
+            secrets.clone(),
+            namespace.clone(),
             name.clone(),
             credentials.clone(),
         ));
     }
+    let scoped = watch_scoped_credentials(config, &secrets, &namespace);
     let metrics = state.metrics.clone();
     let observer: crate::storage::Observer =
         Arc::new(move |op: &str, elapsed: Duration, ok: bool| {
             metrics.observe_registry(op, elapsed, ok)
         });
-    Some(Arc::new(Publisher::new(
-        key,
-        credentials,
-        BuilderIdentity::controller(&provenance.builder_id, provenance.cluster_name.as_deref()),
-        provenance.registry.insecure.clone(),
-        provenance.registry.attempts,
-        Some(observer),
-    )))
+    Some(Arc::new(
+        Publisher::new(
+            key,
+            credentials,
+            BuilderIdentity::controller(&provenance.builder_id, provenance.cluster_name.as_deref()),
+            &provenance.registry,
+            Some(observer),
+        )
+        .with_scoped_credentials(scoped),
+    ))
+}
+
+// ----- repositoryPolicy (issue 14, point 2) -----
+
+/// Say once how the repository policy scopes the runs: without one, every namespace may publish
+/// anywhere with the controller's credentials.
+fn log_repository_policy(config: &ControllerConfig) {
+    let rules = &config.provenance.repository_policy;
+    if rules.is_empty() {
+        info!(
+            "no provenance.repositoryPolicy: single-tenant, a run in any namespace may publish to any repository with the controller's registry credentials"
+        );
+    } else {
+        info!(
+            rules = rules.len(),
+            scoped_credentials = config.scoped_credentials_secrets().len(),
+            "provenance.repositoryPolicy: runs may publish only under the repositories granted to their namespace"
+        );
+    }
+}
+
+/// Watch every Secret a `repositoryPolicy` rule names, each into its own credentials.
+fn watch_scoped_credentials(
+    config: &ControllerConfig,
+    secrets: &Api<Secret>,
+    namespace: &str,
+) -> std::collections::HashMap<String, Arc<RegistryCredentials>> {
+    config
+        .scoped_credentials_secrets()
+        .into_iter()
+        .map(|name| {
+            let credentials = Arc::new(RegistryCredentials::default());
+            tokio::spawn(secrets::watch_registry_credentials(
+                secrets.clone(),
+                namespace.to_string(),
+                name.clone(),
+                credentials.clone(),
+            ));
+            (name, credentials)
+        })
+        .collect()
 }
 
 /// Readiness: the TrainingRun API must be served. A missing CRD is reported, then re-checked, so
@@ -450,5 +525,51 @@ async fn watch_crd(
             _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+
+    #[tokio::test]
+    async fn only_a_requested_shutdown_is_a_clean_stop() {
+        assert!(early_exit_result(None, addr()).is_ok());
+
+        // The reconcile task panicked (before: "stopped cleanly", exit 0).
+        let panicked = tokio::spawn(async {
+            let _ = std::time::Instant::now() + Duration::from_secs(u64::MAX);
+            Ok::<(), ControllerError>(())
+        })
+        .await;
+        let error = early_exit_result(Some(ServerOrWork::Work(panicked)), addr()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the reconcile task stopped unexpectedly: panic: overflow when adding duration to instant"
+        );
+
+        // It returned by itself (the Lease manager's channel closed, a stream ended).
+        let error = early_exit_result(Some(ServerOrWork::Work(Ok(Ok(())))), addr()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ControllerError::TaskEnded {
+                    task: "reconcile",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let server = tokio::spawn(async { panic!("listener gone") }).await;
+        let error = early_exit_result(Some(ServerOrWork::Server(server)), addr()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the HTTP server task stopped unexpectedly: panic: listener gone"
+        );
     }
 }

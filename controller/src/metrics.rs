@@ -112,7 +112,7 @@ impl Metrics {
         };
         // Known label values are exported at 0 from the start, so alerts see the series before
         // the first event.
-        for reason in ["Conflict", "KubeApi", "NoNamespace"] {
+        for reason in ["Conflict", "KubeApi", "NoNamespace", "Panic"] {
             m.reconcile_errors.with_label_values(&[reason]);
         }
         for result in ["attached", "failed"] {

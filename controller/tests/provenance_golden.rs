@@ -278,7 +278,9 @@ fn expected_statement() -> Value {
                         "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "pool": "training"},
                         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                         "acceleratorResource": {"name": "nvidia.com/gpu", "countPerWorker": 4}
-                    }
+                    },
+                    // Issue 14: no token, no privileges, the runtime's seccomp profile.
+                    "workerSecurity": expected_worker_security()
                 },
                 "resolvedDependencies": dependencies
             },
@@ -792,7 +794,8 @@ fn absent_optional_fields_are_omitted() {
     );
     assert_eq!(
         definition["internalParameters"],
-        json!({"namespace": "ml-team", "serviceAccountName": "default", "scheduling": {}})
+        json!({"namespace": "ml-team", "serviceAccountName": "default", "scheduling": {},
+               "workerSecurity": expected_worker_security()})
     );
     assert!(definition.get("resolvedDependencies").is_none(), "{s}");
     let details = &s["predicate"]["runDetails"];
@@ -1001,4 +1004,14 @@ fn in_toto_attestation_refuses_bad_statements() {
             "{case}: {said}"
         );
     }
+}
+
+/// `internalParameters.workerSecurity` of a run that asks for nothing: the defaults applied.
+fn expected_worker_security() -> Value {
+    json!({
+        "automountServiceAccountToken": false,
+        "containerSecurityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+        "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeTypes": []
+    })
 }

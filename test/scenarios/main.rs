@@ -4,10 +4,14 @@
 
 mod admission;
 mod concurrent_writers;
+mod fairness;
+mod hostile_registry;
 mod install;
 mod interop;
 mod large_runs;
+mod least_privilege;
 mod lifecycle;
+mod pod_errors;
 mod process;
 mod provenance;
 #[path = "../../controller/tests/support/runs.rs"]
@@ -17,3 +21,5 @@ mod support;
 mod tenant_datasets;
 mod tenant_pods;
 mod tenant_records;
+mod tenant_repositories;
+mod worker_security;

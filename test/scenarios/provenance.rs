@@ -23,6 +23,27 @@ use crate::support::*;
 
 pub(crate) const MODEL_REPO: &str = "models/bert";
 
+/// What a training worker does before it exits: push `weights` as `model.safetensors` to
+/// `MODEL_REPO:tag` and report the model as its output, with `report`'s other fields (datasets,
+/// metrics). Returns the termination message.
+pub(crate) async fn push_and_report(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    weights: &str,
+    mut report: Value,
+) -> Result<String> {
+    let model = registry
+        .push_model(
+            MODEL_REPO,
+            tag,
+            &[("model.safetensors", weights.as_bytes())],
+        )
+        .await?;
+    report["outputs"] = json!([{"uri": format!("{repository}:{tag}@{}", model.digest)}]);
+    Ok(report.to_string())
+}
+
 /// One test's world: a cluster, a registry behind a fault-injecting proxy, a signing key.
 pub(crate) struct World {
     pub(crate) cluster: Cluster,
@@ -157,20 +178,14 @@ impl World {
                     let after_push = after_push.clone();
                     async move {
                         let weights = format!("weights of {}", pod.name_any());
-                        let model = registry
-                            .push_model(
-                                MODEL_REPO,
-                                "v1",
-                                &[("model.safetensors", weights.as_bytes())],
-                            )
-                            .await?;
-                        after_push();
-                        Ok(json!({
-                            "outputs": [{"uri": format!("{repository}:v1@{}", model.digest)}],
+                        let report = json!({
                             "datasets": [{"name": "wiki", "digest": DATA_DIGEST}],
                             "metrics": {"accuracy": 0.93},
-                        })
-                        .to_string())
+                        });
+                        let message =
+                            push_and_report(&registry, &repository, "v1", &weights, report).await?;
+                        after_push();
+                        Ok(message)
                     }
                 })
             });
@@ -873,21 +888,22 @@ async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
     assert_eq!(signed.1, "NoOutputs");
     assert!(signed.2.contains("docs/workload-report.md"), "{}", signed.2);
 
-    // Reads denied: the output cannot be resolved, and retrying will not help.
+    // Reads denied (403): tried a bounded number of times (credentials may be rotating:
+    // fairness.rs), then failed for good.
     world.proxy.set_mode(Mode::DenyAll);
     create(&world.cluster, &spec("denied")).await?;
     let (signed, _) = failed_with("denied").await?;
-    assert_eq!(signed.1, "OutputUnresolvable");
+    assert_eq!(signed.1, "RegistryUnauthorized");
     assert!(signed.2.contains("DENIED"), "{}", signed.2);
 
-    // Pushes denied: signed, then refused by the registry.
+    // Pushes denied: signed, then refused by the registry, likewise.
     world.proxy.set_mode(Mode::DenyWrites);
     create(&world.cluster, &spec("rejected")).await?;
     let (signed, attached) = failed_with("rejected").await?;
     assert_eq!(signed.1, "Signed", "signed before the registry refused");
-    assert_eq!(attached.1, "RegistryRejected");
+    assert_eq!(attached.1, "RegistryUnauthorized");
     assert!(
-        attached.2.contains("the registry refused the attestation"),
+        attached.2.contains("refused the controller's credentials"),
         "{}",
         attached.2
     );

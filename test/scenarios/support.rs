@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use provenant::api::{Phase, TrainingRun};
@@ -55,6 +55,23 @@ pub async fn create(cluster: &Cluster, run: &TrainingRun) -> Result<TrainingRun>
         .api::<TrainingRun>()
         .create(&PostParams::default(), run)
         .await?)
+}
+
+/// Create `run` as the tenant of the test namespace (`edit`, which the shipped `provenant-edit`
+/// aggregated role extends to TrainingRuns; `Cluster::tenant`), as a team member submits it.
+pub async fn create_as_tenant(cluster: &Cluster, run: &TrainingRun) -> Result<TrainingRun> {
+    let tenant = cluster.tenant().await?;
+    let runs = kube::Api::<TrainingRun>::namespaced(tenant, &cluster.namespace);
+    // The authorizer learns of the binding, and `edit` of its aggregated rules, through watches.
+    for _ in 0..50 {
+        match runs.create(&PostParams::default(), run).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => return other.context("a team member may create TrainingRuns"),
+        }
+    }
+    anyhow::bail!("the tenant was never allowed to create TrainingRuns")
 }
 
 /// Wait until the run reaches `phase` (and the controller wrote its completion for terminal ones).

@@ -14,7 +14,7 @@ use provenant::api::ProvenanceState;
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use serde_json::json;
 
-use crate::provenance::{MODEL_REPO, World};
+use crate::provenance::{World, push_and_report};
 use crate::support::*;
 
 /// The digest of the corpus the security team approved.
@@ -38,21 +38,11 @@ async fn tenant_workload(world: &World) -> Result<KubeletSim> {
                     let repository = repository.clone();
                     async move {
                         let weights = format!("trained on anything, by {}", pod.name_any());
-                        let model = registry
-                            .push_model(
-                                MODEL_REPO,
-                                "v1",
-                                &[("model.safetensors", weights.as_bytes())],
-                            )
-                            .await?;
-                        Ok(json!({
-                            "outputs": [{"uri": format!("{repository}:v1@{}", model.digest)}],
-                            "datasets": [
-                                {"name": "corpus", "digest": APPROVED},
-                                {"name": "eval", "digest": EVAL}
-                            ],
-                        })
-                        .to_string())
+                        let report = json!({"datasets": [
+                            {"name": "corpus", "digest": APPROVED},
+                            {"name": "eval", "digest": EVAL}
+                        ]});
+                        push_and_report(&registry, &repository, "v1", &weights, report).await
                     }
                 }),
         );

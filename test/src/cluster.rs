@@ -35,6 +35,9 @@ pub struct Cluster {
     /// The double, when not running against a real cluster.
     pub server: Option<ApiServer>,
     kubeconfig: PathBuf,
+    /// What the controller process connects with: on a real cluster a token of its ServiceAccount
+    /// bound by the shipped `config/rbac` ([`crate::rbac`]); on the double the admin kubeconfig.
+    controller_kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -115,12 +118,25 @@ impl Cluster {
             Ok(_) | Err(kube::Error::Api(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let controller_kubeconfig = if server.is_none() {
+            crate::rbac::install_controller_rbac(
+                &client,
+                &controller_namespace,
+                &kubeconfig,
+                dir.path(),
+            )
+            .await
+            .context("installing the controller's shipped RBAC")?
+        } else {
+            kubeconfig.clone()
+        };
         Ok(Cluster {
             client,
             namespace,
             controller_namespace,
             server,
             kubeconfig,
+            controller_kubeconfig,
             dir,
         })
     }
@@ -221,6 +237,27 @@ impl Cluster {
 
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Let the controller read the Secrets `names` of its namespace besides those the shipped Role
+    /// names, as an operator would for Secrets its configuration names (no-op on the double).
+    pub async fn allow_controller_secrets(&self, names: &[&str]) -> Result<()> {
+        if !self.is_real() {
+            return Ok(());
+        }
+        crate::rbac::allow_controller_secrets(
+            &self.client,
+            &self.controller_namespace,
+            &self.controller_kubeconfig,
+            names,
+        )
+        .await
+    }
+
+    /// The kubeconfig [`ControllerProcess`] runs with: on a real cluster the controller's
+    /// ServiceAccount under the shipped RBAC, never the admin.
+    pub fn controller_kubeconfig(&self) -> &Path {
+        &self.controller_kubeconfig
     }
 
     /// An API in the controller's namespace.
@@ -335,7 +372,7 @@ impl ControllerProcess {
             .arg(format!("--leader-election-identity={identity}"))
             .arg("--lease-duration-seconds=3")
             .args(extra)
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", cluster.controller_kubeconfig())
             .env(
                 "RUST_LOG",
                 std::env::var("PROVENANT_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -1,9 +1,9 @@
 //! A fault-injecting HTTP proxy in front of the registry fixture, for outage scenarios with exact
 //! timing: pass everything, refuse writes (503, as a registry under maintenance or overload), be
 //! down (503 for everything), deny (403 `DENIED`, as a registry whose policy forbids the push or
-//! the pull), tamper with manifests, or hang. Clients talk to the proxy's host as if it were the
-//! registry. Independently of the mode, another writer can race the clients' tag updates
-//! ([`RegistryProxy::race_tag_writes`], `racing_writer.rs`).
+//! the pull), ask for credentials (401), tamper with manifests, or hang. Clients talk to the
+//! proxy's host as if it were the registry. Independently of the mode, another writer can race
+//! the clients' tag updates ([`RegistryProxy::race_tag_writes`], `racing_writer.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -40,6 +40,8 @@ pub enum Mode {
     DenyWrites = 5,
     /// Answer 403 `DENIED` to everything (credentials without any access).
     DenyAll = 6,
+    /// Answer 401 with a `Basic` challenge to everything (credentials missing or rejected).
+    Unauthorized = 7,
 }
 
 struct Shared {
@@ -56,6 +58,8 @@ struct Shared {
     races: Mutex<HashMap<String, usize>>,
     raced: AtomicUsize,
     race_error: Mutex<Option<String>>,
+    /// Per-repository access control (issue 14, point 2): see [`RegistryProxy::require_basic`].
+    access: Mutex<Vec<AccessRule>>,
 }
 
 /// The proxy; stops on drop.
@@ -86,6 +90,7 @@ impl RegistryProxy {
             races: Mutex::default(),
             raced: AtomicUsize::new(0),
             race_error: Mutex::default(),
+            access: Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -110,7 +115,7 @@ impl RegistryProxy {
         self.shared.stalled.load(Ordering::SeqCst)
     }
 
-    /// Requests answered with 503 or 403 so far.
+    /// Requests answered with 503, 403 or 401 so far.
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
     }
@@ -204,11 +209,26 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         )
             .into_response();
     }
+    if mode == Mode::Unauthorized as u8 {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                ("content-type", "application/json"),
+                ("www-authenticate", r#"Basic realm="test proxy""#),
+            ],
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required (injected by the test proxy)"}]}"#,
+        )
+            .into_response();
+    }
     if mode == Mode::Stall as u8 {
         shared.stalled.fetch_add(1, Ordering::SeqCst);
         while shared.mode.load(Ordering::SeqCst) == Mode::Stall as u8 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    if let Some(denied) = check_access(&shared, &request) {
+        return denied;
     }
     let relayed = match claim_race(&shared, &request) {
         Some((repo, tag)) => race(&shared, request, &repo, &tag).await,
@@ -264,4 +284,89 @@ async fn relay(shared: &Shared, request: Request) -> Result<Response> {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)
+}
+
+// ----- per-repository credentials (issue 14, point 2) -----
+//
+// distribution 2.8's htpasswd auth is registry-wide; hosted registries (Harbor, GHCR, GitLab)
+// grant each account its own repositories. The proxy plays that part in front of the real
+// registry: requests under a repository prefix must carry that prefix's Basic credentials.
+
+struct AccessRule {
+    /// `/v2/<prefix>/`.
+    path_prefix: String,
+    /// The exact `Authorization` value accepted.
+    authorization: String,
+    /// Basic usernames of the requests seen under the prefix (`None`: anonymous).
+    seen: Vec<Option<String>>,
+}
+
+impl RegistryProxy {
+    /// From now on, requests for repositories under `repository_prefix` (e.g. `models/team-a`)
+    /// need HTTP Basic `user:password`: 401 with a `Basic` challenge without credentials, 403
+    /// `DENIED` with other ones, as a registry whose accounts each own their repositories.
+    pub fn require_basic(&self, repository_prefix: &str, user: &str, password: &str) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        lock(&self.shared.access).push(AccessRule {
+            path_prefix: format!("/v2/{}/", repository_prefix.trim_matches('/')),
+            authorization: format!("Basic {token}"),
+            seen: Vec::new(),
+        });
+    }
+
+    /// The Basic usernames (`None`: anonymous) of every request seen under `repository_prefix`.
+    pub fn users_seen(&self, repository_prefix: &str) -> Vec<Option<String>> {
+        let path_prefix = format!("/v2/{}/", repository_prefix.trim_matches('/'));
+        lock(&self.shared.access)
+            .iter()
+            .filter(|r| r.path_prefix == path_prefix)
+            .flat_map(|r| r.seen.clone())
+            .collect()
+    }
+}
+
+/// The answer to a request its repository's credentials do not allow, if so.
+fn check_access(shared: &Shared, request: &Request) -> Option<Response> {
+    use base64::Engine as _;
+    let path = request.uri().path();
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let user = given
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, _)| u.to_string()));
+    let mut rules = lock(&shared.access);
+    let rule = rules
+        .iter_mut()
+        .find(|r| path.starts_with(&r.path_prefix))?;
+    rule.seen.push(user);
+    match given {
+        Some(a) if a == rule.authorization => None,
+        None => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [
+                    ("content-type", "application/json"),
+                    ("www-authenticate", "Basic realm=\"test-proxy\""),
+                ],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+                .into_response(),
+        ),
+        Some(_) => {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+            Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    [("content-type", "application/json")],
+                    r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+                )
+                    .into_response(),
+            )
+        }
+    }
 }

@@ -15,6 +15,10 @@
 //!   capacity test. Completions then arrive faster than any registry can take attestations, so
 //!   the lag and backlog targets (which assume runs finish no faster than they can be attested)
 //!   are reported for information; the figures are the drain rate and the time to drain.
+//! - `blackhole` (issue 14, point 5): the `e2e` runs again with every other run writing to a
+//!   registry host that accepts connections and never answers; the healthy half's completion →
+//!   attached p99 against the clean `e2e` run's p99 (target: at most 2×). The dead runs stay
+//!   `Pending`; the controller's per-host bound keeps them from holding every provenance worker.
 //! - `scale`: controller RSS with M finished runs and their succeeded pods in the API double
 //!   (short 2,000 extrapolated linearly to 10,000, full 10,000), beside the same binary's RSS with 0
 //!   runs, same run.
@@ -47,6 +51,9 @@ use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::registry::Registry;
 use serde_json::{Value, json};
 
+#[path = "cluster/fairness.rs"]
+mod fairness;
+
 const IMAGE: &str = "registry.example.com/train@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const MODEL_REPO: &str = "models/bench";
 const KEY_PASSWORD: &[u8] = b"bench-password";
@@ -74,7 +81,8 @@ struct Args {
     /// Submission rate of `e2e`, runs per second.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// Which benchmarks: e2e, burst, scale (default: e2e and scale; full mode adds burst).
+    /// Which benchmarks: e2e, burst, blackhole, scale (default: e2e, blackhole and scale; full
+    /// mode adds burst).
     #[arg(value_name = "BENCH")]
     benches: Vec<String>,
 }
@@ -88,8 +96,8 @@ fn main() -> Result<()> {
         );
     }
     for b in &args.benches {
-        if !["e2e", "burst", "scale"].contains(&b.as_str()) {
-            bail!("unknown benchmark {b:?} (e2e, burst, scale)");
+        if !["e2e", "burst", "blackhole", "scale"].contains(&b.as_str()) {
+            bail!("unknown benchmark {b:?} (e2e, burst, blackhole, scale)");
         }
     }
     let wants = |name: &str| {
@@ -104,11 +112,19 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let mut clean_p99 = None;
         if wants("e2e") {
-            e2e(args.full, Some(args.rate), &binary).await?;
+            clean_p99 = Some(e2e(args.full, Some(args.rate), &binary, false).await?);
         }
         if wants("burst") {
-            e2e(args.full, None, &binary).await?;
+            e2e(args.full, None, &binary, false).await?;
+        }
+        if wants("blackhole") {
+            // Baselines: the same healthy runs alone (the dead half not submitted), and the
+            // full clean e2e run when it ran.
+            let alone = e2e_runs(args.full, Some(args.rate), &binary, Half::Skipped).await?;
+            let dead = e2e_runs(args.full, Some(args.rate), &binary, Half::Blackholed).await?;
+            fairness::report(args.full, args.rate, alone, clean_p99, dead)?;
         }
         if wants("scale") {
             scale(args.full, &binary).await?;
@@ -428,12 +444,15 @@ fn model_bytes(seed: &str) -> Vec<u8> {
     bytes
 }
 
-/// The kubelet simulator: every pod runs 100 ms, then pushes its model and reports it.
+/// The kubelet simulator: every pod runs 100 ms, then pushes its model and reports it; with a
+/// `dead_host`, the pods of `dead-*` runs report a model there instead (nothing to push: that
+/// host never answers).
 async fn kubelet(
     cluster: &Cluster,
     registry: Arc<Registry>,
     times: Shared,
     t0: Instant,
+    dead_host: Option<String>,
 ) -> Result<KubeletSim> {
     let repository = format!("{}/{MODEL_REPO}", registry.host());
     let scenario = Scenario::new()
@@ -445,18 +464,30 @@ async fn kubelet(
             let registry = registry.clone();
             let repository = repository.clone();
             let times = times.clone();
+            let dead_host = dead_host.clone();
             PodOutcome::succeed()
                 .after(Duration::from_millis(100))
                 .before_exit(move |pod| {
                     let registry = registry.clone();
                     let repository = repository.clone();
                     let times = times.clone();
+                    let dead_host = dead_host.clone();
                     async move {
                         let run = pod
                             .labels()
                             .get(provenant::labels::RUN)
                             .cloned()
                             .unwrap_or_else(|| pod.name_any());
+                        if let Some(dead) = dead_host.as_ref().filter(|_| run.starts_with("dead-"))
+                        {
+                            let uri = format!(
+                                "{}@{}",
+                                fairness::dead_repository(dead),
+                                fairness::DEAD_DIGEST
+                            );
+                            lock(&times).finished.insert(run, ms_since(t0));
+                            return Ok(json!({"outputs": [{"uri": uri}]}).to_string());
+                        }
                         let weights = model_bytes(&format!("weights of {}", pod.name_any()));
                         let model = registry
                             .push_model(MODEL_REPO, &run, &[("model.safetensors", &weights)])
@@ -523,11 +554,47 @@ async fn watch_runs(api: Api<TrainingRun>, times: Shared, t0: Instant) {
     }
 }
 
-async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
+/// What becomes of every other run (odd numbers) in the `blackhole` benchmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Half {
+    /// Submitted like the others (plain `e2e`, `burst`).
+    Healthy,
+    /// Not submitted: the healthy half alone, the fair baseline of `Blackholed`.
+    Skipped,
+    /// Written to a registry host that never answers.
+    Blackholed,
+}
+
+/// Returns the completion → attached p99 (ms) of the runs that were attached.
+async fn e2e(full: bool, rate: Option<f64>, binary: &Path, blackholed: bool) -> Result<f64> {
+    let half = if blackholed {
+        Half::Blackholed
+    } else {
+        Half::Healthy
+    };
+    e2e_runs(full, rate, binary, half).await
+}
+
+async fn e2e_runs(full: bool, rate: Option<f64>, binary: &Path, half: Half) -> Result<f64> {
     let n: usize = if full { 1000 } else { 100 };
+    let blackholed = half == Half::Blackholed;
     // A steady rate; a burst (None): as fast as the API double takes them (32 creates in flight).
     let burst = rate.is_none();
-    let name = if burst { "burst" } else { "e2e" };
+    let name = match (burst, half) {
+        (true, _) => "burst",
+        (false, Half::Blackholed) => "blackhole",
+        (false, Half::Skipped) => "blackhole-baseline",
+        (false, Half::Healthy) => "e2e",
+    };
+    let dead = if blackholed {
+        Some(fairness::Blackhole::start().await?)
+    } else {
+        None
+    };
+    let dead_host = dead.as_ref().map(|d| d.host.clone());
+    // Odd runs go to the dead host (or are not submitted).
+    let is_dead = |i: usize| half != Half::Healthy && i % 2 == 1;
+    let healthy_n = (0..n).filter(|&i| !is_dead(i)).count();
     let timeout = Duration::from_secs(if full { 300 } else { 60 });
     println!(
         "{name}: {n} runs ({}), controller {} --kube-api-qps={QPS} --kube-api-burst={BURST}",
@@ -547,15 +614,26 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
 
     let t0 = Instant::now();
     let times: Shared = Arc::default();
-    let sim = kubelet(&cluster, registry.clone(), times.clone(), t0).await?;
+    let sim = kubelet(
+        &cluster,
+        registry.clone(),
+        times.clone(),
+        t0,
+        dead_host.clone(),
+    )
+    .await?;
     let watch = tokio::spawn(watch_runs(cluster.api::<TrainingRun>(), times.clone(), t0));
 
     let config = write_config(
         &cluster,
         "bench-e2e",
         &format!(
-            "provenance:\n  enabled: true\n  registry:\n    insecure: [\"{}\"]\n",
-            registry.host()
+            "provenance:\n  enabled: true\n  registry:\n    insecure: [\"{}\"{}]\n",
+            registry.host(),
+            dead_host
+                .as_ref()
+                .map(|h| format!(", \"{h}\""))
+                .unwrap_or_default()
         ),
     )?;
     let flags = [
@@ -602,29 +680,33 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
     let api = cluster.api::<TrainingRun>();
     let repository = format!("{}/{MODEL_REPO}", registry.host());
     let submit_start = ms_since(t0);
-    let created: Vec<Result<()>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let (api, repository, times) = (api.clone(), repository.clone(), times.clone());
-            async move {
-                if let Some(rate) = rate {
-                    let at = submit_start + i as f64 * 1e3 / rate;
-                    let wait = at - ms_since(t0);
-                    if wait > 0.0 {
-                        tokio::time::sleep(Duration::from_secs_f64(wait / 1e3)).await;
+    let created: Vec<Result<()>> =
+        futures::stream::iter((0..n).filter(|&i| half != Half::Skipped || !is_dead(i)))
+            .map(|i| {
+                let (api, times) = (api.clone(), times.clone());
+                let (name, repository) = match dead_host.as_deref().filter(|_| is_dead(i)) {
+                    Some(dead) => (format!("dead-{i:04}"), fairness::dead_repository(dead)),
+                    None => (format!("e2e-{i:04}"), repository.clone()),
+                };
+                async move {
+                    if let Some(rate) = rate {
+                        let at = submit_start + i as f64 * 1e3 / rate;
+                        let wait = at - ms_since(t0);
+                        if wait > 0.0 {
+                            tokio::time::sleep(Duration::from_secs_f64(wait / 1e3)).await;
+                        }
                     }
+                    let run = training_run(&name, i as u64, &repository)?;
+                    api.create(&PostParams::default(), &run)
+                        .await
+                        .with_context(|| format!("creating {name}"))?;
+                    lock(&times).submitted.insert(name, ms_since(t0));
+                    Ok(())
                 }
-                let name = format!("e2e-{i:04}");
-                let run = training_run(&name, i as u64, &repository)?;
-                api.create(&PostParams::default(), &run)
-                    .await
-                    .with_context(|| format!("creating {name}"))?;
-                lock(&times).submitted.insert(name, ms_since(t0));
-                Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
     let submit_end = ms_since(t0);
     let create_errors = created.iter().filter(|r| r.is_err()).count();
     if let Some(Err(e)) = created.into_iter().find(Result::is_err) {
@@ -638,7 +720,8 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
             let t = lock(&times);
             t.attached.len() + t.failed.len()
         };
-        if done >= n - create_errors || Instant::now() > deadline {
+        // Dead runs are never attached: only the healthy ones are waited for.
+        if done >= healthy_n.saturating_sub(create_errors) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -651,7 +734,7 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
     let final_metrics = get_metrics(&http, controller.port)
         .await
         .unwrap_or_default();
-    let incomplete = lock(&times).attached.len() < n;
+    let incomplete = lock(&times).attached.len() < healthy_n;
     if incomplete {
         let log = controller.log_text();
         // Warnings, errors and provenance lines first: they say why.
@@ -767,8 +850,8 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
         figure: format!("{attest_per_s:.1}/s ({attached}/{n} attached)"),
         baseline: format!("{submit_per_s:.1}/s submitted"),
         ratio: Some(attest_per_s / submit_per_s.max(1e-9)),
-        target: format!("all {n} attached"),
-        met: Some(attached == n),
+        target: format!("all {healthy_n} attached"),
+        met: Some(attached == healthy_n),
     });
     rows.push(Row {
         metric: "backlog after submission ended".into(),
@@ -782,10 +865,12 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
         ratio: None,
         target: if burst {
             "(burst: information)".into()
+        } else if blackholed {
+            "(dead runs stay queued: information)".into()
         } else {
             "never grows, drains to 0".into()
         },
-        met: (!burst).then_some(drains),
+        met: (!burst && !blackholed).then_some(drains),
     });
     rows.push(Row::info(
         "last submission → last attached",
@@ -830,8 +915,14 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
     ));
     print_table(
         &format!(
-            "Benchmark 3: end to end, {n} runs {} (controller --kube-api-qps={QPS} --kube-api-burst={BURST})",
-            rate.map_or("in one burst".to_string(), |r| format!("at {r}/s"))
+            "Benchmark 3: end to end, {n} runs {}{} (controller --kube-api-qps={QPS} --kube-api-burst={BURST})",
+            rate.map_or("in one burst".to_string(), |r| format!("at {r}/s")),
+            match half {
+                Half::Blackholed =>
+                    format!(", {} of them to a blackholed registry host", n - healthy_n),
+                Half::Skipped => format!(", {} of them not submitted (baseline)", n - healthy_n),
+                Half::Healthy => String::new(),
+            }
         ),
         &rows,
     );
@@ -842,6 +933,7 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
     let raw = json!({
         "runs": n,
         "burst": burst,
+        "blackholed_runs": n - healthy_n,
         "submit_rate_per_s": rate,
         "kube_api_qps": QPS,
         "kube_api_burst": BURST,
@@ -884,9 +976,21 @@ async fn e2e(full: bool, rate: Option<f64>, binary: &Path) -> Result<()> {
         "controller_warnings": warnings,
         "per_run": per_run,
     });
-    let report = if burst { "e2e-burst" } else { "e2e" };
+    let report = match name {
+        "burst" => "e2e-burst",
+        "blackhole" => "e2e-blackhole",
+        "blackhole-baseline" => "e2e-blackhole-baseline",
+        _ => "e2e",
+    };
     write_report(report, if full { "full" } else { "short" }, &rows, raw)?;
-    Ok(())
+    if let Some(dead) = &dead {
+        println!(
+            "blackholed host {}: {} connections accepted, none answered",
+            dead.host,
+            dead.accepted()
+        );
+    }
+    Ok(p(&lags, 99.0))
 }
 
 // ---------------------------------------------------------------------------------------------

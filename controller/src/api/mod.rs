@@ -160,9 +160,16 @@ pub struct TrainingRunSpec {
     pub tolerations: Option<Vec<Toleration>>,
 
     /// Volumes of the worker pods (datasets on PVCs, caches, shared memory): at most 64, each
-    /// name a DNS label (as Kubernetes requires of volume names).
+    /// name a DNS label (as Kubernetes requires of volume names). hostPath is refused; the
+    /// controller's configuration lists the other types allowed (`workers.allowedVolumeTypes`,
+    /// by default those Pod Security `restricted` allows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), transform = names_are_dns_labels)]
+    #[x_kube(
+        validation = Rule::new("self.all(v, !has(v.hostPath))")
+            .message("hostPath volumes are not allowed: a worker must not reach its node's file system")
+            .reason(Reason::FieldValueForbidden),
+    )]
     pub volumes: Option<Vec<Volume>>,
 
     /// Mounts of `volumes` into the training container: at most 64.
@@ -174,6 +181,17 @@ pub struct TrainingRunSpec {
     /// `accelerator` and its profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Mount the service account's API token into the workers. Off by default: a training
+    /// workload rarely needs the Kubernetes API, and a token it does not have cannot leak.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automount_service_account_token: bool,
+
+    /// Run the workers with `runAsNonRoot: true` (the kubelet then refuses an image whose user
+    /// is root). Needed in namespaces that enforce Pod Security `restricted`; off by default
+    /// because most training images run as root.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_as_non_root: bool,
 
     /// Wall-clock limit of the run in seconds, from the first worker's creation; the run fails
     /// with reason `DeadlineExceeded` past it.
@@ -551,6 +569,7 @@ mod materials;
 pub mod numbers;
 mod pods;
 pub mod validation;
+pub mod volumes;
 
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
 pub use pods::{CreatedPod, images};

@@ -12,10 +12,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::TrainingRun;
 pub mod placement;
+pub mod security;
 
 use crate::config::ControllerConfig;
 use crate::labels;
 pub use placement::{AcceleratorError, Placement, placement};
+pub use security::{VolumeNotAllowed, WorkerSecurity, check_volumes, worker_security};
 
 /// What to create for a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
         .controller_owner_ref(&())
         .ok_or(PlanError::MissingMetadata("uid"))?;
     let placement = placement(config, run.spec.accelerator.as_ref())?;
+    let security = worker_security(&run.spec);
     let node_selector = merged_node_selector(&placement, run.spec.node_selector.as_ref())?;
     let resources = merged_resources(&placement, run.spec.resources.as_ref())?;
     let mut tolerations = placement.tolerations.clone();
@@ -144,6 +147,8 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                     hostname: distributed.then(|| pod_name.clone()),
                     subdomain: distributed.then(|| name.clone()),
                     service_account_name: run.spec.service_account_name.clone(),
+                    automount_service_account_token: Some(security.automount_service_account_token),
+                    security_context: Some(security.pod_security_context.clone()),
                     node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then(|| tolerations.clone()),
                     volumes: run.spec.volumes.clone(),
@@ -157,6 +162,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                         env: Some(env),
                         resources: resources.clone(),
                         volume_mounts: run.spec.volume_mounts.clone(),
+                        security_context: Some(security.container_security_context.clone()),
                         // The termination message is the workload's report channel; logs are not a
                         // report, so never FallbackToLogsOnError.
                         termination_message_path: Some(labels::REPORT_PATH.into()),
@@ -369,6 +375,31 @@ mod tests {
         assert!(spec.containers[0].resources.is_none());
         assert_eq!(env_of(&plan.pods[0])["MASTER_ADDR"], "localhost");
         assert_eq!(env_of(&plan.pods[0])["PROVENANT_HYPERPARAMETERS"], "{}");
+        // No token and no privileges unless the spec asks (issue 14).
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let pod_sc = spec.security_context.as_ref().unwrap();
+        assert_eq!(
+            pod_sc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod_sc.run_as_non_root, None);
+        let sc = spec.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+
+        let asked = run(&format!(
+            "{BASE}automountServiceAccountToken: true\nrunAsNonRoot: true\n"
+        ));
+        let plan = super::plan(&asked, &ControllerConfig::defaults()).unwrap();
+        let spec = plan.pods[0].spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(true));
+        assert_eq!(
+            spec.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use sha2_hw::{Digest, Sha256};
 
 mod stream;
-use stream::{Cores, digest_file};
+use stream::{Cores, digest_file, digest_opened};
 
 /// Read size of the streaming hash: as fast as larger buffers on files and trees, and little
 /// memory per worker (docs/benchmarks.md, hashing).
@@ -164,6 +164,29 @@ pub fn hash_file_with(path: &Path, observer: &dyn HashObserver) -> Result<FileDi
     observer.walked(1, meta.len());
     let mut buf = vec![0u8; BUFFER_SIZE];
     let (digest, size) = digest_file(path, &mut buf, &Cores::new(1), observer)?;
+    let name = path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path.to_path_buf());
+    Ok(FileDigest {
+        path: name,
+        digest,
+        size,
+    })
+}
+
+/// As [`hash_file_with`], of a file the caller opened (and checked: e.g. opened without
+/// following a link, `storage::oci_layout::untrusted`), so the bytes hashed are that file's even
+/// if `path` is replaced meanwhile. `path` names it in the result and in errors.
+pub fn hash_opened_file_with(
+    file: fs::File,
+    path: &Path,
+    observer: &dyn HashObserver,
+) -> Result<FileDigest, HashError> {
+    let meta = file.metadata().map_err(io_error(path))?;
+    observer.walked(1, meta.len());
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let (digest, size) = digest_opened(file, path, &mut buf, &Cores::new(1), observer)?;
     let name = path
         .file_name()
         .map(PathBuf::from)

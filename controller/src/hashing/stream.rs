@@ -60,7 +60,18 @@ pub(super) fn digest_file(
     cores: &Cores,
     observer: &dyn HashObserver,
 ) -> Result<(String, u64), HashError> {
-    let mut file = File::open(path).map_err(io_error(path))?;
+    let file = File::open(path).map_err(io_error(path))?;
+    digest_opened(file, path, buf, cores, observer)
+}
+
+/// [`digest_file`] of a file already open (`path` names it in errors).
+pub(super) fn digest_opened(
+    mut file: File,
+    path: &Path,
+    buf: &mut [u8],
+    cores: &Cores,
+    observer: &dyn HashObserver,
+) -> Result<(String, u64), HashError> {
     let meta = file.metadata().map_err(io_error(path))?;
     if !meta.is_file() {
         // Swapped between the walk and the open.

@@ -45,6 +45,9 @@ pub enum Error {
     /// A request body could not be written (a bug, never input).
     #[error("cannot encode {what}: {reason}")]
     Encode { what: &'static str, reason: String },
+    /// The pass panicked: contained to this run, which is retried (`contain.rs`).
+    #[error("{step} panicked: {message}")]
+    Panicked { step: &'static str, message: String },
 }
 
 impl Error {
@@ -56,6 +59,7 @@ impl Error {
             Error::Kube { .. } => "KubeApi",
             Error::NoNamespace => "NoNamespace",
             Error::Encode { .. } => "Encode",
+            Error::Panicked { .. } => "Panic",
         }
     }
 

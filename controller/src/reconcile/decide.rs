@@ -129,7 +129,7 @@ pub fn decide(
     let requeue = if terminal {
         None
     } else if blocked.is_some() {
-        Some(BLOCKED_RETRY)
+        Some(blocked_retry(&status, deadline, settings.now))
     } else {
         // Pod changes wake us up; the deadline is the one thing nothing else will announce.
         Some(deadline.map_or(IDLE_RETRY, |d| {
@@ -142,6 +142,27 @@ pub fn decide(
         release_finalizer: terminal && provenance_done(&status, settings.provenance),
         requeue,
         status,
+    }
+}
+
+/// When to try again while workers cannot be created (a quota, a name taken): half the time
+/// since the run started, from 1 s to [`BLOCKED_RETRY`], so retries back off geometrically without
+/// a counter to store; never past the deadline, which fails the run when it comes.
+fn blocked_retry(
+    status: &TrainingRunStatus,
+    deadline: Option<Timestamp>,
+    now: Timestamp,
+) -> Duration {
+    let waited = status
+        .start_time
+        .as_ref()
+        .map_or(0, |s| (now - s.0).get_seconds().max(0)) as u64;
+    let backoff = Duration::from_secs(waited / 2).clamp(Duration::from_secs(1), BLOCKED_RETRY);
+    match deadline {
+        Some(d) => backoff.min(Duration::from_secs(
+            (d - now).get_seconds().clamp(1, 3600) as u64
+        )),
+        None => backoff,
     }
 }
 

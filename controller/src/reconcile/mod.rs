@@ -20,9 +20,13 @@ use tracing::{info, instrument, warn};
 
 use crate::api::{Phase, TrainingRun, TrainingRunStatus, WorkerRecord};
 use crate::execute::{self, placement};
+use crate::repository_policy;
 
+pub mod contain;
 pub mod context;
+pub mod create_errors;
 pub mod decide;
+pub mod fairness;
 pub mod integrity;
 pub mod publish;
 pub mod publisher;
@@ -37,12 +41,16 @@ use decide::{Decision, Settings};
 #[instrument(skip_all, fields(namespace = run.namespace().unwrap_or_default(), run = run.name_any()))]
 pub async fn reconcile(run: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
-    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
-    if run.metadata.deletion_timestamp.is_some() {
-        cleanup(&run, &namespace, &ctx).await
-    } else {
-        apply(&run, &namespace, &ctx).await
-    }
+    // A panic stays with this run (contain.rs): the pass shares its task with every other run.
+    contain::contain("reconcile", async {
+        let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+        if run.metadata.deletion_timestamp.is_some() {
+            cleanup(&run, &namespace, &ctx).await
+        } else {
+            apply(&run, &namespace, &ctx).await
+        }
+    })
+    .await
 }
 
 /// Failed reconciles are counted and retried after a short pause. A conflict (stale cache) is
@@ -56,6 +64,10 @@ pub fn error_policy(run: Arc<TrainingRun>, error: &Error, ctx: Arc<Context>) -> 
     if error.is_conflict() {
         info!(namespace, name, error = %error, "object changed meanwhile; reconciling again");
         return Action::requeue(CONFLICT_RETRY);
+    }
+    if matches!(error, Error::Panicked { .. }) {
+        // Logged at ERROR where it was caught.
+        return Action::requeue(contain::PANIC_RETRY);
     }
     warn!(namespace, name, error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -87,6 +99,17 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         let decision = decide::refuse(run, recorded, reason, settings(ctx));
         return act(run, namespace, decision, Pass::default(), ctx).await;
     }
+    // Issue 14 (2): a repository its namespace may not use is refused before any pod starts.
+    if let Err(message) = repository_policy::grant(
+        &ctx.config.provenance.repository_policy,
+        namespace,
+        &run.spec.output.repository,
+    ) {
+        warn!(repository = %run.spec.output.repository, "refused by the repositoryPolicy");
+        let reason = (repository_policy::NOT_ALLOWED.to_string(), message);
+        let decision = decide::refuse(run, recorded, reason, settings(ctx));
+        return act(run, namespace, decision, Pass::default(), ctx).await;
+    }
     let plan = match execute::plan(run, &ctx.config) {
         Ok(plan) => plan,
         // A configuration change after the start (a profile removed) must not leave the workers
@@ -97,6 +120,17 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
             return act(run, namespace, decision, Pass::default(), ctx).await;
         }
     };
+
+    // Volume types are checked before the first pod only: a run already under way keeps going
+    // when the allowlist changes (or the controller is upgraded) while it runs.
+    if recorded.worker_pods.is_empty()
+        && recorded.workers.is_empty()
+        && let Err(e) = execute::check_volumes(run.spec.volumes.as_ref(), &ctx.config)
+    {
+        let reason = (execute::VolumeNotAllowed::REASON.to_string(), e.to_string());
+        let decision = decide::refuse(run, recorded, reason, settings(ctx));
+        return act(run, namespace, decision, Pass::default(), ctx).await;
+    }
 
     // The version of the run this pass read, carried through its own writes: the status writes
     // are conditional on it, so a pass working from a stale cache (our last write not seen yet)
@@ -138,6 +172,21 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     if current.worker_pods.len() > known {
         version = status::record_created(run, namespace, &current, version, ctx).await?;
     }
+    let blocked = match blocked {
+        // The API server will never take these workers: fail now and delete those created, so
+        // no accelerator is held for a run that cannot start.
+        Some(workers::Blocked::Refused(reason)) => {
+            let decision = decide::refuse(run, current, reason, settings(ctx));
+            let pass = Pass {
+                version,
+                pods: Some(pods),
+                observed: Vec::new(),
+            };
+            return act(run, namespace, decision, pass, ctx).await;
+        }
+        Some(workers::Blocked::Waiting(reason)) => Some(reason),
+        None => None,
+    };
     let resource = placement(&ctx.config, run.spec.accelerator.as_ref())
         .ok()
         .and_then(|p| p.resource.map(|(name, _)| name));

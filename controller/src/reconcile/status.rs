@@ -181,11 +181,24 @@ async fn patch_finalizers(
 
 /// Publish an Event; failures are logged, never fatal (events are best effort).
 pub async fn publish(ctx: &Context, run: &TrainingRun, type_: EventType, reason: &str, note: &str) {
+    publish_action(ctx, run, type_, "Reconcile", reason, note).await;
+}
+
+/// [`publish`] with its own `action`: Events of the same reason and action are one series (the
+/// first note kept), so a step whose notes must stay apart from the transitions' names its own.
+pub async fn publish_action(
+    ctx: &Context,
+    run: &TrainingRun,
+    type_: EventType,
+    action: &str,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1024).collect()),
-        action: "Reconcile".into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {

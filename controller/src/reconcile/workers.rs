@@ -11,8 +11,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::{Context, Error, kube_err};
+use super::create_errors::{Refusal, classify};
 use super::decide::{Reason, is_terminated};
-use super::status::publish;
+use super::status::{publish, publish_action};
 use crate::api::{
     CreatedPod, NamedDigest, ReportRecord, TrainingRun, TrainingRunStatus, WorkerRecord,
 };
@@ -45,10 +46,21 @@ pub async fn list(pods_api: &Api<Pod>, run: &TrainingRun) -> Result<BTreeMap<Str
         .collect())
 }
 
+/// Why a pass could not create every worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Blocked {
+    /// Retried later (a name taken by someone else, a quota): the run stays Pending.
+    Waiting(Reason),
+    /// The API server refused for good: the run fails and its pods are deleted.
+    Refused(Reason),
+}
+
 /// Create the pods (and Service) that were never created, recording each pod's UID in
-/// `status.workerPods` (the caller writes it at once). A pod once created is never created again
-/// (a lost worker fails the run: [`super::integrity`]). Returns a blocking reason when a pod or
-/// Service of the same name exists and belongs to someone else: it is reported, never adopted.
+/// `status.workerPods` (the caller writes it at once, whatever else happened). A pod once created
+/// is never created again (a lost worker fails the run: [`super::integrity`]). Returns why the
+/// workers are not all there: a pod or Service of the same name that belongs to someone else
+/// (reported, never adopted), or a create the API server refused ([`create_errors`]); a refusal
+/// stops this pass's creates and is told in a Warning Event.
 pub async fn create_missing(
     run: &TrainingRun,
     namespace: &str,
@@ -56,10 +68,11 @@ pub async fn create_missing(
     pods: &mut BTreeMap<String, Pod>,
     status: &mut TrainingRunStatus,
     ctx: &Context,
-) -> Result<Option<Reason>, Error> {
+) -> Result<Option<Blocked>, Error> {
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut created = 0;
     let mut conflicts = Vec::new();
+    let mut refusal = None;
     for pod in &plan.pods {
         let name = pod.name_any();
         let ever_created = status.worker_pods.iter().any(|c| c.name == name)
@@ -85,10 +98,14 @@ pub async fn create_missing(
                     _ => conflicts.push(name),
                 }
             }
-            Err(e) => return Err(kube_err(format!("create pod {name}"))(e)),
+            // Not `?`: the pods created before it must still be recorded.
+            Err(e) => {
+                refusal = Some(classify("PodCreation", &format!("pod {name}"), &e));
+                break;
+            }
         }
     }
-    if let Some(svc) = &plan.service {
+    if let (Some(svc), None) = (&plan.service, &refusal) {
         let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
         let name = svc.name_any();
         match svc_api.create(&PostParams::default(), svc).await {
@@ -102,13 +119,30 @@ pub async fn create_missing(
                     conflicts.push(format!("service/{name}"));
                 }
             }
-            Err(e) => return Err(kube_err(format!("create service {name}"))(e)),
+            Err(e) => {
+                refusal = Some(classify("ServiceCreation", &format!("service {name}"), &e));
+            }
         }
     }
     if created > 0 {
         info!(created, "created worker pods");
         let note = format!("created {created} worker pod(s)");
         publish(ctx, run, EventType::Normal, "Created", &note).await;
+    }
+    match refusal {
+        // A permanent refusal is told by the run's failure (its transition Event).
+        Some(Refusal::Permanent(reason)) => {
+            warn!(reason = %reason.0, message = %reason.1, "worker creation refused");
+            return Ok(Some(Blocked::Refused(reason)));
+        }
+        Some(Refusal::Transient(reason)) => {
+            warn!(reason = %reason.0, message = %reason.1, "worker creation refused for now");
+            // Its own series: the failure that may follow (same reason) keeps its own note.
+            let (r, note) = (&reason.0, &reason.1);
+            publish_action(ctx, run, EventType::Warning, "CreateWorkers", r, note).await;
+            return Ok(Some(Blocked::Waiting(reason)));
+        }
+        None => {}
     }
     if conflicts.is_empty() {
         return Ok(None);
@@ -118,7 +152,7 @@ pub async fn create_missing(
         conflicts.join(", ")
     );
     publish(ctx, run, EventType::Warning, "PodConflict", &message).await;
-    Ok(Some(("PodConflict".into(), message)))
+    Ok(Some(Blocked::Waiting(("PodConflict".into(), message))))
 }
 
 /// Record every terminated worker not recorded yet into `status`. Returns the new records.

@@ -64,7 +64,7 @@ impl StorageError {
             target: target.into(),
             kind,
             status: None,
-            message: message.into(),
+            message: printable(&message.into(), MAX_MESSAGE_CHARS),
             retry_after: None,
             blob_unknown: false,
         }
@@ -84,7 +84,7 @@ impl StorageError {
     }
 
     pub(crate) fn with_message(mut self, message: String) -> Self {
-        self.message = message;
+        self.message = printable(&message, MAX_MESSAGE_CHARS);
         self
     }
 
@@ -136,5 +136,63 @@ impl StorageError {
     /// HTTP status of the failing response, if there was one.
     pub fn status(&self) -> Option<u16> {
         self.status
+    }
+}
+
+// ----- messages a tenant reads (issue 14, point 2) -----
+
+/// The longest message a [`StorageError`] carries: it ends up in run conditions and Events,
+/// which tenants read and which must stay small.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 512;
+
+/// `text` as one short printable line: control characters (newlines, escapes, NUL) become
+/// spaces, runs of whitespace one space, and it is cut at `max` characters (marked `…`).
+/// Registry answers and transport errors are the registry's words: they may be anything.
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 4));
+    let mut chars = 0;
+    let mut space = false;
+    for c in text.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        if chars == max {
+            let trimmed = out.trim_end().len();
+            out.truncate(trimmed);
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        chars += 1;
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_short_printable_line() {
+        assert_eq!(printable("a\n\r\tb\u{1b}[31m  c\0", 100), "a b [31m c");
+        assert_eq!(printable("  x  ", 100), "x");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("ab cdef", 3), "ab…");
+        assert_eq!(printable("ééé", 3), "ééé");
+        let e = StorageError::permanent("x", "r", "line1\nline2".repeat(1000));
+        assert!(e.message().chars().count() <= MAX_MESSAGE_CHARS + 1);
+        assert!(!e.message().contains('\n'));
     }
 }

@@ -240,6 +240,16 @@ pub fn refused() -> Vec<Refused> {
         &[],
     ));
     out.push(refused_case(
+        with("a hostPath volume among others", |o| {
+            o["spec"]["volumes"] = json!([
+                {"name": "cache", "emptyDir": {}},
+                {"name": "root", "hostPath": {"path": "/"}}
+            ]);
+        }),
+        "spec.volumes",
+        &["hostPath volumes are not allowed"],
+    ));
+    out.push(refused_case(
         with("unknown field spec.replica", |o| {
             o["spec"]["replica"] = json!(2)
         }),
@@ -291,6 +301,13 @@ pub fn accepted() -> Vec<Accepted> {
     push(with("env MY_RANK", |o| {
         o["spec"]["env"] = json!([{"name": "MY_RANK", "value": "1"}])
     }));
+    push(with(
+        "the service account token and a non-root user asked for",
+        |o| {
+            o["spec"]["automountServiceAccountToken"] = json!(true);
+            o["spec"]["runAsNonRoot"] = json!(true);
+        },
+    ));
     push(with(
         "64 volumes, each mounted, names of 63 characters",
         |o| {

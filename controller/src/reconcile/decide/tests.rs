@@ -285,7 +285,30 @@ fn blocked_runs_say_why_and_look_again_soon() {
         condition(&d, SUCCEEDED),
         ("Unknown", "PodConflict", "r-0 exists")
     );
-    assert_eq!(d.requeue, Some(BLOCKED_RETRY));
+    // Half the time waited so far (10 s): retries back off as the wait goes on, up to a cap.
+    assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+    let quota = (
+        "PodCreationForbidden".to_string(),
+        "exceeded quota".to_string(),
+    );
+    let retry = |r: &TrainingRun, secs| {
+        decide(r, started(), &pods(&[]), Some(quota.clone()), at(secs)).requeue
+    };
+    let plain = run(json!({}));
+    assert_eq!(retry(&plain, 0), Some(Duration::from_secs(1)));
+    assert_eq!(retry(&plain, 3600), Some(BLOCKED_RETRY));
+    // Never past the deadline, and at the deadline the run fails (its pods are stopped).
+    let bounded = run(json!({"activeDeadlineSeconds": 40}));
+    assert_eq!(retry(&bounded, 36), Some(Duration::from_secs(4)));
+    let d = decide(
+        &bounded,
+        started(),
+        &pods(&["Pending"]),
+        Some(quota.clone()),
+        at(40),
+    );
+    assert_eq!(condition(&d, SUCCEEDED).1, "DeadlineExceeded");
+    assert!(d.stop_workers && d.requeue.is_none());
     // No deadline, not blocked: the idle look.
     let d = decide(&run(json!({})), started(), &pods(&[]), None, at(10));
     assert_eq!(d.requeue, Some(IDLE_RETRY));

@@ -38,6 +38,9 @@ pub enum Next {
 pub enum Outcome {
     /// An output could not be resolved yet: the registry is unreachable.
     ResolveUnavailable { message: String, wait: Duration },
+    /// The registry refused the controller's credentials (401/403) while resolving; tried again
+    /// after `wait` (a rotation may be under way). The last refusal is an [`Outcome::Failed`].
+    ResolveUnauthorized { message: String, wait: Duration },
     /// Permanently failed before anything was attached (`reason`: a condition reason such as
     /// `OutputNotFound`, `InvalidRun`, `ProvenanceTooLarge`).
     Failed { reason: String, message: String },
@@ -70,7 +73,16 @@ pub enum Attach {
     },
     /// The registry refused: permanent.
     Rejected(String),
+    /// The registry refused the controller's credentials (401/403): tried again after `wait`,
+    /// or, when `None` (the attempts are spent), failed with `RegistryUnauthorized`.
+    Unauthorized {
+        message: String,
+        wait: Option<Duration>,
+    },
 }
+
+/// Condition reason (and Event reason) of a registry refusing the controller's credentials.
+pub const REGISTRY_UNAUTHORIZED: &str = "RegistryUnauthorized";
 
 /// A metric to count: `provenant_attestations_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +123,17 @@ pub fn conclude(
                 "RegistryUnavailable",
                 &message,
             );
+            Next::RetryIn(wait)
+        }
+        Outcome::ResolveUnauthorized { message, wait } => {
+            set(
+                &mut status,
+                PROVENANCE_SIGNED,
+                "Unknown",
+                REGISTRY_UNAUTHORIZED,
+                &message,
+            );
+            events.push((EventType::Warning, REGISTRY_UNAUTHORIZED.into(), message));
             Next::RetryIn(wait)
         }
         Outcome::Failed { reason, message } => {
@@ -223,6 +246,36 @@ pub fn conclude(
                     );
                     counted = Some(Counted::Failed);
                     events.push((EventType::Warning, "RegistryRejected".into(), message));
+                    Next::Done
+                }
+                Attach::Unauthorized {
+                    message,
+                    wait: Some(wait),
+                } => {
+                    set(
+                        &mut status,
+                        PROVENANCE_ATTACHED,
+                        "Unknown",
+                        REGISTRY_UNAUTHORIZED,
+                        &message,
+                    );
+                    events.push((EventType::Warning, REGISTRY_UNAUTHORIZED.into(), message));
+                    Next::RetryIn(wait)
+                }
+                Attach::Unauthorized {
+                    message,
+                    wait: None,
+                } => {
+                    provenance_of(&mut status).state = ProvenanceState::Failed;
+                    set(
+                        &mut status,
+                        PROVENANCE_ATTACHED,
+                        "False",
+                        REGISTRY_UNAUTHORIZED,
+                        &message,
+                    );
+                    counted = Some(Counted::Failed);
+                    events.push((EventType::Warning, REGISTRY_UNAUTHORIZED.into(), message));
                     Next::Done
                 }
             }

@@ -25,13 +25,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::contain;
 use super::context::{Context, Error};
+use super::fairness::{Bucket, HostSlots, registry_host};
 use super::publisher::Publisher;
 use super::queue::Receiver;
 use super::{decide, status};
 use crate::api::{ProvenanceState, TrainingRun};
+use crate::repository_policy;
 pub use conclude::{Attach, Next, Outcome, PROVENANCE_ATTACHED, PROVENANCE_SIGNED};
 
 /// Pause after an error of the Kubernetes API during a pass (as for reconciles).
@@ -83,7 +86,11 @@ pub async fn sweep_records(
 /// Work the queue with at most `workers` passes at once until `halt` resolves; then let the passes
 /// in progress finish (a dropped future, on a lost Lease, stops them at once instead). One run is
 /// worked by one worker at a time; a pass that must wait sleeps outside the pool, then the run is
-/// worked again from the controller's cache, so it always sees the latest object.
+/// worked again from the controller's cache, so it always sees the latest object. At most
+/// `provenance.registry.concurrencyPerHost` passes talk to one registry host at once (and, when
+/// set, `concurrencyPerNamespace` run for one namespace): the runs of a host at its limit are
+/// parked without a worker until one of its passes ends, so a dead registry holds its share of
+/// the workers and the other tenants' runs get the rest.
 pub async fn work(
     Receiver(mut rx): Receiver,
     ctx: Arc<Context>,
@@ -92,6 +99,12 @@ pub async fn work(
     halt: impl Future<Output = ()>,
 ) {
     let workers = workers.max(1);
+    let registry = &ctx.config.provenance.registry;
+    let (per_host, per_namespace) = (
+        registry.concurrency_per_host(workers),
+        registry.concurrency_per_namespace,
+    );
+    let mut slots = HostSlots::default();
     let mut ready: VecDeque<ObjectRef<TrainingRun>> = VecDeque::new();
     let mut passes = FuturesUnordered::new();
     let mut waiting = FuturesUnordered::new();
@@ -100,7 +113,21 @@ pub async fn work(
         while passes.len() < workers {
             let Some(key) = ready.pop_front() else { break };
             match runs.get(&key) {
-                Some(run) => passes.push(pass_of(run, ctx.clone(), key)),
+                Some(run) => {
+                    // Outputs are always inside spec.output.repository: one host per run.
+                    let host = registry_host(&run.spec.output.repository);
+                    let mut buckets = vec![Bucket::host(&host, per_host)];
+                    if let Some(limit) = per_namespace {
+                        let namespace = run.namespace().unwrap_or_default();
+                        buckets.push(Bucket::namespace(&namespace, limit as usize));
+                    }
+                    match slots.admit(&buckets, key) {
+                        Some(key) => passes.push(pass_of(run, ctx.clone(), key, buckets)),
+                        None => {
+                            debug!(%host, "registry host or namespace at its limit; run parked")
+                        }
+                    }
+                }
                 // Deleted meanwhile (its finalizer released): nothing left to do.
                 None => ctx.queue.finished(&key),
             }
@@ -108,25 +135,30 @@ pub async fn work(
         tokio::select! {
             () = &mut halt => break,
             Some(key) = rx.recv() => ready.push_back(key),
-            Some((key, next)) = passes.next(), if !passes.is_empty() => match next {
-                Next::Done => ctx.queue.finished(&key),
-                Next::RetryIn(wait) => waiting.push(async move {
-                    tokio::time::sleep(wait).await;
-                    key
-                }),
-            },
+            Some((key, buckets, next)) = passes.next(), if !passes.is_empty() => {
+                ready.extend(slots.release(&buckets));
+                match next {
+                    Next::Done => ctx.queue.finished(&key),
+                    Next::RetryIn(wait) => waiting.push(async move {
+                        tokio::time::sleep(wait).await;
+                        key
+                    }),
+                }
+            }
             Some(key) = waiting.next(), if !waiting.is_empty() => ready.push_back(key),
         }
     }
     while passes.next().await.is_some() {}
 }
 
-/// One pass for the latest version of a run, unless it no longer owes its provenance.
+/// One pass for the latest version of a run, unless it no longer owes its provenance; its
+/// `buckets` (registry host, namespace) are handed back with the result, to free their slots.
 async fn pass_of(
     run: Arc<TrainingRun>,
     ctx: Arc<Context>,
     key: ObjectRef<TrainingRun>,
-) -> (ObjectRef<TrainingRun>, Next) {
+    buckets: Vec<Bucket>,
+) -> (ObjectRef<TrainingRun>, Vec<Bucket>, Next) {
     let namespace = run.namespace().unwrap_or_default();
     let span = info_span!("provenance", namespace = %namespace, run = %run.name_any());
     let recorded = run.status.clone().unwrap_or_default();
@@ -136,13 +168,21 @@ async fn pass_of(
         .as_deref()
         .filter(|_| decide::owes_provenance(&recorded, true))
     else {
-        return (key, Next::Done);
+        return (key, buckets, Next::Done);
     };
-    let next = match pass(&run, &namespace, &ctx, publisher)
+    // A panic stays with this run (contain.rs): the workers of every run share this task.
+    let next = match contain::contain("provenance", pass(&run, &namespace, &ctx, publisher))
         .instrument(span.clone())
         .await
     {
         Ok(next) => next,
+        Err(error @ Error::Panicked { .. }) => {
+            ctx.metrics
+                .reconcile_errors
+                .with_label_values(&[error.metric_label()])
+                .inc();
+            Next::RetryIn(contain::PANIC_RETRY)
+        }
         Err(error) => {
             span.in_scope(|| warn!(error = %error, "provenance step failed; retrying"));
             ctx.metrics
@@ -152,7 +192,7 @@ async fn pass_of(
             Next::RetryIn(API_ERROR_RETRY)
         }
     };
-    (key, next)
+    (key, buckets, next)
 }
 
 /// Drive a succeeded run's provenance as far as it goes now. Returns when to come back.
@@ -176,8 +216,23 @@ pub async fn pass(
     let records: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.controller_namespace);
     let config_map = record::config_map_name(run);
 
+    // Issue 14 (2): checked again before any registry request (the configuration may have
+    // changed since the run started), and the rule decides whose credentials are used.
+    let granted = repository_policy::grant(
+        &ctx.config.provenance.repository_policy,
+        namespace,
+        &run.spec.output.repository,
+    );
+    let (credentials, refused) = match granted {
+        Ok(grant) => (grant.credentials_secret, None),
+        Err(message) => (None, Some(message)),
+    };
     let found = record::existing(run, &records).await?;
     let signed = match (state, found) {
+        _ if refused.is_some() => Err(Outcome::Failed {
+            reason: repository_policy::NOT_ALLOWED.to_string(),
+            message: refused.unwrap_or_default(),
+        }),
         // Signed before a crash, maybe with the status not updated: reuse, never sign again, but
         // only a record that proves to be the controller's own for this run.
         (ProvenanceState::Pending | ProvenanceState::Signed, Some(found)) => {
@@ -191,11 +246,16 @@ pub async fn pass(
                 }
             }
         }
-        (ProvenanceState::Pending, None) => {
-            steps::sign(run, &mut current, ctx, publisher, &records)
-                .await?
-                .map(|record| (record, true))
-        }
+        (ProvenanceState::Pending, None) => steps::sign(
+            run,
+            &mut current,
+            ctx,
+            publisher,
+            &records,
+            credentials.as_deref(),
+        )
+        .await?
+        .map(|record| (record, true)),
         // Someone deleted the persisted record: the envelope cannot be recovered, so the run is
         // signed anew (the only way forward), loudly.
         (ProvenanceState::Signed, None) => {
@@ -209,7 +269,7 @@ pub async fn pass(
     };
     let outcome = match signed {
         Ok((record, new)) => {
-            let attach = steps::attach(run, &record, publisher).await;
+            let attach = steps::attach(run, &record, publisher, credentials.as_deref()).await;
             Outcome::Signed {
                 record,
                 config_map,

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::conclude::{Attach, Outcome};
+use super::conclude::{Attach, Outcome, REGISTRY_UNAUTHORIZED};
 use super::record::{self, Persisted};
 use crate::api::{TrainingRun, TrainingRunStatus};
 use crate::engine::{self, EngineError, SignedRecord};
@@ -15,9 +15,10 @@ use crate::execute::placement;
 use crate::observe::report::inside;
 use crate::provenance;
 use crate::reconcile::context::{Context, Error};
+use crate::reconcile::fairness::{is_unauthorized, registry_host};
 use crate::reconcile::publisher::Publisher;
 use crate::signing::PublicKey;
-use crate::storage::{ErrorKind, Subject};
+use crate::storage::{ErrorKind, StorageError, Subject};
 
 /// Resolve every output in the registry (marking it verified), build the statement from the
 /// spec and the verified status, sign it and persist the record. `Ok(Err(outcome))` when the run
@@ -28,6 +29,7 @@ pub async fn sign(
     ctx: &Context,
     publisher: &Publisher,
     records: &Api<ConfigMap>,
+    credentials: Option<&str>,
 ) -> Result<Result<SignedRecord, Outcome>, Error> {
     let failed = |reason: &str, message: String| {
         Ok(Err(Outcome::Failed {
@@ -38,7 +40,7 @@ pub async fn sign(
 
     // Always re-checked here, never taken from the status (which others could have written):
     // the repository must be inside spec.output.repository and the manifest must resolve.
-    let store = publisher.store();
+    let store = publisher.store_for(credentials);
     let allowed = run.spec.output.repository.clone();
     for output in status.outputs.iter_mut() {
         if !inside(&output.repository, &allowed) {
@@ -57,6 +59,13 @@ pub async fn sign(
             }
             Err(e) if e.kind() == ErrorKind::DigestMismatch => {
                 return failed("OutputDigestMismatch", format!("output {subject}: {e}"));
+            }
+            Err(e) if is_unauthorized(e.status()) => {
+                let (message, wait) = refused(run, publisher, &e);
+                return match wait {
+                    Some(wait) => Ok(Err(Outcome::ResolveUnauthorized { message, wait })),
+                    None => failed(REGISTRY_UNAUTHORIZED, message),
+                };
             }
             Err(e) if e.is_transient() => {
                 let wait = publisher.backoff(&run.uid().unwrap_or_default());
@@ -158,10 +167,19 @@ pub fn vet(
 }
 
 /// Attach a signed record to every subject in the registry.
-pub async fn attach(run: &TrainingRun, record: &SignedRecord, publisher: &Publisher) -> Attach {
-    let store = publisher.store();
+pub async fn attach(
+    run: &TrainingRun,
+    record: &SignedRecord,
+    publisher: &Publisher,
+    credentials: Option<&str>,
+) -> Attach {
+    let store = publisher.store_for(credentials);
     match engine::attach(record, store.as_ref()).await {
         Ok(references) => Attach::Attached(references),
+        Err(EngineError::Storage(e)) if is_unauthorized(e.status()) => {
+            let (message, wait) = refused(run, publisher, &e);
+            Attach::Unauthorized { message, wait }
+        }
         Err(EngineError::Storage(e)) if e.is_transient() => {
             let wait = publisher.backoff(&run.uid().unwrap_or_default());
             let message = format!("attach pending, retrying in {}s: {e}", wait.as_secs());
@@ -169,4 +187,27 @@ pub async fn attach(run: &TrainingRun, record: &SignedRecord, publisher: &Publis
         }
         Err(e) => Attach::Rejected(format!("the registry refused the attestation: {e}")),
     }
+}
+
+/// A pass of `run` met 401/403 (`e`): the message naming the registry host (of the reference
+/// refused) and how many tries are left, and the wait before the next (`None`: the run fails).
+fn refused(
+    run: &TrainingRun,
+    publisher: &Publisher,
+    e: &StorageError,
+) -> (String, Option<std::time::Duration>) {
+    let (n, wait) = publisher.refused(&run.uid().unwrap_or_default());
+    let of = publisher.unauthorized_attempts();
+    let host = registry_host(e.target());
+    let head = format!("registry {host} refused the controller's credentials: {e}");
+    let message = match wait {
+        Some(wait) => format!(
+            "{head}; attempt {n} of {of}, retrying in {}s (credentials may be rotating)",
+            wait.as_secs()
+        ),
+        None => format!(
+            "{head}; gave up after {n} attempts (check provenance.registry.credentialsSecret and the registry's access policy)"
+        ),
+    };
+    (message, wait)
 }

@@ -18,7 +18,9 @@ use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::oci::{self, Descriptor, Index};
 use crate::storage::op;
 use crate::storage::store::ResolvedArtifact;
-use crate::storage::transport::{Fetched, MAX_DOCUMENT_BYTES, check_digest, manifest_media_type};
+use crate::storage::transport::{Fetched, check_digest, manifest_media_type};
+
+use super::untrusted;
 
 /// The `index.json` annotation naming a tag.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -74,10 +76,8 @@ impl LayoutDir {
     }
 
     fn blob_path(&self, op: &'static str, digest: &str) -> Result<PathBuf, StorageError> {
-        let hex = oci::sha256_hex(digest).ok_or_else(|| {
-            StorageError::permanent(op, self.digest_ref(digest), "not a sha256:<hex> digest")
-        })?;
-        Ok(self.root.join("blobs").join("sha256").join(hex))
+        untrusted::blob_path(&self.root, digest)
+            .map_err(|why| StorageError::permanent(op, self.digest_ref(digest), why))
     }
 
     fn layout_file(&self) -> PathBuf {
@@ -94,7 +94,8 @@ impl LayoutDir {
         op: &'static str,
         target: &str,
     ) -> Result<(), StorageError> {
-        if self.layout_file().is_file() {
+        // Not followed if a symbolic link: a layout is what is in the directory.
+        if std::fs::symlink_metadata(self.layout_file()).is_ok_and(|m| m.is_file()) {
             return Ok(());
         }
         Err(StorageError::new(
@@ -212,13 +213,15 @@ impl LayoutDir {
         Ok(())
     }
 
+    /// `index.json` (untrusted input for `verify`: a regular file of at most
+    /// [`untrusted::MAX_INDEX_BYTES`]).
     fn read_index(&self, op: &'static str) -> Result<Index, StorageError> {
         let path = self.index_file();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        match untrusted::read_capped(&path, untrusted::MAX_INDEX_BYTES) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
                 StorageError::permanent(op, &self.name, format!("{}: {e}", path.display()))
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::empty()),
+            Ok(None) => Ok(Index::empty()),
             Err(e) => Err(io_error(op, &self.name, &path, &e)),
         }
     }
@@ -248,7 +251,7 @@ impl LayoutDir {
         self.write_atomic(op, &self.index_file(), |f| f.write_all(&bytes))
     }
 
-    /// A blob of at most [`MAX_DOCUMENT_BYTES`], checked against its digest; `None` if absent.
+    /// A blob of at most [`untrusted::MAX_DOCUMENT_BYTES`], checked against its digest; `None` if absent.
     pub(super) fn read_blob(
         &self,
         op: &'static str,
@@ -256,29 +259,20 @@ impl LayoutDir {
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let path = self.blob_path(op, digest)?;
         let target = self.digest_ref(digest);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(op, &target, &path, &e)),
+        // The layout may be someone else's (`verify`): nothing is read through a link out of it,
+        // nor from a special file, nor beyond the limit.
+        let read = untrusted::check_blob_dirs(&self.root)
+            .and_then(|()| untrusted::read_capped(&path, untrusted::MAX_DOCUMENT_BYTES));
+        let Some(bytes) = read.map_err(|e| io_error(op, &target, &path, &e))? else {
+            return Ok(None);
         };
-        let mut bytes = Vec::new();
-        file.take(MAX_DOCUMENT_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(op, &target, &path, &e))?;
-        if bytes.len() > MAX_DOCUMENT_BYTES {
-            return Err(StorageError::permanent(
-                op,
-                target,
-                format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
-            ));
-        }
         check_digest(op, &target, digest, &bytes)?;
         Ok(Some(bytes))
     }
 
     pub(super) fn blob_exists(&self, digest: &str) -> Result<bool, StorageError> {
         let path = self.blob_path(op::BLOB_HEAD, digest)?;
-        match std::fs::metadata(&path) {
+        match std::fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.is_file()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(op::BLOB_HEAD, &self.digest_ref(digest), &path, &e)),

@@ -15,6 +15,7 @@
 //!   locked against other processes, a tag's read-modify-write is not).
 
 mod dir;
+pub mod untrusted;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -187,6 +187,19 @@ impl Api {
                         format!("bad Location {location}: {e}"),
                     )
                 })?;
+                // The upload is sent with the registry's credentials: never to another origin
+                // (issue 14, point 2).
+                if put_url.origin() != base.origin() {
+                    return Err(StorageError::permanent(
+                        op::BLOB_UPLOAD_START,
+                        target,
+                        format!(
+                            "refused the upload Location on {}://{}: not the registry's own scheme and host",
+                            put_url.scheme(),
+                            put_url.host_str().unwrap_or_default()
+                        ),
+                    ));
+                }
                 put_url.query_pairs_mut().append_pair("digest", digest);
                 let put_url = put_url.to_string();
                 let put = Call {

@@ -36,8 +36,18 @@ struct AuthState {
     tokens: HashMap<(String, String), Token>,
 }
 
+/// The lifetime a token is cached for at most, whatever the registry says: an `expires_in` is
+/// the registry's number (one of `u64::MAX` seconds once made `Instant::now() + lifetime`
+/// panic, and the panic stopped the controller). A token renewed hourly costs one request.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Docker's token spec: 60 s when the response gives none.
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// Tokens are renewed this long before they expire.
+const TOKEN_RENEW_EARLY: u64 = 5;
+
+/// An authentication challenge of a `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Challenge {
+pub enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -56,8 +66,32 @@ struct TokenResponse {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Any JSON number (a negative or fractional one is no reason to fail the request).
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Number>,
+}
+
+/// A token endpoint's answer: the token, and how long to cache it (at most
+/// [`MAX_TOKEN_LIFETIME`], renewed a few seconds early).
+pub fn parse_token_response(body: &[u8]) -> Result<(String, Duration), String> {
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| format!("token response not JSON: {e}"))?;
+    let token = parsed
+        .token
+        .or(parsed.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or("token response without a token")?;
+    let seconds = match parsed.expires_in {
+        None => DEFAULT_TOKEN_LIFETIME,
+        // Negative or fractional: taken as 0 (renewed on next use) or rounded down.
+        Some(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            .unwrap_or(0),
+    };
+    let lifetime =
+        Duration::from_secs(seconds.saturating_sub(TOKEN_RENEW_EARLY)).min(MAX_TOKEN_LIFETIME);
+    Ok((token, lifetime))
 }
 
 impl Auth {
@@ -273,23 +307,16 @@ impl Auth {
                 let message = format!("token request to {realm}: {}", e.message());
                 e.with_message(message)
             })?;
-        let parsed: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            StorageError::permanent(op::AUTH, target, format!("token response not JSON: {e}"))
+        let (token, lifetime) = parse_token_response(&resp.body).map_err(|why| {
+            StorageError::permanent(op::AUTH, target, format!("token request to {realm}: {why}"))
         })?;
-        let token = parsed
-            .token
-            .or(parsed.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                StorageError::permanent(op::AUTH, target, "token response without a token")
-            })?;
-        // Docker's token spec: 60 s when unspecified; renew a little early.
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).saturating_sub(5));
+        // Checked all the same: the lifetime is capped, but an Instant cannot hold every sum.
+        let now = Instant::now();
         self.lock().tokens.insert(
             (repo.api_host.clone(), scope.to_string()),
             Token {
                 value: token.clone(),
-                expires: Instant::now() + lifetime,
+                expires: now.checked_add(lifetime).unwrap_or(now),
             },
         );
         Ok(token)
@@ -306,7 +333,7 @@ fn basic_header(username: &str, password: &str) -> String {
 
 /// Parses a `WWW-Authenticate` value: `Basic realm="x"` or
 /// `Bearer realm="https://auth/token",service="registry",scope="..."`.
-fn parse_challenge(value: &str) -> Option<Challenge> {
+pub fn parse_challenge(value: &str) -> Option<Challenge> {
     let value = value.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let mut params = HashMap::new();
@@ -388,5 +415,36 @@ mod tests {
         );
         assert_eq!(parse_challenge("Bearer service=x"), None);
         assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn token_lifetimes_are_the_registrys_word_within_bounds() {
+        let lifetime = |body: &str| parse_token_response(body.as_bytes()).map(|(_, l)| l);
+        // A hostile registry's u64::MAX (once a panic in `Instant::now() + lifetime`).
+        assert_eq!(
+            lifetime(r#"{"token":"x","expires_in":18446744073709551615}"#),
+            Ok(MAX_TOKEN_LIFETIME)
+        );
+        assert_eq!(
+            lifetime(r#"{"token":"x","expires_in":1e300}"#),
+            Ok(MAX_TOKEN_LIFETIME)
+        );
+        assert_eq!(
+            lifetime(r#"{"token":"x","expires_in":300}"#),
+            Ok(Duration::from_secs(295))
+        );
+        assert_eq!(
+            lifetime(r#"{"access_token":"x"}"#),
+            Ok(Duration::from_secs(55))
+        );
+        assert_eq!(
+            lifetime(r#"{"token":"x","expires_in":-7}"#),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            lifetime(r#"{"token":""}"#),
+            Err("token response without a token".to_string())
+        );
+        assert!(lifetime("[").unwrap_err().contains("not JSON"));
     }
 }

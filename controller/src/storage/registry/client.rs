@@ -14,7 +14,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use crate::storage::error::{ErrorKind, StorageError};
+use crate::storage::error::{ErrorKind, StorageError, printable};
 use crate::storage::transport::{Blob, MAX_DOCUMENT_BYTES};
 
 /// Called once per HTTP request (every attempt, auth included) with its op, duration and whether
@@ -108,6 +108,14 @@ impl Client {
             .connect_timeout(connect_timeout)
             .timeout(request_timeout)
             .user_agent(concat!("provenant/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let original = attempt.previous().first().cloned();
+                let hops = attempt.previous().len();
+                match original.map(|o| redirect_allowed(&o, attempt.url(), hops)) {
+                    Some(Err(why)) => attempt.error(why),
+                    _ => attempt.follow(),
+                }
+            }))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)));
         Client {
@@ -226,6 +234,54 @@ impl Client {
     }
 }
 
+// ----- redirects (issue 14, point 2) -----
+
+/// Redirects followed at most, per request.
+const MAX_REDIRECTS: usize = 5;
+
+/// Whether a request first sent to `original` may follow a redirect to `next` (after `hops`
+/// redirects). A registry is one origin: a redirect to another scheme, host or port is refused
+/// (it would carry our requests, and with them the registry's credentials, elsewhere), except for
+/// a blob read (`GET`/`HEAD /v2/<name>/blobs/<digest>`), which registries commonly send to their
+/// storage (S3, GCS, a CDN): followed to HTTPS only, without the `Authorization` header (reqwest
+/// drops it on any change of origin), the content checked against its digest.
+fn redirect_allowed(
+    original: &reqwest::Url,
+    next: &reqwest::Url,
+    hops: usize,
+) -> Result<(), String> {
+    if hops >= MAX_REDIRECTS {
+        return Err(format!("more than {MAX_REDIRECTS} redirects"));
+    }
+    let same_origin = next.scheme() == original.scheme()
+        && next.host_str() == original.host_str()
+        && next.port_or_known_default() == original.port_or_known_default();
+    if same_origin {
+        return Ok(());
+    }
+    // Blob uploads live under `/blobs/uploads/`: writes never leave the registry.
+    let blob_read = original
+        .path()
+        .rsplit_once("/blobs/")
+        .is_some_and(|(_, digest)| digest.starts_with("sha256:"));
+    if blob_read && next.scheme() == "https" {
+        return Ok(());
+    }
+    let shown = printable(
+        &format!(
+            "{}://{}",
+            next.scheme(),
+            next.host_str().unwrap_or_default()
+        ),
+        100,
+    );
+    Err(format!(
+        "refused a redirect from {}://{} to {shown}: a registry is not followed to another scheme or host (only blob reads, to https)",
+        original.scheme(),
+        original.host_str().unwrap_or_default()
+    ))
+}
+
 /// The error chain of a transport failure, e.g. `error sending request for url (...): client
 /// error (Connect): tcp connect error: Connection refused (os error 111)`.
 fn error_chain(e: &reqwest::Error) -> String {
@@ -275,28 +331,56 @@ pub(super) fn status_error(op: &'static str, target: &str, resp: &Response) -> S
         400 if blob_unknown => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
-    let detail = ErrorResponse::summary(&resp.body).unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(&resp.body);
-        let text = text.trim();
-        if text.is_empty() {
-            resp.status
-                .canonical_reason()
-                .unwrap_or_default()
-                .to_string()
-        } else {
-            text.chars().take(300).collect()
-        }
-    });
+    let detail = body_detail(resp);
     let retry_after = (kind == ErrorKind::Transient)
         .then(|| resp.header(RETRY_AFTER.as_str()))
         .flatten()
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
     StorageError::new(op, target, kind, format!("HTTP {status} {detail}"))
         .with_status(status)
         .with_blob_unknown(blob_unknown)
         .with_retry_after(retry_after)
 }
+
+/// The longest part of a registry's error body kept in an error (and so in a run's conditions).
+const MAX_BODY_DETAIL_CHARS: usize = 200;
+
+/// What an error body says, fit for a condition a tenant reads: the registry's `CODE: message`
+/// list, else its text, as one printable line of at most [`MAX_BODY_DETAIL_CHARS`]; an HTML page
+/// (a proxy's or load balancer's) is not echoed, only the status's reason.
+fn body_detail(resp: &Response) -> String {
+    let reason = || {
+        resp.status
+            .canonical_reason()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let text = match ErrorResponse::summary(&resp.body) {
+        Some(summary) => summary,
+        None => {
+            let text = String::from_utf8_lossy(&resp.body[..resp.body.len().min(4096)]);
+            let html = resp.media_type().is_some_and(|m| m.contains("html"))
+                || text.trim_start().starts_with('<');
+            if html {
+                return format!("{} (HTML body not shown)", reason());
+            }
+            text.into_owned()
+        }
+    };
+    let detail = printable(&text, MAX_BODY_DETAIL_CHARS);
+    if detail.is_empty() { reason() } else { detail }
+}
+
+/// `CODE: message; CODE: message` from a registry's error body (its bytes: untrusted), or `None`
+/// when the body is not a distribution-spec error.
+pub fn error_summary(body: &[u8]) -> Option<String> {
+    ErrorResponse::summary(body)
+}
+
+/// The longest `Retry-After` honoured: the registry's number, capped before it becomes a
+/// `Duration` anyone may add to an `Instant`.
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
 /// The distribution-spec error body: `{"errors":[{"code","message","detail"}]}`. Not
 /// `oci_spec::distribution::ErrorResponse`: its `code` is a closed enum and required, so a body
@@ -372,6 +456,86 @@ mod tests {
             let full = Duration::from_millis(full);
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
+    }
+
+    #[test]
+    fn redirects_stay_on_the_registry_but_blob_reads_may_go_to_https_storage() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let manifest = url("https://r.example/v2/team-a/m/manifests/v1");
+        let blob = url("https://r.example/v2/team-a/m/blobs/sha256:abc");
+        let upload = url("https://r.example/v2/team-a/m/blobs/uploads/");
+        assert!(
+            redirect_allowed(
+                &manifest,
+                &url("https://r.example/v2/other/m/manifests/v1"),
+                0
+            )
+            .is_ok()
+        );
+        assert!(redirect_allowed(&manifest, &url("https://r.example:443/x"), 0).is_ok());
+        for other in [
+            "https://evil.example/x",
+            "http://r.example/x",
+            "https://r.example:8443/x",
+        ] {
+            let e = redirect_allowed(&manifest, &url(other), 0).unwrap_err();
+            assert!(e.contains("refused a redirect"), "{other}: {e}");
+            assert!(
+                redirect_allowed(&upload, &url(other), 0).is_err(),
+                "{other}"
+            );
+        }
+        assert!(redirect_allowed(&blob, &url("https://bucket.s3.example/blob?sig=x"), 1).is_ok());
+        assert!(
+            redirect_allowed(&blob, &url("http://169.254.169.254/latest/meta-data"), 0).is_err()
+        );
+        let e = redirect_allowed(&manifest, &manifest, MAX_REDIRECTS).unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn error_bodies_become_one_short_clean_line() {
+        let resp = |ct: &str, body: Vec<u8>| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, ct.parse().unwrap());
+            Response {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                headers,
+                body,
+            }
+        };
+        let mut noise = b"line one\r\n\x1b[2J\x00evil\n".repeat(1 << 15);
+        noise.truncate(1 << 20);
+        let e = status_error("x", "r", &resp("text/plain", noise));
+        assert!(
+            e.message()
+                .starts_with("HTTP 500 line one [2J evil line one"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().chars().count() <= 220, "{}", e.message());
+        assert!(
+            !e.message().chars().any(char::is_control),
+            "{}",
+            e.message()
+        );
+        let html = b"<html><body><script>alert(1)</script></body></html>".to_vec();
+        let e = status_error("x", "r", &resp("text/html; charset=utf-8", html));
+        assert_eq!(
+            e.message(),
+            "HTTP 500 Internal Server Error (HTML body not shown)"
+        );
+        let long = format!(
+            r#"{{"errors":[{{"code":"UNKNOWN","message":"{}"}}]}}"#,
+            "a\\n".repeat(100_000)
+        );
+        let e = status_error("x", "r", &resp("application/json", long.into_bytes()));
+        assert!(
+            e.message().starts_with("HTTP 500 UNKNOWN: a a a"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().chars().count() <= 220, "{}", e.message());
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use client::{Observer, RetryPolicy};
+pub use auth::{Challenge, MAX_TOKEN_LIFETIME, parse_challenge, parse_token_response};
+pub use client::{Observer, RetryPolicy, error_summary};
 pub use credentials::{Credential, DockerConfig};
 
 use self::api::Api;

@@ -267,3 +267,68 @@ fn a_rejected_record_is_told_kept_in_a_condition_and_the_run_signed_anew() {
         Some("Signed")
     );
 }
+
+#[test]
+fn refused_credentials_are_retried_then_fail_with_their_reason() {
+    let wait = Duration::from_secs(4);
+    let message = "registry reg.example refused the controller's credentials";
+
+    // Resolving: retried, told, nothing failed yet.
+    let c = conclude(
+        &run(),
+        succeeded(),
+        Outcome::ResolveUnauthorized {
+            message: message.into(),
+            wait,
+        },
+        &now(),
+    );
+    assert_eq!(c.next, Next::RetryIn(wait));
+    assert_eq!(state(&c), ProvenanceState::Pending);
+    assert_eq!(
+        condition(&c, PROVENANCE_SIGNED),
+        Some(("Unknown", "RegistryUnauthorized", message))
+    );
+    assert_eq!(c.counted, None);
+    assert_eq!(c.events[0].1, "RegistryUnauthorized");
+
+    // Attaching: retried while attempts remain (the signature is kept)...
+    let c = conclude(
+        &run(),
+        succeeded(),
+        signed(
+            false,
+            Attach::Unauthorized {
+                message: message.into(),
+                wait: Some(wait),
+            },
+        ),
+        &now(),
+    );
+    assert_eq!(c.next, Next::RetryIn(wait));
+    assert_eq!(state(&c), ProvenanceState::Signed);
+    assert_eq!(
+        condition(&c, PROVENANCE_ATTACHED),
+        Some(("Unknown", "RegistryUnauthorized", message))
+    );
+    // ...then fails for good.
+    let c = conclude(
+        &run(),
+        succeeded(),
+        signed(
+            false,
+            Attach::Unauthorized {
+                message: message.into(),
+                wait: None,
+            },
+        ),
+        &now(),
+    );
+    assert_eq!(c.next, Next::Done);
+    assert_eq!(state(&c), ProvenanceState::Failed);
+    assert_eq!(
+        condition(&c, PROVENANCE_ATTACHED),
+        Some(("False", "RegistryUnauthorized", message))
+    );
+    assert_eq!(c.counted, Some(Counted::Failed));
+}
