@@ -4,6 +4,7 @@
 //! vouched for each dataset digest is read in `datasets`.
 
 mod datasets;
+pub mod model_signature;
 
 use std::collections::BTreeMap;
 
@@ -67,6 +68,9 @@ pub struct Verdict {
     /// The summary of the first verified statement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// The model's OpenSSF model signature, when checked (`model_signature`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_signature: Option<model_signature::ModelSignatureCheck>,
 }
 
 /// Check every envelope; the artifact verifies when at least one passes every check.
@@ -94,6 +98,7 @@ pub fn verify(
         content_failures: Vec::new(),
         attestations,
         summary,
+        model_signature: None,
     }
 }
 
@@ -468,6 +473,9 @@ pub fn render(verdict: &Verdict) -> String {
                 &mut out,
                 format!("  metrics       {worker}: {metrics} (reported)"),
             );
+        }
+        if let Some(m) = &verdict.model_signature {
+            line(&mut out, format!("  model.sig     {}", m.describe()));
         }
     } else {
         line(

@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::SignedRecord;
+use crate::provenance::model_signing::{self, ModelSignatureStatement};
 use crate::provenance::statement::Statement;
 use crate::signing::{Envelope, PublicKey, simple_signing, verify_envelope};
 use crate::storage::Subject;
@@ -95,6 +96,45 @@ pub fn check_record(
                 s.repository,
                 s.digest,
                 key.key_id()
+            )));
+        }
+    }
+    check_model_signatures(record, key, &expected)
+}
+
+/// Each model signature is for one of the run's resolved outputs (at most one each), verifies
+/// with the key and signs a model-signing statement.
+fn check_model_signatures(
+    record: &SignedRecord,
+    key: &PublicKey,
+    expected: &BTreeSet<String>,
+) -> Result<(), Untrusted> {
+    let mut seen = BTreeSet::new();
+    for m in &record.model_signatures {
+        let model = m.subject().to_string();
+        if !expected.contains(&model) || !seen.insert(model.clone()) {
+            return Err(Untrusted(format!(
+                "it has a model signature for {model}, which is not one of the run's resolved outputs ({}) or is signed twice",
+                list(expected)
+            )));
+        }
+        let payload = Envelope::from_json(&m.envelope)
+            .and_then(|e| verify_envelope(&e, key))
+            .map_err(|e| {
+                Untrusted(format!(
+                    "its model signature for {model} does not verify with the controller's key {}: {e}",
+                    key.key_id()
+                ))
+            })?;
+        let statement: ModelSignatureStatement = serde_json::from_slice(&payload).map_err(|e| {
+            Untrusted(format!(
+                "its model signature for {model} does not parse: {e}"
+            ))
+        })?;
+        if statement.predicate_type != model_signing::PREDICATE_TYPE {
+            return Err(Untrusted(format!(
+                "its model signature for {model} has predicate type {:?}",
+                statement.predicate_type
             )));
         }
     }
@@ -249,5 +289,51 @@ mod tests {
         );
         let err = check_record(&forged, &public(&key), UID, &ours()).expect_err("refused");
         assert!(err.0.contains("does not verify"), "{err}");
+    }
+
+    #[test]
+    fn model_signatures_must_be_the_controllers_for_the_runs_outputs() {
+        use crate::engine::{Model, sign_models};
+        use crate::storage::ModelLayer;
+        let key = CosignKey::ephemeral().expect("key");
+        let mut record =
+            sign(&statement(UID, &[("reg.io/team-a/model", 'a')]), &key).expect("signs");
+        let files = vec![ModelLayer {
+            title: "w.bin".into(),
+            digest: format!("sha256:{}", hex('c')),
+            size: 1,
+        }];
+        let model = |subject: Subject| Model {
+            subject,
+            files: files.clone(),
+        };
+        record.model_signatures = sign_models(&[model(ours()[0].clone())], &key).expect("signs");
+        check_record(&record, &public(&key), UID, &ours()).expect("trusted");
+
+        let tenant = CosignKey::ephemeral().expect("key");
+        let mut foreign = record.clone();
+        foreign.model_signatures =
+            sign_models(&[model(ours()[0].clone())], &tenant).expect("signs");
+        let err = check_record(&foreign, &public(&key), UID, &ours()).expect_err("refused");
+        assert!(
+            err.0.contains("model signature for reg.io/team-a/model@"),
+            "{err}"
+        );
+        assert!(err.0.contains("does not verify"), "{err}");
+
+        let mut elsewhere = record.clone();
+        let other = Subject::new("reg.io/team-b/model", format!("sha256:{}", hex('b')));
+        elsewhere.model_signatures = sign_models(&[model(other)], &key).expect("signs");
+        let err = check_record(&elsewhere, &public(&key), UID, &ours()).expect_err("refused");
+        assert!(
+            err.0.contains("not one of the run's resolved outputs"),
+            "{err}"
+        );
+
+        let mut twice = record.clone();
+        twice
+            .model_signatures
+            .push(record.model_signatures[0].clone());
+        assert!(check_record(&twice, &public(&key), UID, &ours()).is_err());
     }
 }

@@ -13,7 +13,9 @@ use crate::signing::{self, Signer, SigningError};
 use crate::storage::{Attestation, AttestationStore, SimpleSignature, StorageError, Subject};
 
 mod check;
+pub mod model_signature;
 pub use check::{Untrusted, check_record};
+pub use model_signature::{Model, ModelSignature, sign_models};
 
 /// What gets persisted before any registry write: everything needed to attach the same bytes again
 /// after a crash, without signing anew (ECDSA signatures are randomized: a second signature would
@@ -31,6 +33,10 @@ pub struct SignedRecord {
     pub envelope: Vec<u8>,
     /// One cosign simple signature per subject.
     pub signatures: Vec<SubjectSignature>,
+    /// The OpenSSF model signature of each subject that is a provenant model
+    /// ([`model_signature`]); none in records written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_signatures: Vec<ModelSignature>,
 }
 
 /// A cosign simple-signing signature over one subject's manifest.
@@ -149,6 +155,14 @@ pub enum EngineError {
     Statement(#[source] serde_json::Error),
     #[error("cannot serialize the provenance record: {0}")]
     RecordJson(#[source] serde_json::Error),
+    #[error("cannot sign the files of model {model}: {source}")]
+    ModelSignature {
+        model: String,
+        #[source]
+        source: crate::provenance::model_signing::ModelSigningError,
+    },
+    #[error("cannot build the Sigstore bundle of a model signature: {0}")]
+    Bundle(#[source] crate::signing::BundleError),
 }
 
 impl EngineError {
@@ -157,6 +171,8 @@ impl EngineError {
         match self {
             EngineError::Signing(_) => "SigningFailed",
             EngineError::Statement(_) => "StatementUnserializable",
+            EngineError::ModelSignature { .. } => "ModelUnsignable",
+            EngineError::Bundle(_) => "SigningFailed",
             EngineError::Storage(_) | EngineError::Record(_) | EngineError::RecordJson(_) => {
                 "RegistryRejected"
             }
@@ -191,6 +207,7 @@ pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, 
         key_id: signer.key_id().to_string(),
         envelope,
         signatures,
+        model_signatures: Vec::new(),
     })
 }
 
@@ -349,6 +366,7 @@ mod tests {
                 key_id: "ab".into(),
                 envelope: text.clone().into_bytes(),
                 signatures: Vec::new(),
+                model_signatures: Vec::new(),
             };
             let json = String::from_utf8(record.to_json().expect("serializes")).expect("utf-8");
             assert!(json.contains("\"envelope\":\""), "{json}");
@@ -364,6 +382,7 @@ mod tests {
             key_id: "ab".into(),
             envelope: b"{\"payload\":\"\xff\"}".to_vec(),
             signatures: Vec::new(),
+            model_signatures: Vec::new(),
         };
         let err = record.to_json().expect_err("not UTF-8");
         assert!(matches!(err, EngineError::RecordJson(_)), "{err}");

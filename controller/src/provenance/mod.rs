@@ -7,6 +7,7 @@
 //! [`subjects`]; the objects whose content is provenant's own are built in `fields.rs`.
 
 mod fields;
+pub mod model_signing;
 pub mod statement;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@ mod attach;
 mod discover;
 mod error;
 pub mod model;
+pub mod model_files;
 pub mod oci;
 pub mod oci_layout;
 pub mod op;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
+pub use model_files::{ModelLayer, model_layers};
 pub use oci_layout::LayoutStore;
 pub use reference::{Location, Reference, parse_reference};
 pub use registry::{

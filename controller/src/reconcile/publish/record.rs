@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::api::TrainingRun;
-use crate::engine::{SignedRecord, SubjectSignature};
+use crate::engine::{ModelSignature, SignedRecord, SubjectSignature};
 use crate::labels;
 use crate::observe::sha256_digest;
 use crate::reconcile::context::{Error, kube_err};
@@ -55,6 +55,9 @@ struct Stored {
     key_id: String,
     envelope_digest: String,
     signatures: Vec<SubjectSignature>,
+    /// The model signatures (each envelope embedded); absent in records written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    model_signatures: Vec<ModelSignature>,
 }
 
 /// The record does not fit in a ConfigMap.
@@ -88,6 +91,7 @@ pub fn encode(
         key_id: record.key_id.clone(),
         envelope_digest: record.envelope_digest(),
         signatures: record.signatures.clone(),
+        model_signatures: record.model_signatures.clone(),
     };
     // Writing plain data into memory cannot fail.
     let text = serde_json::to_string_pretty(&stored).expect("a record serializes");
@@ -167,6 +171,7 @@ pub fn decode(cm: &ConfigMap) -> Result<SignedRecord, String> {
         key_id: stored.key_id,
         envelope,
         signatures: stored.signatures,
+        model_signatures: stored.model_signatures,
     })
 }
 
@@ -287,6 +292,7 @@ mod tests {
                 .into(),
             envelope,
             signatures: vec![],
+            model_signatures: vec![],
         }
     }
 

@@ -36,6 +36,7 @@ fn record() -> SignedRecord {
             payload: "e30=".into(),
             signature: "MEUC".into(),
         }],
+        model_signatures: vec![],
     }
 }
 
