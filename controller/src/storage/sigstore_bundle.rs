@@ -116,13 +116,13 @@ mod tests {
         let title = default_title(BUNDLE);
         assert_eq!(
             title,
-            "sha256-8d65fea5c4ba7dd9ae68c6b4cd1b9a8542f96c6ac0bd1f0a5e9dc0ff0fb6e4e2.sigstore.json"
+            "sha256-f2168ec310ea3d35dc929b480c85a91c21775cbbf36db3a37e041e5fe815f586.sigstore.json"
         );
         let manifest = referrer(subject, BUNDLE, SLSA, &title);
         let bytes = serde_json::to_vec(&manifest).unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
-            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json"},"layers":[{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","digest":"sha256:8d65fea5c4ba7dd9ae68c6b4cd1b9a8542f96c6ac0bd1f0a5e9dc0ff0fb6e4e2","size":61,"annotations":{"org.opencontainers.image.title":"sha256-8d65fea5c4ba7dd9ae68c6b4cd1b9a8542f96c6ac0bd1f0a5e9dc0ff0fb6e4e2.sigstore.json"}}],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","size":492},"annotations":{"dev.sigstore.bundle.content":"dsse-envelope","dev.sigstore.bundle.predicateType":"https://slsa.dev/provenance/v1"}}"#
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json"},"layers":[{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","digest":"sha256:f2168ec310ea3d35dc929b480c85a91c21775cbbf36db3a37e041e5fe815f586","size":61,"annotations":{"org.opencontainers.image.title":"sha256-f2168ec310ea3d35dc929b480c85a91c21775cbbf36db3a37e041e5fe815f586.sigstore.json"}}],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","size":492},"annotations":{"dev.sigstore.bundle.content":"dsse-envelope","dev.sigstore.bundle.predicateType":"https://slsa.dev/provenance/v1"}}"#
         );
         // What oci_spec (and so the read side) makes of it.
         let spec: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes).unwrap();
