@@ -1,0 +1,562 @@
+//! The Sigstore bundle encoding (`provenance.encoding: sigstore-bundle | both`): what the
+//! engine and the registry store attach to a model in a real registry (distribution 2.8, no
+//! referrers API, so through the fallback tag), checked with the real cosign v3
+//! (`hack/tools/bin/cosign`, `verify-attestation --new-bundle-format` with a key and no
+//! transparency log) and the `provenant verify` binary; both refuse a bundle whose signature or
+//! payload was altered, and cosign a wrong key. `provenant attest --encoding` writes the same
+//! into an OCI layout. docs/registry-layout.md and docs/verify.md show what these tests print.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use provenant::api::TrainingRun;
+use provenant::config::ControllerConfig;
+use provenant::engine::{self, SignedRecord};
+use provenant::provenance::{self, BuilderIdentity, digest_map};
+use provenant::signing::{BUNDLE_V03_MEDIA_TYPE, CosignKey, Signer, key_hint};
+use provenant::storage::{
+    AttestationStore, BundleAttestation, Encoding, RegistryOptions, RegistryStore,
+};
+use provenant_testbed::registry::{ModelRef, Registry, sha256_digest};
+use provenant_testbed::tools;
+use serde_json::Value;
+
+const SLSA: &str = "https://slsa.dev/provenance/v1";
+
+/// A registry, the controller's store on it, the signing key, and a directory for the tools'
+/// HOME and the public keys.
+struct Fixture {
+    registry: Registry,
+    store: Arc<dyn AttestationStore>,
+    key: CosignKey,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Result<Fixture> {
+        let registry = Registry::start().await?;
+        let store = RegistryStore::new(RegistryOptions {
+            insecure_registries: vec![registry.host().to_string()],
+            ..RegistryOptions::default()
+        });
+        let dir = tempfile::tempdir()?;
+        let key = CosignKey::ephemeral()?;
+        std::fs::write(dir.path().join("cosign.pub"), key.public_key_pem())?;
+        let other = CosignKey::ephemeral()?;
+        std::fs::write(dir.path().join("other.pub"), other.public_key_pem())?;
+        Ok(Fixture {
+            registry,
+            store: Arc::new(store),
+            key,
+            dir,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A model, and the record of a run that produced it (the statement the controller makes of
+    /// the fixture run, about this model), signed with the fixture's key.
+    async fn signed_model(&self, name: &str) -> Result<(ModelRef, SignedRecord)> {
+        let model = self
+            .registry
+            .push_model(
+                &format!("models/{name}"),
+                "v1",
+                &[("model.safetensors", format!("weights of {name}").as_bytes())],
+            )
+            .await?;
+        let run: TrainingRun = serde_saphyr::from_str(&std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/succeeded-run.yaml"
+        ))?)?;
+        let placement = provenant::execute::placement::placement(
+            &ControllerConfig::defaults(),
+            run.spec.accelerator.as_ref(),
+        )?;
+        let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
+        let mut statement = provenance::statement_for_run(&run, &placement, &builder)?;
+        statement.subject.truncate(1);
+        statement.subject[0].name = Some(model.repository.clone());
+        statement.subject[0].digest = digest_map(&model.digest);
+        Ok((model, engine::sign(&statement, &self.key)?))
+    }
+
+    /// `cosign verify-attestation` with what a key-only setup needs: the key, no transparency
+    /// log, a plain-HTTP registry, the bundle format (or the legacy `.att` with `false`), SLSA v1.
+    fn cosign(&self, reference: &str, key: &str, new_bundle_format: bool) -> Output {
+        let key = self.path(key);
+        let bundle_flag = format!("--new-bundle-format={new_bundle_format}");
+        let args = [
+            "verify-attestation",
+            "--key",
+            key.to_str().unwrap(),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            &bundle_flag,
+            "--type",
+            "slsaprovenance1",
+            reference,
+        ];
+        let out = Command::new(tools::path("cosign").unwrap_or_else(|e| panic!("{e:#}")))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run cosign");
+        eprintln!("$ cosign {}\n{}", args.join(" "), text(&out));
+        out
+    }
+
+    /// `provenant verify REFERENCE --key cosign.pub` (`--output json` when `json`).
+    fn provenant_verify(&self, reference: &str, json: bool) -> Output {
+        let key = self.path("cosign.pub");
+        let mut args = vec![
+            "verify",
+            reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--insecure-registry",
+            self.registry.host(),
+        ];
+        if json {
+            args.extend(["--output", "json"]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+            .args(&args)
+            .output()
+            .expect("run provenant");
+        eprintln!("$ provenant {}\n{}", args.join(" "), text(&out));
+        out
+    }
+
+    /// A manifest as JSON; its exact bytes are printed (the examples in docs/registry-layout.md
+    /// are these, pretty-printed).
+    async fn manifest(&self, model: &ModelRef, reference: &str) -> Result<Value> {
+        let fetched = self
+            .registry
+            .get_manifest(&model.repo, reference)
+            .await?
+            .ok_or_else(|| anyhow!("{}:{reference} does not exist", model.repo))?;
+        eprintln!(
+            "{}:{reference}\n{}",
+            model.repo,
+            String::from_utf8_lossy(&fetched.bytes)
+        );
+        fetched.json()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn hex(model: &ModelRef) -> &str {
+    model.digest.trim_start_matches("sha256:")
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap()
+}
+
+/// The statement inside the first envelope cosign prints (one JSON envelope per line).
+fn cosign_statement(out: &Output) -> Result<Value> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let envelope: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .with_context(|| format!("cosign printed no envelope: {stdout}"))?;
+    let payload = STANDARD.decode(envelope["payload"].as_str().unwrap_or_default())?;
+    Ok(serde_json::from_slice(&payload)?)
+}
+
+/// The model's bundle attestation with its bundle changed by `alter` (a registry writer, not
+/// the controller, edited it).
+fn altered(record: &SignedRecord, alter: fn(&mut Value)) -> Result<BundleAttestation> {
+    let mut attestation = record.bundle_attestations()?.remove(0);
+    let mut bundle: Value = serde_json::from_slice(&attestation.bundle)?;
+    alter(&mut bundle);
+    attestation.bundle = serde_json::to_vec(&bundle)?;
+    Ok(attestation)
+}
+
+fn altered_signature(bundle: &mut Value) {
+    let sig = &mut bundle["dsseEnvelope"]["signatures"][0]["sig"];
+    let mut der = STANDARD.decode(sig.as_str().unwrap()).unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    *sig = STANDARD.encode(der).into();
+}
+
+fn altered_payload(bundle: &mut Value) {
+    let payload = &mut bundle["dsseEnvelope"]["payload"];
+    let statement = STANDARD.decode(payload.as_str().unwrap()).unwrap();
+    let statement = String::from_utf8(statement).unwrap().replacen(
+        "https://provenant.dev/controller/v1",
+        "https://provenant.dev/controller/v2",
+        1,
+    );
+    *payload = STANDARD.encode(statement).into();
+}
+
+#[tokio::test]
+async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Result<()> {
+    let f = Fixture::start().await?;
+    let (model, record) = f.signed_model("bundle-only").await?;
+    let references = engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+
+    // One referrer, listed in the fallback index; no cosign tags.
+    let [referrer] = references.as_slice() else {
+        panic!("one reference expected: {references:?}");
+    };
+    let referrer_digest = referrer.rsplit_once('@').unwrap().1;
+    let mut tags = f.registry.list_tags(&model.repo).await?;
+    tags.sort();
+    assert_eq!(tags, vec![format!("sha256-{}", hex(&model)), "v1".into()]);
+    let index = f
+        .manifest(&model, &format!("sha256-{}", hex(&model)))
+        .await?;
+    let entry = &index["manifests"][0];
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(entry["digest"], referrer_digest);
+    assert_eq!(entry["artifactType"], BUNDLE_V03_MEDIA_TYPE);
+    assert_eq!(
+        entry["annotations"]["dev.sigstore.bundle.predicateType"],
+        SLSA
+    );
+
+    // The referrer manifest as cosign v3 writes it.
+    let manifest = f.manifest(&model, referrer_digest).await?;
+    assert_eq!(manifest["artifactType"], BUNDLE_V03_MEDIA_TYPE);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(manifest["config"]["artifactType"], BUNDLE_V03_MEDIA_TYPE);
+    assert_eq!(manifest["subject"]["digest"], model.digest);
+    assert_eq!(
+        manifest["annotations"]["dev.sigstore.bundle.content"],
+        "dsse-envelope"
+    );
+    assert_eq!(
+        manifest["annotations"]["dev.sigstore.bundle.predicateType"],
+        SLSA
+    );
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["mediaType"], BUNDLE_V03_MEDIA_TYPE);
+    let layer_digest = layer["digest"].as_str().unwrap();
+    assert_eq!(
+        layer["annotations"]["org.opencontainers.image.title"],
+        format!("{}.sigstore.json", layer_digest.replacen(':', "-", 1))
+    );
+
+    // The bundle: the envelope the controller signed, its key's hint, no tlog entry.
+    let bytes = f
+        .registry
+        .get_blob(&model.repo, layer_digest)
+        .await?
+        .context("bundle blob")?;
+    assert_eq!(sha256_digest(&bytes), layer_digest);
+    let bundle: Value = serde_json::from_slice(&bytes)?;
+    eprintln!("bundle\n{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(bundle["mediaType"], BUNDLE_V03_MEDIA_TYPE);
+    let material = bundle["verificationMaterial"].as_object().unwrap();
+    assert_eq!(material.len(), 1, "only the public key: {material:?}");
+    assert_eq!(material["publicKey"]["hint"], key_hint(f.key.key_id())?);
+    let signed: Value = serde_json::from_slice(&record.envelope)?;
+    assert_eq!(bundle["dsseEnvelope"]["payload"], signed["payload"]);
+    assert_eq!(
+        bundle["dsseEnvelope"]["signatures"],
+        serde_json::json!([{"sig": signed["signatures"][0]["sig"]}])
+    );
+
+    // cosign v3 accepts it and prints the statement about this model.
+    let out = f.cosign(&model.reference, "cosign.pub", true);
+    assert!(out.status.success(), "{}", text(&out));
+    let statement = cosign_statement(&out)?;
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], hex(&model));
+    assert_eq!(statement["predicateType"], SLSA);
+    // ... from the bundle: there is no `.att` for the legacy path to read.
+    assert!(
+        !f.cosign(&model.reference, "cosign.pub", false)
+            .status
+            .success()
+    );
+    // ... and refuses another key.
+    let out = f.cosign(&model.reference, "other.pub", true);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // provenant verify reads the bundle.
+    let out = f.provenant_verify(&model.reference, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = f.provenant_verify(&model.reference, true);
+    let verdict: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(verdict["verified"], true);
+    let found: Vec<&Value> = verdict["attestations"].as_array().unwrap().iter().collect();
+    assert_eq!(found.len(), 1, "{}", pretty(&verdict));
+    assert_eq!(
+        found[0]["foundAt"],
+        format!("Sigstore bundle {}", referrer.as_str())
+    );
+
+    // Why the bundle's signature has no `keyid`: cosign v3 (sigstore-go) skips a signature
+    // whose keyid is not its own SSH-style fingerprint of the key, so with provenant's hex key
+    // id it finds no valid signature.
+    let (keyid_model, keyid_record) = f.signed_model("bundle-with-keyid").await?;
+    let mut with_keyid = keyid_record.bundle_attestations()?.remove(0);
+    let mut bundle: Value = serde_json::from_slice(&with_keyid.bundle)?;
+    bundle["dsseEnvelope"]["signatures"][0]["keyid"] = f.key.key_id().into();
+    with_keyid.bundle = serde_json::to_vec(&bundle)?;
+    f.store.attach_bundle(&with_keyid).await?;
+    let out = f.cosign(&keyid_model.reference, "cosign.pub", true);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // Attaching again (a retried pass) writes nothing new.
+    let again = engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+    assert_eq!(again, references);
+    let index = f
+        .manifest(&model, &format!("sha256-{}", hex(&model)))
+        .await?;
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_altered_bundle_is_refused_by_cosign_and_provenant_verify() -> Result<()> {
+    let f = Fixture::start().await?;
+    let alterations: [(&str, fn(&mut Value)); 2] = [
+        ("signature", altered_signature),
+        ("payload", altered_payload),
+    ];
+    for (what, alter) in alterations {
+        // Control: the intact bundle of the same statement verifies (same flags, same key).
+        let (intact, record) = f.signed_model(&format!("intact-{what}")).await?;
+        f.store
+            .attach_bundle(&record.bundle_attestations()?.remove(0))
+            .await?;
+        assert!(
+            f.cosign(&intact.reference, "cosign.pub", true)
+                .status
+                .success()
+        );
+        // The registry serves an altered bundle (a registry writer, not the controller, edited it).
+        let (model, record) = f.signed_model(&format!("altered-{what}")).await?;
+        let attached = f.store.attach_bundle(&altered(&record, alter)?).await?;
+        let out = f.cosign(&model.reference, "cosign.pub", true);
+        assert!(!out.status.success(), "{what}: {}", text(&out));
+        assert!(
+            text(&out).contains("could not verify envelope"),
+            "{what}: {}",
+            text(&out)
+        );
+        let out = f.provenant_verify(&model.reference, false);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let report = text(&out);
+        let found_at = format!("Sigstore bundle {}", attached.references[0]);
+        assert!(report.contains(&found_at), "{what}: {report}");
+        assert!(
+            report.contains("signature: DSSE envelope signature by key"),
+            "{what}: {report}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_writes_both_encodings_and_each_verifies() -> Result<()> {
+    let f = Fixture::start().await?;
+    let (model, record) = f.signed_model("both").await?;
+    let references = engine::attach(&record, f.store.as_ref(), Encoding::Both).await?;
+    let att = format!("{}:sha256-{}.att", model.repository, hex(&model));
+    let sig = format!("{}:sha256-{}.sig", model.repository, hex(&model));
+    assert_eq!(references.len(), 4, "{references:?}");
+    assert_eq!(&references[..2], [att, sig]);
+
+    // The fallback index lists the in-toto referrer and the bundle referrer.
+    let index = f
+        .manifest(&model, &format!("sha256-{}", hex(&model)))
+        .await?;
+    let types: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["application/vnd.in-toto+json", BUNDLE_V03_MEDIA_TYPE]
+    );
+
+    // cosign reads the bundle by default, the `.att` without the bundle format: both verify.
+    for new_bundle_format in [true, false] {
+        let out = f.cosign(&model.reference, "cosign.pub", new_bundle_format);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            cosign_statement(&out)?["subject"][0]["digest"]["sha256"],
+            hex(&model)
+        );
+    }
+
+    // provenant verify finds the envelope three ways, two of them the same bytes.
+    let out = f.provenant_verify(&model.reference, true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let verdict: Value = serde_json::from_slice(&out.stdout)?;
+    let found = verdict["attestations"].as_array().unwrap();
+    assert_eq!(found.len(), 2, "{}", pretty(&verdict));
+    assert!(found.iter().all(|c| c["failures"] == serde_json::json!([])));
+    assert_eq!(found[0]["foundAt"], references[0]);
+    assert_eq!(
+        found[1]["foundAt"],
+        format!("Sigstore bundle {}", references[3])
+    );
+
+    // A model whose `.att` is intact but whose only bundle was altered: each path reads what it
+    // should, and provenant verify names the refused bundle beside the verified `.att`.
+    let (model, record) = f.signed_model("both-altered").await?;
+    engine::attach(&record, f.store.as_ref(), Encoding::Dsse).await?;
+    let bad = f
+        .store
+        .attach_bundle(&altered(&record, altered_signature)?)
+        .await?;
+    assert!(
+        !f.cosign(&model.reference, "cosign.pub", true)
+            .status
+            .success()
+    );
+    assert!(
+        f.cosign(&model.reference, "cosign.pub", false)
+            .status
+            .success()
+    );
+    let out = f.provenant_verify(&model.reference, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains(&format!("Sigstore bundle {}", bad.references[0])),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bundle_that_cannot_be_read_is_refused_with_the_reason() -> Result<()> {
+    let f = Fixture::start().await?;
+    let (model, record) = f.signed_model("unreadable").await?;
+    let mut attestation = record.bundle_attestations()?.remove(0);
+    let mut bundle: Value = serde_json::from_slice(&attestation.bundle)?;
+    bundle["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+    attestation.bundle = serde_json::to_vec(&bundle)?;
+    f.store.attach_bundle(&attestation).await?;
+    let out = f.provenant_verify(&model.reference, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "unreadable: Sigstore bundle mediaType is \"application/vnd.dev.sigstore.bundle+json;version=0.1\", not {BUNDLE_V03_MEDIA_TYPE}"
+        )),
+        "{}",
+        text(&out)
+    );
+    // A title that is not a plain file name is refused before anything is written.
+    attestation.title = Some("../model.sig".into());
+    let err = f.store.attach_bundle(&attestation).await.unwrap_err();
+    assert!(
+        err.to_string().contains("must be a plain file name"),
+        "{err}"
+    );
+    Ok(())
+}
+
+// ---- provenant attest --encoding (OCI layout) ----
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn provenant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("COSIGN_PASSWORD", "test")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn attest_writes_the_chosen_encoding_into_a_layout_and_verify_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let out = provenant(&["keys", "generate", "--output-dir", &path("keys")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let attest = |encoding: &str, name: &str| {
+        provenant(&[
+            "attest",
+            "-f",
+            "hack/demo/trainingrun.yaml",
+            "--key",
+            &path("keys/cosign.key"),
+            "--layout",
+            &path(&format!("layout-{name}")),
+            "--model-dir",
+            &path(&format!("model-{name}")),
+            "--output-digest",
+            &path(&format!("digest-{name}")),
+            "--encoding",
+            encoding,
+            "--quiet",
+        ])
+    };
+    let out = attest("bundle", "bad");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#""bundle" is not an encoding: one of dsse, sigstore-bundle, both"#),
+        "{}",
+        text(&out)
+    );
+
+    for (encoding, vias) in [
+        ("sigstore-bundle", &["Sigstore bundle oci:"][..]),
+        ("both", &["oci:", "Sigstore bundle oci:"][..]),
+    ] {
+        let out = attest(encoding, encoding);
+        assert!(out.status.success(), "{encoding}: {}", text(&out));
+        let digest = std::fs::read_to_string(path(&format!("digest-{encoding}"))).unwrap();
+        let layout = path(&format!("layout-{encoding}"));
+        let index = std::fs::read_to_string(format!("{layout}/index.json")).unwrap();
+        assert_eq!(
+            index.contains(".att\""),
+            encoding == "both",
+            "{encoding}: {index}"
+        );
+        let out = provenant(&[
+            "verify",
+            &format!("oci:{layout}@{digest}"),
+            "--key",
+            &path("keys/cosign.pub"),
+            "--output",
+            "json",
+            "--quiet",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{encoding}: {}", text(&out));
+        let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let found: Vec<&str> = verdict["attestations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["foundAt"].as_str().unwrap())
+            .collect();
+        assert_eq!(found.len(), vias.len(), "{encoding}: {found:?}");
+        for (at, via) in found.iter().zip(vias) {
+            assert!(at.starts_with(via), "{encoding}: {found:?}");
+        }
+    }
+}
