@@ -82,6 +82,10 @@ pub struct VerifyArgs {
     /// Require the run to have finished at most this long ago (e.g. 90m, 36h, 30d).
     #[arg(long)]
     pub max_age: Option<String>,
+    /// Require the model's OpenSSF model signature (model.sig) by --key over exactly its files;
+    /// without it, a model with none passes (one it has must pass).
+    #[arg(long)]
+    pub require_model_signature: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -170,6 +174,9 @@ pub fn attest(args: AttestArgs) -> ExitCode {
                 outcome.record.envelope_digest(),
                 outcome.record.key_id
             );
+            if !outcome.record.model_signatures.is_empty() {
+                outln!("signed      the model's files (OpenSSF model signing, model.sig)");
+            }
             match &options.destination {
                 Destination::Layout(dir) => {
                     outln!("stored in   oci:{} (OCI image layout)", dir.display())
@@ -290,6 +297,7 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         .attestations(&subject)
         .await
         .map_err(|e| e.to_string())?;
+    let (model_signatures, found) = verify::model_signature::split(found);
     let found: Vec<(String, Vec<u8>)> = found
         .into_iter()
         .map(|f| (f.found_at(), f.envelope))
@@ -310,7 +318,19 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         }
         storage::Location::Registry(_) => Vec::new(),
     };
-    Ok(verdict.with_content_failures(content))
+    let files = store
+        .model_files(&subject)
+        .await
+        .map_err(|e| e.to_string())?;
+    let model_signature = verify::model_signature::check(
+        files.as_deref(),
+        &model_signatures,
+        &key,
+        args.require_model_signature,
+    );
+    Ok(verdict
+        .with_content_failures(content)
+        .with_model_signature(model_signature))
 }
 
 /// Every layer of the manifest `digest` in the layout `dir`, re-hashed against its descriptor.

@@ -176,10 +176,19 @@ pub async fn run(options: &Options) -> Result<Outcome, LocalError> {
     };
     let statement = provenance::statement_for_local_run(&run, &invocation, &builder)
         .map_err(|e| LocalError::Material(e.to_string()))?;
-    let record = engine::sign(&statement, &key)?;
+    let mut record = engine::sign(&statement, &key)?;
+    // The model signature from the model's files as stored, as the controller does for an output.
+    let subject = Subject::new(run.spec.output.repository.clone(), model.digest);
+    if let Some(files) = store.model_files(&subject).await? {
+        let model = engine::Model {
+            subject: subject.clone(),
+            files,
+        };
+        record.model_signatures = engine::sign_models(&[model], &key)?;
+    }
     let references = engine::attach(&record, store.as_ref(), options.encoding).await?;
     Ok(Outcome {
-        subject: Subject::new(run.spec.output.repository.clone(), model.digest),
+        subject,
         record,
         references,
         files,

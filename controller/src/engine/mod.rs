@@ -254,6 +254,11 @@ pub async fn attach(
             references.extend(store.attach_bundle(&bundle).await?.references);
         }
     }
+    // Whatever the encoding: model_signing reads only this Sigstore bundle.
+    for signature in &record.model_signatures {
+        let bundle = signature.bundle_attestation()?;
+        references.extend(store.attach_bundle(&bundle).await?.references);
+    }
     Ok(references)
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::error::StorageError;
+use super::model_files::ModelLayer;
 use super::{oci, op};
 use crate::hashing::FileDigest;
 
@@ -179,6 +180,12 @@ pub trait AttestationStore: Send + Sync {
     /// referrers API, an entry in the fallback index `sha256-<hex>`). Idempotent: the same
     /// bundle, predicate type and title give the same referrer manifest, listed once.
     async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError>;
+
+    /// The files of the model `subject` names, as its manifest lists them (fetched and checked
+    /// against the digest): what its model signature is made from. `None` when the manifest is
+    /// not a provenant model ([`model_layers`](super::model_layers)).
+    async fn model_files(&self, subject: &Subject)
+    -> Result<Option<Vec<ModelLayer>>, StorageError>;
 }
 
 /// What `provenant attest` and `provenant verify` need beyond attaching: push a model, read the

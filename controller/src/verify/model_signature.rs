@@ -20,7 +20,7 @@ use crate::provenance::model_signing::{
 use crate::provenance::statement::STATEMENT_TYPE;
 use crate::signing::PublicKey;
 use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
-use crate::storage::ModelLayer;
+use crate::storage::{FoundAttestation, ModelLayer};
 
 /// The outcome of the model-signature check, part of the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -263,6 +263,20 @@ fn differences(model: &[Resource], signed: &[Resource]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The model signatures among what the store found (by the predicate-type annotation, only a
+/// hint: each is checked as a model signature, and the rest as provenance), as `(where, DSSE
+/// envelope JSON)`.
+pub fn split(found: Vec<FoundAttestation>) -> (Vec<(String, Vec<u8>)>, Vec<FoundAttestation>) {
+    let (signatures, rest): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|f| f.predicate_type.as_deref() == Some(PREDICATE_TYPE));
+    let signatures = signatures
+        .into_iter()
+        .map(|f| (f.found_at(), f.envelope))
+        .collect();
+    (signatures, rest)
 }
 
 impl Verdict {

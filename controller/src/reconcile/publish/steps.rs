@@ -10,7 +10,7 @@ use kube::api::Api;
 use super::conclude::{Attach, Outcome, REGISTRY_UNAUTHORIZED};
 use super::record::{self, Persisted};
 use crate::api::{TrainingRun, TrainingRunStatus};
-use crate::engine::{self, EngineError, SignedRecord};
+use crate::engine::{self, EngineError, Model, SignedRecord};
 use crate::execute::placement;
 use crate::observe::report::inside;
 use crate::provenance;
@@ -39,9 +39,12 @@ pub async fn sign(
     };
 
     // Always re-checked here, never taken from the status (which others could have written):
-    // the repository must be inside spec.output.repository and the manifest must resolve.
+    // the repository must be inside spec.output.repository and the manifest must resolve. The
+    // files of each output that is a provenant model are read from its manifest for its model
+    // signature (the same requests, the same failures).
     let store = publisher.store_for(credentials);
     let allowed = run.spec.output.repository.clone();
+    let mut models = Vec::new();
     for output in status.outputs.iter_mut() {
         if !inside(&output.repository, &allowed) {
             let message = format!(
@@ -52,8 +55,17 @@ pub async fn sign(
         }
         output.verified = false;
         let subject = Subject::new(output.repository.clone(), output.digest.clone());
-        match store.resolve(&subject).await {
-            Ok(_) => output.verified = true,
+        let resolved = match store.resolve(&subject).await {
+            Ok(_) => store.model_files(&subject).await,
+            Err(e) => Err(e),
+        };
+        match resolved {
+            Ok(files) => {
+                output.verified = true;
+                if let Some(files) = files {
+                    models.push(Model { subject, files });
+                }
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return failed("OutputNotFound", format!("output {subject}: {e}"));
             }
@@ -96,8 +108,15 @@ pub async fn sign(
         Err(message) => return Ok(Err(Outcome::KeyUnavailable { message })),
     };
     let started = Instant::now();
-    let record = match engine::sign(&statement, signer.as_ref()) {
+    let signed = engine::sign(&statement, signer.as_ref()).and_then(|mut record| {
+        record.model_signatures = engine::sign_models(&models, signer.as_ref())?;
+        Ok(record)
+    });
+    let record = match signed {
         Ok(record) => record,
+        // The model's files cannot be stated (a title that is no relative path): its manifest
+        // is content-addressed, so no retry will change that.
+        Err(e @ EngineError::ModelSignature { .. }) => return failed(e.reason(), e.to_string()),
         Err(e) => {
             let outcome = Outcome::SigningFailed {
                 reason: e.reason().to_string(),

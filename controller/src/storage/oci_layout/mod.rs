@@ -27,6 +27,7 @@ use self::dir::{LayoutDir, OwnedBlob, Shared};
 use crate::hashing::FileDigest;
 use crate::storage::error::StorageError;
 use crate::storage::model::ModelArtifact;
+use crate::storage::model_files::{self, ModelLayer};
 use crate::storage::op;
 use crate::storage::reference::{LAYOUT_PREFIX, Location, parse_reference};
 use crate::storage::store::{
@@ -218,6 +219,14 @@ impl AttestationStore for LayoutStore {
 
     async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError> {
         attach_bundle::attach_bundle(self, bundle).await
+    }
+
+    async fn model_files(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<Vec<ModelLayer>>, StorageError> {
+        subject.hex()?;
+        model_files::stored_layers(self, &subject.digest).await
     }
 }
 

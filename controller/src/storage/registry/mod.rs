@@ -32,6 +32,7 @@ use self::repo::Repo;
 use crate::hashing::FileDigest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
+use crate::storage::model_files::{self, ModelLayer};
 use crate::storage::reference::{Location, parse_reference};
 use crate::storage::store::{
     ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
@@ -353,6 +354,15 @@ impl AttestationStore for RegistryStore {
     async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError> {
         let t = self.transport(&bundle.subject.repository, true)?;
         attach_bundle::attach_bundle(&t, bundle).await
+    }
+
+    async fn model_files(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<Vec<ModelLayer>>, StorageError> {
+        let t = self.transport(&subject.repository, false)?;
+        subject.hex()?;
+        model_files::stored_layers(&t, &subject.digest).await
     }
 }
 
