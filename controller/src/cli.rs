@@ -297,7 +297,6 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         .attestations(&subject)
         .await
         .map_err(|e| e.to_string())?;
-    let (model_signatures, found) = verify::model_signature::split(found);
     let found: Vec<(String, Vec<u8>)> = found
         .into_iter()
         .map(|f| (f.found_at(), f.envelope))
@@ -320,6 +319,10 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
     };
     let files = store
         .model_files(&subject)
+        .await
+        .map_err(|e| e.to_string())?;
+    let model_signatures = store
+        .model_signatures(&subject)
         .await
         .map_err(|e| e.to_string())?;
     let model_signature = verify::model_signature::check(

@@ -11,6 +11,9 @@ mod interop;
 mod large_runs;
 mod least_privilege;
 mod lifecycle;
+mod model_signing;
+#[path = "../../controller/tests/support/model_signing.rs"]
+mod model_signing_support;
 mod pod_errors;
 mod process;
 mod provenance;

@@ -305,7 +305,8 @@ async fn provenance_is_attached_and_verifies_with_independent_tools() -> Result<
         p.predicate_type.as_deref(),
         Some("https://slsa.dev/provenance/v1")
     );
-    assert_eq!(p.attestations.len(), 3, "{:?}", p.attestations);
+    // .att, .sig, the in-toto referrer and the model signature's referrer (model_signing.rs).
+    assert_eq!(p.attestations.len(), 4, "{:?}", p.attestations);
     assert!(p.signed_at.is_some() && p.attached_at.is_some());
     for c in ["ProvenanceSigned", "ProvenanceAttached"] {
         assert_eq!(condition(&run, c).unwrap().0, "True", "{c}");

@@ -256,8 +256,10 @@ pub async fn attach(
     }
     // Whatever the encoding: model_signing reads only this Sigstore bundle.
     for signature in &record.model_signatures {
-        let bundle = signature.bundle_attestation()?;
-        references.extend(store.attach_bundle(&bundle).await?.references);
+        let attached = store
+            .attach_model_signature(&signature.subject(), &signature.bundle()?)
+            .await?;
+        references.extend(attached.references);
     }
     Ok(references)
 }

@@ -12,7 +12,7 @@ use crate::provenance::model_signing::{self, ModelFileDigest, ModelSignatureStat
 use crate::signing::{
     Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, PublicKey, Signer, SigstoreBundle, pae,
 };
-use crate::storage::{BundleAttestation, ModelLayer, Subject};
+use crate::storage::{ModelLayer, Subject};
 
 /// A stored model and its files, as its manifest lists them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,17 +52,6 @@ impl ModelSignature {
             tlog_entries: 0,
         };
         bundle.to_json().map_err(EngineError::Bundle)
-    }
-
-    /// The bundle as a referrer of the model whose layer is titled `model.sig`, so that `oras
-    /// pull REPO@<referrer>` writes the file `model_signing` reads.
-    pub fn bundle_attestation(&self) -> Result<BundleAttestation, EngineError> {
-        Ok(BundleAttestation {
-            subject: self.subject(),
-            predicate_type: model_signing::PREDICATE_TYPE.to_string(),
-            bundle: self.bundle()?,
-            title: Some(model_signing::SIGNATURE_FILE.to_string()),
-        })
     }
 }
 

@@ -23,6 +23,7 @@ mod encoding;
 mod error;
 pub mod model;
 pub mod model_files;
+pub mod model_signature;
 pub mod oci;
 pub mod oci_layout;
 pub mod op;
@@ -39,6 +40,7 @@ pub use encoding::Encoding;
 pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
 pub use model_files::{ModelLayer, model_layers};
+pub use model_signature::FoundModelSignature;
 pub use oci_layout::LayoutStore;
 pub use reference::{Location, Reference, parse_reference};
 pub use registry::{

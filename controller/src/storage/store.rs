@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::error::StorageError;
 use super::model_files::ModelLayer;
+use super::model_signature::FoundModelSignature;
 use super::{oci, op};
 use crate::hashing::FileDigest;
 
@@ -186,6 +187,14 @@ pub trait AttestationStore: Send + Sync {
     /// not a provenant model ([`model_layers`](super::model_layers)).
     async fn model_files(&self, subject: &Subject)
     -> Result<Option<Vec<ModelLayer>>, StorageError>;
+
+    /// Attaches a model's OpenSSF model signature (its Sigstore bundle, `model.sig`) as an OCI
+    /// 1.1 referrer of the model ([`model_signature`](super::model_signature)). Idempotent.
+    async fn attach_model_signature(
+        &self,
+        subject: &Subject,
+        bundle: &[u8],
+    ) -> Result<Attached, StorageError>;
 }
 
 /// What `provenant attest` and `provenant verify` need beyond attaching: push a model, read the
@@ -208,6 +217,13 @@ pub trait ArtifactStore: AttestationStore {
     /// referrers and the Sigstore bundle referrers (referrers API, else the fallback index), one
     /// entry per envelope.
     async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError>;
+
+    /// Every model signature attached to `subject` (the model signature referrers, by the
+    /// referrers API or the fallback index), each bundle checked against its digest.
+    async fn model_signatures(
+        &self,
+        subject: &Subject,
+    ) -> Result<Vec<FoundModelSignature>, StorageError>;
 
     /// The manifest a reference names (see [`parse_reference`](super::parse_reference)): a tag
     /// is resolved to its digest, a digest is checked against the content.

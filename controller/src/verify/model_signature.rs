@@ -19,8 +19,9 @@ use crate::provenance::model_signing::{
 };
 use crate::provenance::statement::STATEMENT_TYPE;
 use crate::signing::PublicKey;
-use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
-use crate::storage::{FoundAttestation, ModelLayer};
+use crate::signing::SigstoreBundle;
+use crate::signing::dsse::{IN_TOTO_PAYLOAD_TYPE, verify_envelope};
+use crate::storage::{FoundModelSignature, ModelLayer};
 
 /// The outcome of the model-signature check, part of the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -110,11 +111,11 @@ impl ModelSignatureCheck {
     }
 }
 
-/// Check the model signatures found (`(where, DSSE envelope JSON)`) against the model's files
-/// (`None`: the artifact is not a provenant model).
+/// Check the model signatures found (their Sigstore bundles) against the model's files (`None`:
+/// the artifact is not a provenant model).
 pub fn check(
     files: Option<&[ModelLayer]>,
-    found: &[(String, Vec<u8>)],
+    found: &[FoundModelSignature],
     key: &PublicKey,
     required: bool,
 ) -> ModelSignatureCheck {
@@ -132,8 +133,8 @@ pub fn check(
         return out;
     }
     out.status = Status::Failed;
-    for (at, envelope) in found {
-        let (failures, covered) = match check_one(files, envelope, key) {
+    for f in found {
+        let (failures, covered) = match check_one(files, &f.bundle, key) {
             Ok(covered) => (Vec::new(), Some(covered)),
             Err(failures) => (failures, None),
         };
@@ -142,17 +143,20 @@ pub fn check(
             out.files = covered;
         }
         out.signatures.push(CheckedModelSignature {
-            found_at: at.clone(),
+            found_at: f.reference.clone(),
             failures,
         });
     }
     out
 }
 
-/// One signature: the number of files it covers, or every reason it fails.
-fn check_one(files: &[ModelLayer], bytes: &[u8], key: &PublicKey) -> Result<usize, Vec<String>> {
+/// One signature (its bundle): the number of files it covers, or every reason it fails. The
+/// bundle's key hint is not checked: it only names a key, the signature is what counts.
+fn check_one(files: &[ModelLayer], bundle: &[u8], key: &PublicKey) -> Result<usize, Vec<String>> {
     let one = |why: String| vec![why];
-    let envelope = Envelope::from_json(bytes).map_err(|e| one(e.to_string()))?;
+    let envelope = SigstoreBundle::from_json(bundle)
+        .map_err(|e| one(e.to_string()))?
+        .envelope;
     let payload = verify_envelope(&envelope, key).map_err(|e| one(format!("signature: {e}")))?;
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
         return Err(one(format!(
@@ -263,20 +267,6 @@ fn differences(model: &[Resource], signed: &[Resource]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The model signatures among what the store found (by the predicate-type annotation, only a
-/// hint: each is checked as a model signature, and the rest as provenance), as `(where, DSSE
-/// envelope JSON)`.
-pub fn split(found: Vec<FoundAttestation>) -> (Vec<(String, Vec<u8>)>, Vec<FoundAttestation>) {
-    let (signatures, rest): (Vec<_>, Vec<_>) = found
-        .into_iter()
-        .partition(|f| f.predicate_type.as_deref() == Some(PREDICATE_TYPE));
-    let signatures = signatures
-        .into_iter()
-        .map(|f| (f.found_at(), f.envelope))
-        .collect();
-    (signatures, rest)
 }
 
 impl Verdict {

@@ -11,10 +11,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 pub const INSTALL_HINT: &str = "pip install -r test/python/requirements.txt";
-/// `artifactType` of a Sigstore bundle v0.3 referrer.
-pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-/// The predicate type of a model signature.
-pub const OMS_PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
+/// `artifactType` of a model signature referrer (model-transparency's).
+pub const MODEL_SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.model-signing.signature.v0.1";
 
 /// Exit status and everything printed, for assertion messages.
 pub fn describe(out: &Output) -> String {
@@ -87,8 +85,7 @@ impl Place<'_> {
         }
     }
 
-    /// `oras discover`: the digests of the model's Sigstore bundle referrers whose predicate type
-    /// annotation is the model signature's.
+    /// `oras discover`: the digests of the model's model signature referrers.
     pub fn model_signature_referrers(
         &self,
         home: &Path,
@@ -102,10 +99,7 @@ impl Place<'_> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| {
-                r["artifactType"] == BUNDLE_ARTIFACT_TYPE
-                    && r["annotations"]["dev.sigstore.bundle.predicateType"] == OMS_PREDICATE_TYPE
-            })
+            .filter(|r| r["artifactType"] == MODEL_SIGNATURE_ARTIFACT_TYPE)
             .filter_map(|r| r["digest"].as_str().map(String::from))
             .collect())
     }

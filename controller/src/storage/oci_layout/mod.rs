@@ -28,6 +28,7 @@ use crate::hashing::FileDigest;
 use crate::storage::error::StorageError;
 use crate::storage::model::ModelArtifact;
 use crate::storage::model_files::{self, ModelLayer};
+use crate::storage::model_signature::{self, FoundModelSignature};
 use crate::storage::op;
 use crate::storage::reference::{LAYOUT_PREFIX, Location, parse_reference};
 use crate::storage::store::{
@@ -228,6 +229,14 @@ impl AttestationStore for LayoutStore {
         subject.hex()?;
         model_files::stored_layers(self, &subject.digest).await
     }
+
+    async fn attach_model_signature(
+        &self,
+        subject: &Subject,
+        bundle: &[u8],
+    ) -> Result<Attached, StorageError> {
+        model_signature::attach(self, subject, bundle).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -245,6 +254,13 @@ impl ArtifactStore for LayoutStore {
 
     async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError> {
         discover::attestations(self, subject).await
+    }
+
+    async fn model_signatures(
+        &self,
+        subject: &Subject,
+    ) -> Result<Vec<FoundModelSignature>, StorageError> {
+        model_signature::found(self, subject).await
     }
 
     /// Takes `oci:<dir>[:<tag>|@<digest>]` naming this layout, or a bare tag or digest.

@@ -33,6 +33,7 @@ use crate::hashing::FileDigest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
 use crate::storage::model_files::{self, ModelLayer};
+use crate::storage::model_signature::{self, FoundModelSignature};
 use crate::storage::reference::{Location, parse_reference};
 use crate::storage::store::{
     ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
@@ -364,6 +365,15 @@ impl AttestationStore for RegistryStore {
         subject.hex()?;
         model_files::stored_layers(&t, &subject.digest).await
     }
+
+    async fn attach_model_signature(
+        &self,
+        subject: &Subject,
+        bundle: &[u8],
+    ) -> Result<Attached, StorageError> {
+        let t = self.transport(&subject.repository, true)?;
+        model_signature::attach(&t, subject, bundle).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -382,6 +392,14 @@ impl ArtifactStore for RegistryStore {
     async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError> {
         let t = self.transport(&subject.repository, false)?;
         discover::attestations(&t, subject).await
+    }
+
+    async fn model_signatures(
+        &self,
+        subject: &Subject,
+    ) -> Result<Vec<FoundModelSignature>, StorageError> {
+        let t = self.transport(&subject.repository, false)?;
+        model_signature::found(&t, subject).await
     }
 
     async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError> {

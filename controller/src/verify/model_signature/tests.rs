@@ -32,20 +32,32 @@ fn files() -> Vec<ModelLayer> {
 }
 
 /// The model signature `provenant` attaches for `files`, signed by `signer`.
-fn signed(files: &[ModelLayer], signer: &dyn Signer) -> Vec<(String, Vec<u8>)> {
+fn signed(files: &[ModelLayer], signer: &dyn Signer) -> Vec<FoundModelSignature> {
     let model = Model {
         subject: Subject::new("registry.example.com/models/m", digest('f')),
         files: files.to_vec(),
     };
     let s = sign_models(&[model], signer).expect("signs");
-    vec![("REPO@sha256:sig".to_string(), s[0].envelope.clone())]
+    vec![found("REPO@sha256:sig", s[0].bundle().expect("bundle"))]
 }
 
 /// A statement signed by the key, as given.
-fn signed_statement(s: &ModelSignatureStatement) -> Vec<(String, Vec<u8>)> {
+fn signed_statement(s: &ModelSignatureStatement) -> Vec<FoundModelSignature> {
     let bytes = s.to_bytes().unwrap();
     let envelope = sign_envelope(key(), IN_TOTO_PAYLOAD_TYPE, &bytes).unwrap();
-    vec![("edited".to_string(), envelope.to_json().unwrap())]
+    let bundle = SigstoreBundle {
+        envelope,
+        key_hint: None,
+        tlog_entries: 0,
+    };
+    vec![found("edited", bundle.to_json().unwrap())]
+}
+
+fn found(reference: &str, bundle: Vec<u8>) -> FoundModelSignature {
+    FoundModelSignature {
+        reference: reference.into(),
+        bundle,
+    }
 }
 
 fn failures(c: &ModelSignatureCheck) -> String {
@@ -128,25 +140,24 @@ fn another_key_or_a_tampered_envelope_fails_the_signature() {
         failures(&c)
     );
 
-    let (at, envelope) = signed(&files, key()).remove(0);
-    let mut e: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
-    let payload = e["payload"].as_str().unwrap().replace('a', "b");
-    e["payload"] = payload.into();
-    let c = check(
-        Some(&files),
-        &[(at, serde_json::to_vec(&e).unwrap())],
-        key().public_key(),
-        false,
-    );
+    let good = signed(&files, key()).remove(0);
+    let mut bundle: serde_json::Value = serde_json::from_slice(&good.bundle).unwrap();
+    let payload = bundle["dsseEnvelope"]["payload"]
+        .as_str()
+        .unwrap()
+        .replace('a', "b");
+    bundle["dsseEnvelope"]["payload"] = payload.into();
+    let tampered = found(&good.reference, serde_json::to_vec(&bundle).unwrap());
+    let c = check(Some(&files), &[tampered], key().public_key(), false);
     assert!(failures(&c).contains("does not verify"), "{}", failures(&c));
     let c = check(
         Some(&files),
-        &[("x".into(), b"junk".to_vec())],
+        &[found("x", b"junk".to_vec())],
         key().public_key(),
         false,
     );
     assert!(
-        failures(&c).contains("model signature x: not a DSSE envelope"),
+        failures(&c).contains("model signature x: not a Sigstore bundle"),
         "{}",
         failures(&c)
     );
