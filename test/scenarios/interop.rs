@@ -145,7 +145,8 @@ async fn cosign_tree(e: &Expected) -> Result<(), Refusal> {
     };
     let att = section("Attestations for an image tag");
     let sig = section("Signatures for an image tag");
-    let referrer = section("artifacts via OCI referrer");
+    // (The model signature, model_signing.rs, is another referrer section.)
+    let referrer = section("application/vnd.in-toto+json artifacts via OCI referrer");
     let envelope = [e.envelope_digest.clone()];
     if att != envelope || sig.len() != 1 || referrer != envelope {
         return Err(format!(
