@@ -177,9 +177,12 @@ fn cosign_statement(out: &Output) -> Result<Value> {
     Ok(serde_json::from_slice(&payload)?)
 }
 
+/// An edit of a bundle's JSON.
+type Alteration = fn(&mut Value);
+
 /// The model's bundle attestation with its bundle changed by `alter` (a registry writer, not
 /// the controller, edited it).
-fn altered(record: &SignedRecord, alter: fn(&mut Value)) -> Result<BundleAttestation> {
+fn altered(record: &SignedRecord, alter: Alteration) -> Result<BundleAttestation> {
     let mut attestation = record.bundle_attestations()?.remove(0);
     let mut bundle: Value = serde_json::from_slice(&attestation.bundle)?;
     alter(&mut bundle);
@@ -331,7 +334,7 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
 #[tokio::test]
 async fn an_altered_bundle_is_refused_by_cosign_and_provenant_verify() -> Result<()> {
     let f = Fixture::start().await?;
-    let alterations: [(&str, fn(&mut Value)); 2] = [
+    let alterations: [(&str, Alteration); 2] = [
         ("signature", altered_signature),
         ("payload", altered_payload),
     ];
