@@ -6,9 +6,10 @@
 //! payload was altered, and cosign a wrong key. `provenant attest --encoding` writes the same
 //! into an OCI layout. docs/registry-layout.md and docs/verify.md show what these tests print.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
@@ -19,7 +20,7 @@ use provenant::engine::{self, SignedRecord};
 use provenant::provenance::{self, BuilderIdentity, digest_map};
 use provenant::signing::{BUNDLE_V03_MEDIA_TYPE, CosignKey, Signer, key_hint};
 use provenant::storage::{
-    AttestationStore, BundleAttestation, Encoding, RegistryOptions, RegistryStore,
+    AttestationStore, BundleAttestation, Encoding, RegistryOptions, RegistryStore, Subject, op,
 };
 use provenant_testbed::registry::{ModelRef, Registry, sha256_digest};
 use provenant_testbed::tools;
@@ -32,6 +33,8 @@ const SLSA: &str = "https://slsa.dev/provenance/v1";
 struct Fixture {
     registry: Registry,
     store: Arc<dyn AttestationStore>,
+    /// Every request the store made (op names, `storage::op`).
+    requests: Arc<Mutex<Vec<String>>>,
     key: CosignKey,
     dir: tempfile::TempDir,
 }
@@ -39,8 +42,13 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Result<Fixture> {
         let registry = Registry::start().await?;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
         let store = RegistryStore::new(RegistryOptions {
             insecure_registries: vec![registry.host().to_string()],
+            observer: Some(Arc::new(move |op: &str, _, _| {
+                log.lock().unwrap().push(op.to_string())
+            })),
             ..RegistryOptions::default()
         });
         let dir = tempfile::tempdir()?;
@@ -51,9 +59,19 @@ impl Fixture {
         Ok(Fixture {
             registry,
             store: Arc::new(store),
+            requests,
             key,
             dir,
         })
+    }
+
+    /// The requests since the last call, counted by op.
+    fn take_requests(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for op in std::mem::take(&mut *self.requests.lock().unwrap()) {
+            *counts.entry(op).or_default() += 1;
+        }
+        counts
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -101,6 +119,28 @@ impl Fixture {
             &bundle_flag,
             "--type",
             "slsaprovenance1",
+            reference,
+        ];
+        let out = Command::new(tools::path("cosign").unwrap_or_else(|e| panic!("{e:#}")))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run cosign");
+        eprintln!("$ cosign {}\n{}", args.join(" "), text(&out));
+        out
+    }
+
+    /// `cosign verify` (the model's signature) with the same key-only flags.
+    fn cosign_verify(&self, reference: &str, new_bundle_format: bool) -> Output {
+        let key = self.path("cosign.pub");
+        let bundle_flag = format!("--new-bundle-format={new_bundle_format}");
+        let args = [
+            "verify",
+            "--key",
+            key.to_str().unwrap(),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            &bundle_flag,
             reference,
         ];
         let out = Command::new(tools::path("cosign").unwrap_or_else(|e| panic!("{e:#}")))
@@ -175,6 +215,19 @@ fn cosign_statement(out: &Output) -> Result<Value> {
         .with_context(|| format!("cosign printed no envelope: {stdout}"))?;
     let payload = STANDARD.decode(envelope["payload"].as_str().unwrap_or_default())?;
     Ok(serde_json::from_slice(&payload)?)
+}
+
+/// The digest and type of the first claim `cosign verify` prints.
+fn signed_claim(out: &Output) -> Result<(String, String)> {
+    let claims: Value = serde_json::from_slice(&out.stdout).context("cosign verify output")?;
+    let critical = &claims[0]["critical"];
+    Ok((
+        critical["image"]["docker-manifest-digest"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        critical["type"].as_str().unwrap_or_default().into(),
+    ))
 }
 
 /// An edit of a bundle's JSON.
@@ -280,6 +333,24 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
         serde_json::json!([{"sig": signed["signatures"][0]["sig"]}])
     );
 
+    // `oras pull` saves the layer under its title: the bundle, as a file.
+    let pulled = f.path("pulled");
+    let out = Command::new(tools::path("oras").unwrap_or_else(|e| panic!("{e:#}")))
+        .args([
+            "pull",
+            "--plain-http",
+            "-o",
+            pulled.to_str().unwrap(),
+            referrer,
+        ])
+        .env("HOME", f.dir.path())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let title = layer["annotations"]["org.opencontainers.image.title"]
+        .as_str()
+        .unwrap();
+    assert_eq!(std::fs::read(pulled.join(title))?, bytes);
+
     // cosign v3 accepts it and prints the statement about this model.
     let out = f.cosign(&model.reference, "cosign.pub", true);
     assert!(out.status.success(), "{}", text(&out));
@@ -295,6 +366,13 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
     // ... and refuses another key.
     let out = f.cosign(&model.reference, "other.pub", true);
     assert!(!out.status.success(), "{}", text(&out));
+
+    // `cosign verify` (v3) takes the bundle's statement as the model's signature; there is no
+    // `.sig` for the legacy format.
+    let out = f.cosign_verify(&model.reference, true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(signed_claim(&out)?, (model.digest.clone(), SLSA.into()));
+    assert!(!f.cosign_verify(&model.reference, false).status.success());
 
     // provenant verify reads the bundle.
     let out = f.provenant_verify(&model.reference, false);
@@ -407,6 +485,14 @@ async fn both_writes_both_encodings_and_each_verifies() -> Result<()> {
         );
     }
 
+    // `cosign verify` (v3) verifies the bundle by default (it takes a bundle's signed statement
+    // about the model as the signature), the simple signing `.sig` with the legacy format.
+    for (new_bundle_format, claim) in [(true, SLSA), (false, "cosign container image signature")] {
+        let out = f.cosign_verify(&model.reference, new_bundle_format);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(signed_claim(&out)?, (model.digest.clone(), claim.into()));
+    }
+
     // provenant verify finds the envelope three ways, two of them the same bytes.
     let out = f.provenant_verify(&model.reference, true);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -474,6 +560,37 @@ async fn a_bundle_that_cannot_be_read_is_refused_with_the_reason() -> Result<()>
         "{err}"
     );
     Ok(())
+}
+
+/// The controller's flow with `sigstore-bundle`: `resolve`, sign, attach; then a retried
+/// attach. docs/registry-layout.md lists these requests.
+#[tokio::test]
+async fn a_bundle_attach_costs_the_documented_requests() -> Result<()> {
+    let f = Fixture::start().await?;
+    let (model, record) = f.signed_model("counted").await?;
+    f.store
+        .resolve(&Subject::new(&model.repository, &model.digest))
+        .await?;
+    assert_eq!(f.take_requests(), counts(&[(op::MANIFEST_GET, 1)]));
+    engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+    assert_eq!(
+        f.take_requests(),
+        counts(&[
+            (op::REFERRERS_GET, 1),     // the probe, once per registry per store: 404
+            (op::MANIFEST_GET, 2),      // the fallback index (404), its read-back
+            (op::BLOB_HEAD, 1),         // `{}`, once per repository per store: present
+            (op::BLOB_UPLOAD_START, 1), // the bundle
+            (op::BLOB_UPLOAD, 1),
+            (op::MANIFEST_PUT, 2), // the referrer, the index
+        ])
+    );
+    engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+    assert_eq!(f.take_requests(), counts(&[(op::MANIFEST_GET, 1)]));
+    Ok(())
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(op, n)| (op.to_string(), *n)).collect()
 }
 
 // ---- provenant attest --encoding (OCI layout) ----
