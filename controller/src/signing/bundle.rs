@@ -280,6 +280,34 @@ mod tests {
         assert!(err.to_string().contains("does not verify"), "{err}");
     }
 
+    /// Bundles are read from registries and layouts anyone may have written: every one-byte
+    /// change of a valid bundle reads or fails, never panics (the protobuf JSON reader's
+    /// conversion to the typed bundle has an `expect`).
+    #[test]
+    fn no_one_byte_change_makes_reading_panic() {
+        let envelope = Envelope {
+            payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
+            payload: STANDARD.encode(STATEMENT),
+            signatures: vec![EnvelopeSignature {
+                keyid: String::new(),
+                sig: "MEUCIQ==".into(),
+            }],
+        };
+        let json = SigstoreBundle::new(&envelope, key().key_id())
+            .unwrap()
+            .to_json()
+            .unwrap();
+        for i in 0..json.len() {
+            for b in [b'"', b'{', b'}', b'[', b'1', b'-', b'\\', b'e', 0xff] {
+                let mut bytes = json.clone();
+                bytes[i] = b;
+                let _ = SigstoreBundle::from_json(&bytes);
+                bytes.remove(i);
+                let _ = SigstoreBundle::from_json(&bytes);
+            }
+        }
+    }
+
     type Edit = fn(&mut serde_json::Value);
 
     #[test]
