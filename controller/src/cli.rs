@@ -45,6 +45,10 @@ pub struct AttestArgs {
     /// runDetails.builder.id of the statement.
     #[arg(long, default_value = crate::provenance::DEFAULT_LOCAL_BUILDER_ID)]
     pub builder_id: String,
+    /// How the attestation is written: dsse (cosign .att/.sig and an in-toto referrer),
+    /// sigstore-bundle (a Sigstore bundle referrer, cosign v3's format) or both.
+    #[arg(long, default_value = "dsse", value_parser = clap::builder::ValueParser::new(str::parse::<storage::Encoding>))]
+    pub encoding: storage::Encoding,
     /// Also write the model's digest to this file (for scripts).
     #[arg(long)]
     pub output_digest: Option<PathBuf>,
@@ -150,6 +154,7 @@ pub fn attest(args: AttestArgs) -> ExitCode {
         builder_id: args.builder_id,
         credentials: docker_config(),
         quiet: args.quiet,
+        encoding: args.encoding,
     };
     match rt.block_on(local::run(&options)) {
         Ok(outcome) => {
@@ -287,7 +292,7 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         .map_err(|e| e.to_string())?;
     let found: Vec<(String, Vec<u8>)> = found
         .into_iter()
-        .map(|f| (f.reference, f.envelope))
+        .map(|f| (f.found_at(), f.envelope))
         .collect();
     let verdict = verify::verify(
         &reference.repository(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::{is_dns_label, is_label_value, is_qualified_name};
 use crate::repository_policy::{self, RepositoryRule};
+use crate::storage::Encoding;
 
 /// The configuration shipped in `config/default`, compiled in as the defaults.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default/controller-config.yaml");
@@ -107,6 +108,10 @@ pub struct ProvenanceConfig {
     /// Where and how attestations are written.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Which encodings attestations are written in: `dsse` (cosign `.att`/`.sig` and an in-toto
+    /// referrer), `sigstore-bundle` (a Sigstore bundle v0.3 referrer) or `both`.
+    #[serde(default, deserialize_with = "encoding")]
+    pub encoding: Encoding,
     /// Which namespaces may publish to which repositories, and with which credentials
     /// (`repository_policy.rs`). Empty: single-tenant, any repository.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -164,6 +169,7 @@ impl Default for ProvenanceConfig {
             cluster_name: None,
             signing_key_secret: default_signing_secret(),
             registry: RegistryConfig::default(),
+            encoding: Encoding::default(),
             repository_policy: Vec::new(),
         }
     }
@@ -188,6 +194,11 @@ impl Default for RegistryConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `provenance.encoding`, refused with the field's name and the accepted values.
+fn encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Encoding, D::Error> {
+    Encoding::deserialize_named("provenance.encoding", d)
 }
 /// Default `runDetails.builder.id` of the controller's statements.
 pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";

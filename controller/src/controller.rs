@@ -438,7 +438,8 @@ fn start_publisher(
             &provenance.registry,
             Some(observer),
         )
-        .with_scoped_credentials(scoped),
+        .with_scoped_credentials(scoped)
+        .with_encoding(provenance.encoding),
     ))
 }
 

@@ -25,7 +25,7 @@ use crate::observe::{self, host, materials, report};
 use crate::provenance::{self, BuilderIdentity, LocalInvocation};
 use crate::signing::{CosignKey, Signer};
 use crate::storage::{
-    ArtifactStore, LayoutStore, RegistryOptions, RegistryStore, ResolvedArtifact, Subject,
+    ArtifactStore, Encoding, LayoutStore, RegistryOptions, RegistryStore, ResolvedArtifact, Subject,
 };
 use crate::terminal::Progress;
 
@@ -52,6 +52,8 @@ pub struct Options {
     pub credentials: Option<crate::storage::DockerConfig>,
     /// No progress bars (they are drawn only on a terminal anyway).
     pub quiet: bool,
+    /// How the attestation is written (`--encoding`, the controller's `provenance.encoding`).
+    pub encoding: Encoding,
 }
 
 /// What `attest` produced.
@@ -175,7 +177,7 @@ pub async fn run(options: &Options) -> Result<Outcome, LocalError> {
     let statement = provenance::statement_for_local_run(&run, &invocation, &builder)
         .map_err(|e| LocalError::Material(e.to_string()))?;
     let record = engine::sign(&statement, &key)?;
-    let references = engine::attach(&record, store.as_ref()).await?;
+    let references = engine::attach(&record, store.as_ref(), options.encoding).await?;
     Ok(Outcome {
         subject: Subject::new(run.spec.output.repository.clone(), model.digest),
         record,

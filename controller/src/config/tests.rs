@@ -182,3 +182,33 @@ fn repository_policy_loads_and_bad_entries_name_the_key() {
             .is_empty()
     );
 }
+
+#[test]
+fn provenance_encoding_defaults_to_dsse_and_bad_values_name_the_choices() {
+    assert_eq!(
+        ControllerConfig::defaults().provenance.encoding,
+        Encoding::Dsse
+    );
+    for (text, encoding) in [
+        ("dsse", Encoding::Dsse),
+        ("sigstore-bundle", Encoding::SigstoreBundle),
+        ("both", Encoding::Both),
+    ] {
+        let config =
+            ControllerConfig::from_yaml(&format!("provenance:\n  encoding: {text}\n"), "cfg.yaml")
+                .unwrap();
+        assert_eq!(config.provenance.encoding, encoding);
+    }
+    for bad in ["bundle", "DSSE", "\"\"", "[dsse]"] {
+        let err =
+            ControllerConfig::from_yaml(&format!("provenance:\n  encoding: {bad}\n"), "cfg.yaml")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("controller config cfg.yaml is malformed"),
+            "{err}"
+        );
+        assert!(err.contains("provenance.encoding"), "{err}");
+        assert!(err.contains("one of dsse, sigstore-bundle, both"), "{err}");
+    }
+}

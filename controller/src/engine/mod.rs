@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::sha256_digest;
 use crate::provenance::statement::Statement;
-use crate::signing::{self, Signer, SigningError};
-use crate::storage::{Attestation, AttestationStore, SimpleSignature, StorageError, Subject};
+use crate::signing::{self, Envelope, Signer, SigningError, SigstoreBundle};
+use crate::storage::{
+    Attestation, AttestationStore, BundleAttestation, Encoding, SimpleSignature, StorageError,
+    Subject,
+};
 
 mod check;
 pub use check::{Untrusted, check_record};
@@ -134,6 +137,27 @@ impl SignedRecord {
             })
             .collect()
     }
+
+    /// One Sigstore bundle attestation per subject: the record's envelope in a bundle v0.3
+    /// with the signing key's hint (`signing::bundle`), layer title after the bundle's digest.
+    pub fn bundle_attestations(&self) -> Result<Vec<BundleAttestation>, EngineError> {
+        let unusable =
+            |e: String| EngineError::Record(format!("cannot make its Sigstore bundle: {e}"));
+        let envelope = Envelope::from_json(&self.envelope).map_err(|e| unusable(e.to_string()))?;
+        let bundle = SigstoreBundle::new(&envelope, &self.key_id)
+            .and_then(|b| b.to_json())
+            .map_err(|e| unusable(e.to_string()))?;
+        Ok(self
+            .subjects()
+            .into_iter()
+            .map(|subject| BundleAttestation {
+                subject,
+                predicate_type: self.predicate_type.clone(),
+                bundle: bundle.clone(),
+                title: None,
+            })
+            .collect())
+    }
 }
 
 /// Why the engine could not sign or attach.
@@ -194,14 +218,24 @@ pub fn sign(statement: &Statement, signer: &dyn Signer) -> Result<SignedRecord, 
     })
 }
 
-/// Attach a signed record to every subject. Returns every reference written.
+/// Attach a signed record to every subject, in `encoding` (`provenance.encoding`): the cosign
+/// `.att` / `.sig` tags and in-toto referrer, a Sigstore bundle referrer, or both. Returns every
+/// reference written.
 pub async fn attach(
     record: &SignedRecord,
     store: &dyn AttestationStore,
+    encoding: Encoding,
 ) -> Result<Vec<String>, EngineError> {
     let mut references = Vec::new();
-    for attestation in record.attestations()? {
-        references.extend(store.attach(&attestation).await?.references);
+    if encoding.dsse() {
+        for attestation in record.attestations()? {
+            references.extend(store.attach(&attestation).await?.references);
+        }
+    }
+    if encoding.sigstore_bundle() {
+        for bundle in record.bundle_attestations()? {
+            references.extend(store.attach_bundle(&bundle).await?.references);
+        }
     }
     Ok(references)
 }

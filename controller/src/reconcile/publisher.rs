@@ -11,7 +11,9 @@ use super::fairness::Backoff;
 use crate::config::RegistryConfig;
 use crate::provenance::BuilderIdentity;
 use crate::secrets::{RegistryCredentials, SigningKey};
-use crate::storage::{AttestationStore, Observer, RegistryOptions, RegistryStore, RetryPolicy};
+use crate::storage::{
+    AttestationStore, Encoding, Observer, RegistryOptions, RegistryStore, RetryPolicy,
+};
 
 /// A store and the generation of the credentials it was built with.
 type CachedStore = (u64, Arc<dyn AttestationStore>);
@@ -21,6 +23,8 @@ pub struct Publisher {
     pub key: Arc<SigningKey>,
     pub credentials: Arc<RegistryCredentials>,
     pub builder: BuilderIdentity,
+    /// How attestations are written (`provenance.encoding`).
+    pub encoding: Encoding,
     registry: RegistryConfig,
     backoff: Backoff,
     observer: Option<Observer>,
@@ -56,6 +60,7 @@ impl Publisher {
             key,
             credentials,
             builder,
+            encoding: Encoding::default(),
             registry: registry.clone(),
             backoff: Backoff {
                 initial: seconds(registry.retry_initial_seconds),
@@ -77,6 +82,12 @@ impl Publisher {
         scoped: HashMap<String, Arc<RegistryCredentials>>,
     ) -> Self {
         self.scoped = scoped;
+        self
+    }
+
+    /// Attestations written in `encoding` (`provenance.encoding`; default `dsse`).
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
         self
     }
 

@@ -45,7 +45,7 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, SigningError> {
+pub(crate) fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, SigningError> {
     STANDARD_LENIENT.decode(text).or_else(|standard_error| {
         URL_SAFE_LENIENT
             .decode(text)

@@ -1,16 +1,19 @@
 //! Signing: cosign-compatible ECDSA P-256 keys, DSSE envelopes (what provenance is attached
-//! as) and cosign "simple signing" payloads (the `.sig` over a model manifest).
+//! as), Sigstore bundles around them (cosign v3's format) and cosign "simple signing" payloads
+//! (the `.sig` over a model manifest).
 //! docs/signing.md describes the formats.
 //!
 //! Everything that signs goes through [`Signer`], so the controller, `provenant attest` and the
 //! tests do not care where the private key lives.
 
+pub mod bundle;
 pub mod dsse;
 pub mod keygen;
 pub mod keys;
 mod pem;
 pub mod simple_signing;
 
+pub use bundle::{BUNDLE_V03_MEDIA_TYPE, BundleError, SigstoreBundle, key_hint};
 pub use dsse::{
     Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, pae, sign_envelope, verify_envelope,
 };

@@ -1,6 +1,7 @@
 //! The attach protocol, written once over a [`Transport`] so both stores write the same bytes
 //! (docs/registry-layout.md): append our DSSE layer to the cosign `.att` tag, our signature to
-//! `.sig`, push the OCI 1.1 referrer and, without a referrers API, add it to the fallback index;
+//! `.sig`, push the OCI 1.1 referrer and, without a referrers API, add it to the fallback index
+//! (the last step is also how a Sigstore bundle is attached, `attach_bundle.rs`);
 //! each tag by read-modify-write, then read back and written again if a concurrent writer dropped
 //! our entry. Also which blobs are checked and which are simply uploaded, and the recovery when
 //! a registry has lost a blob it was thought to have.
@@ -12,6 +13,7 @@ use futures::future::{BoxFuture, FutureExt as _, Shared};
 use super::error::{ErrorKind, StorageError};
 use super::oci::{self, Descriptor, EMPTY_BLOB, Index, Manifest, OCI_CONFIG_MEDIA_TYPE};
 use super::op;
+use super::referrer::{NewBlob, Referrer};
 use super::store::{Attached, Attestation, ResolvedArtifact};
 use super::transport::{Blob, TagDocument, Transport, read_tag};
 use crate::observe::sha256_digest;
@@ -86,27 +88,9 @@ pub(crate) async fn attach(
         )
         .map_err(|e| input_error(e.to_string()))?;
         let bytes = serde_json::to_vec(&manifest).map_err(|e| input_error(e.to_string()))?;
-        let referrer = Referrer {
-            digest: sha256_digest(&bytes),
-            subject: resolved.digest,
-            envelope: &envelope,
-            entry: oci::referrer_entry(&manifest, &bytes),
-            bytes,
-        };
-        if t.has_referrers_api(subject).await? {
-            push_referrer(t, &referrer).await?;
-        } else {
-            update_tag(
-                t,
-                &oci::referrers_tag(hex),
-                &referrer.digest,
-                Index::empty,
-                |i: &mut Index| i.add(referrer.entry.clone()),
-                &Prerequisite::Referrer(&referrer),
-                &model,
-            )
-            .await?;
-        }
+        let entry = oci::referrer_entry(&manifest, &bytes);
+        let referrer = Referrer::new(bytes, resolved.digest, &envelope, entry);
+        attach_referrer(t, hex, &referrer, &model).await?;
         Ok::<_, StorageError>(referrer.digest)
     };
 
@@ -121,6 +105,32 @@ pub(crate) async fn attach(
         references,
         referrer_digest,
     })
+}
+
+/// Pushes an OCI 1.1 referrer of the subject whose digest's hex is `hex` and, where there is no
+/// referrers API, lists it in the fallback index `sha256-<hex>` (after pushing it: distribution
+/// rejects an index whose entries do not exist).
+pub(super) async fn attach_referrer(
+    t: &dyn Transport,
+    hex: &str,
+    referrer: &Referrer<'_>,
+    model: &Model<'_>,
+) -> Result<(), StorageError> {
+    if t.has_referrers_api(&referrer.subject).await? {
+        push_referrer(t, referrer).await?;
+    } else {
+        update_tag(
+            t,
+            &oci::referrers_tag(hex),
+            &referrer.digest,
+            Index::empty,
+            |i: &mut Index| i.add(referrer.entry.clone()),
+            &Prerequisite::Referrer(referrer),
+            model,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The hex of the subject's digest, after checking what an attach needs.
@@ -148,54 +158,15 @@ fn validate(attestation: &Attestation) -> Result<&str, StorageError> {
 
 /// The subject's descriptor, resolved at most once per attach and awaited by every write that
 /// needs it (nothing is written for a subject that does not resolve).
-type Model<'a> = Shared<BoxFuture<'a, Result<ResolvedArtifact, StorageError>>>;
-
-/// A blob that is new by construction (an envelope, a simple-signing payload: unique per
-/// attestation), so it is uploaded without asking first: that HEAD would be a 404 in practice,
-/// and re-uploading content the store has is accepted. Uploaded once per attach even though two
-/// concurrent writes (the `.att` layer, the referrer) need the envelope.
-struct NewBlob<'a> {
-    bytes: &'a [u8],
-    digest: String,
-    stored: tokio::sync::OnceCell<()>,
-}
-
-impl<'a> NewBlob<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        NewBlob {
-            bytes,
-            digest: sha256_digest(bytes),
-            stored: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// Uploads it unless this attach did; `again`: upload anyway (the store said it is unknown).
-    async fn store(&self, t: &dyn Transport, again: bool) -> Result<(), StorageError> {
-        let upload = || t.put_blob(&self.digest, Blob::Bytes(self.bytes));
-        if again {
-            return upload().await;
-        }
-        self.stored.get_or_try_init(upload).await.map(|_| ())
-    }
-}
-
-/// The OCI 1.1 referrer for one attestation, serialized.
-struct Referrer<'a> {
-    bytes: Vec<u8>,
-    digest: String,
-    /// The subject's digest (what a store indexing the referrer reports in `OCI-Subject`).
-    subject: String,
-    envelope: &'a NewBlob<'a>,
-    /// Its fallback-index entry.
-    entry: Descriptor,
-}
+pub(super) type Model<'a> = Shared<BoxFuture<'a, Result<ResolvedArtifact, StorageError>>>;
 
 /// What must exist before a manifest referencing it is accepted.
 enum Prerequisite<'a> {
     /// A cosign `.att` / `.sig` layer blob, plus the cosign config if the tag is being created.
     CosignLayer { layer: &'a NewBlob<'a> },
-    /// The referrer manifest's blobs: the empty config `{}` and the envelope.
-    ReferrerBlobs { envelope: &'a NewBlob<'a> },
+    /// The referrer manifest's blobs: the empty config `{}` and its layer (the envelope, the
+    /// bundle).
+    ReferrerBlobs { layer: &'a NewBlob<'a> },
     /// The referrer manifest (and its blobs) before the fallback index lists it.
     Referrer(&'a Referrer<'a>),
 }
@@ -354,8 +325,8 @@ async fn satisfy(
             };
             futures::try_join!(config, layer).map(|_| ())
         }
-        Prerequisite::ReferrerBlobs { envelope } => {
-            futures::try_join!(ensure_constant(t, EMPTY_BLOB), envelope.store(t, again)).map(|_| ())
+        Prerequisite::ReferrerBlobs { layer } => {
+            futures::try_join!(ensure_constant(t, EMPTY_BLOB), layer.store(t, again)).map(|_| ())
         }
         // Boxed: pushing the referrer puts a manifest, which may come back here.
         Prerequisite::Referrer(r) => Box::pin(push_referrer(t, r)).await.map(|_| ()),
@@ -413,9 +384,7 @@ async fn ensure_constant(t: &dyn Transport, bytes: &[u8]) -> Result<(), StorageE
 /// Pushes the referrer manifest (by digest) and its blobs; returns whether the store said it
 /// indexed the subject (`OCI-Subject`).
 async fn push_referrer(t: &dyn Transport, r: &Referrer<'_>) -> Result<bool, StorageError> {
-    let blobs = Prerequisite::ReferrerBlobs {
-        envelope: r.envelope,
-    };
+    let blobs = Prerequisite::ReferrerBlobs { layer: r.layer };
     satisfy(t, &blobs, false, false, false).await?;
     let indexed = put_manifest_checked(
         t,

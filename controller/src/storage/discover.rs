@@ -1,6 +1,6 @@
 //! The read side over a [`Transport`], for `provenant verify`: resolving a tag or digest, and
-//! every DSSE envelope about a subject — the `.att` layers and the in-toto referrers (referrers
-//! API, else the fallback index).
+//! every DSSE envelope about a subject — the `.att` layers, the in-toto referrers and the
+//! envelopes inside Sigstore bundle referrers (referrers API, else the fallback index).
 
 use oci_spec::image::{ImageManifest as SpecManifest, MediaType};
 
@@ -10,9 +10,11 @@ use super::oci::{
     Manifest, PREDICATE_TYPE_ANNOTATION,
 };
 use super::op;
+use super::sigstore_bundle::BUNDLE_PREDICATE_TYPE_ANNOTATION;
 use super::store::{FoundAttestation, ResolvedArtifact, Subject, Via};
 use super::transport::{Transport, check_digest, manifest_media_type, read_tag};
 use crate::observe::sha256_digest;
+use crate::signing::{BUNDLE_V03_MEDIA_TYPE, SigstoreBundle};
 
 /// The manifest behind a tag or a digest (`sha256:..`), its content checked against the digest.
 pub(crate) async fn resolve_reference(
@@ -46,34 +48,44 @@ pub(crate) async fn attestations(
 ) -> Result<Vec<FoundAttestation>, StorageError> {
     let hex = subject.hex()?;
     let mut found: Vec<FoundAttestation> = Vec::new();
-    let mut add =
-        |envelope: Vec<u8>, predicate_type: Option<String>, via: Via, reference: String| {
-            let digest = sha256_digest(&envelope);
-            match found.iter_mut().find(|f| f.digest == digest) {
-                Some(f) => {
-                    if !f.via.contains(&via) {
-                        f.via.push(via);
-                    }
-                    f.predicate_type = f.predicate_type.take().or(predicate_type);
+    let mut add = |envelope: Vec<u8>,
+                   predicate_type: Option<String>,
+                   via: Via,
+                   reference: String,
+                   unreadable_bundle: Option<String>| {
+        let digest = sha256_digest(&envelope);
+        match found.iter_mut().find(|f| f.digest == digest) {
+            Some(f) => {
+                if !f.via.contains(&via) {
+                    f.via.push(via);
                 }
-                None => found.push(FoundAttestation {
-                    envelope,
-                    digest,
-                    predicate_type,
-                    via: vec![via],
-                    reference,
-                }),
+                f.predicate_type = f.predicate_type.take().or(predicate_type);
             }
-        };
+            None => found.push(FoundAttestation {
+                envelope,
+                digest,
+                predicate_type,
+                via: vec![via],
+                reference,
+                unreadable_bundle,
+            }),
+        }
+    };
 
     let att_tag = oci::attestation_tag(hex);
     if let Some(att) = read_tag::<Manifest>(t, &att_tag).await? {
         for (envelope, predicate_type) in envelopes(t, att_layers(&att.doc)).await? {
-            add(envelope, predicate_type, Via::Att, t.tag_ref(&att_tag));
+            add(
+                envelope,
+                predicate_type,
+                Via::Att,
+                t.tag_ref(&att_tag),
+                None,
+            );
         }
     }
 
-    for digest in in_toto_referrers(t, subject, hex).await? {
+    for (digest, via) in referrers(t, subject, hex).await? {
         let Some(manifest) = manifest_by_digest(t, &digest).await? else {
             tracing::warn!(referrer = %t.digest_ref(&digest), "listed referrer does not exist");
             continue;
@@ -87,32 +99,55 @@ pub(crate) async fn attestations(
             tracing::warn!(referrer = %t.digest_ref(&digest), "listed referrer is about another subject");
             continue;
         }
+        let reference = t.digest_ref(&digest);
+        if via == Via::Bundle {
+            for (bytes, predicate_type) in envelopes(t, bundle_layers(&manifest)).await? {
+                let (envelope, unreadable) = envelope_of_bundle(bytes);
+                add(envelope, predicate_type, via, reference.clone(), unreadable);
+            }
+            continue;
+        }
         for (envelope, predicate_type) in envelopes(t, referrer_layers(&manifest)).await? {
-            add(
-                envelope,
-                predicate_type,
-                Via::Referrer,
-                t.digest_ref(&digest),
-            );
+            add(envelope, predicate_type, via, reference.clone(), None);
         }
     }
     Ok(found)
 }
 
-/// The digests of the in-toto referrers of `subject`: from the referrers API when the store has
-/// one, else from the fallback index.
-async fn in_toto_referrers(
+/// The DSSE envelope inside a Sigstore bundle, as DSSE JSON; a bundle that cannot be read is
+/// kept as its own bytes with the reason, so that the verifier refuses it in words rather than
+/// not seeing it.
+fn envelope_of_bundle(bytes: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let read = SigstoreBundle::from_json(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.envelope.to_json().map_err(|e| e.to_string()));
+    match read {
+        Ok(envelope) => (envelope, None),
+        Err(why) => (bytes, Some(why)),
+    }
+}
+
+/// The digests of the in-toto and Sigstore bundle referrers of `subject` (by `artifactType`),
+/// each with how it is read: from the referrers API when the store has one, else from the
+/// fallback index. Other referrers (SBOMs, signatures) are skipped.
+async fn referrers(
     t: &dyn Transport,
     subject: &Subject,
     hex: &str,
-) -> Result<Vec<String>, StorageError> {
+) -> Result<Vec<(String, Via)>, StorageError> {
+    let via = |artifact_type: Option<&str>| match artifact_type {
+        Some(IN_TOTO_ARTIFACT_TYPE) => Some(Via::Referrer),
+        Some(BUNDLE_V03_MEDIA_TYPE) => Some(Via::Bundle),
+        _ => None,
+    };
     if let Some(index) = t.referrers(&subject.digest).await? {
-        let in_toto = MediaType::from(IN_TOTO_ARTIFACT_TYPE);
         return Ok(index
             .manifests()
             .iter()
-            .filter(|e| e.artifact_type().as_ref() == Some(&in_toto))
-            .map(|e| e.digest().to_string())
+            .filter_map(|e| {
+                let artifact_type = e.artifact_type().as_ref().map(MediaType::to_string);
+                via(artifact_type.as_deref()).map(|v| (e.digest().to_string(), v))
+            })
             .collect());
     }
     let Some(index) = read_tag::<Index>(t, &oci::referrers_tag(hex)).await? else {
@@ -122,8 +157,7 @@ async fn in_toto_referrers(
         .doc
         .manifests
         .into_iter()
-        .filter(|e| e.artifact_type.as_deref() == Some(IN_TOTO_ARTIFACT_TYPE))
-        .map(|e| e.digest)
+        .filter_map(|e| via(e.artifact_type.as_deref()).map(|v| (e.digest, v)))
         .collect())
 }
 
@@ -189,6 +223,26 @@ fn referrer_layers(manifest: &SpecManifest) -> Vec<EnvelopeLayer> {
             digest: l.digest().to_string(),
             predicate_type: predicate(l.annotations())
                 .or_else(|| predicate(manifest.annotations())),
+        })
+        .collect()
+}
+
+/// The bundle layers of a Sigstore bundle referrer (cosign's `dev.sigstore.bundle.predicateType`
+/// annotation on the manifest).
+fn bundle_layers(manifest: &SpecManifest) -> Vec<EnvelopeLayer> {
+    let bundle = MediaType::from(BUNDLE_V03_MEDIA_TYPE);
+    let predicate_type = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(BUNDLE_PREDICATE_TYPE_ANNOTATION))
+        .cloned();
+    manifest
+        .layers()
+        .iter()
+        .filter(|l| *l.media_type() == bundle)
+        .map(|l| EnvelopeLayer {
+            digest: l.digest().to_string(),
+            predicate_type: predicate_type.clone(),
         })
         .collect()
 }

@@ -8,25 +8,33 @@
 //!
 //! - `registry/` ([`RegistryStore`]) and `oci_layout/` ([`LayoutStore`]): the two stores, each a
 //!   `Transport` the protocols below run over;
-//! - `attach.rs` (the write protocol), `discover.rs` (the read side), `model.rs` (model packaging
-//!   and push): written once over a transport, so both stores write and read the same bytes;
-//! - `transport.rs`, `reference.rs`: the transport trait, references;
-//! - `store.rs` (the traits and their values), `oci.rs` (the formats), `error.rs`, `op.rs`.
+//! - `attach.rs` (the write protocol), `attach_bundle.rs` (a Sigstore bundle referrer),
+//!   `discover.rs` (the read side), `model.rs` (model packaging and push): written once over a
+//!   transport, so both stores write and read the same bytes;
+//! - `referrer.rs` (a referrer and its layer as pushed), `transport.rs`, `reference.rs`: the
+//!   transport trait, references;
+//! - `store.rs` (the traits and their values), `oci.rs` and `sigstore_bundle.rs` (the formats),
+//!   `encoding.rs` (which formats to write), `error.rs`, `op.rs`.
 
 mod attach;
+mod attach_bundle;
 mod discover;
+mod encoding;
 mod error;
 pub mod model;
 pub mod oci;
 pub mod oci_layout;
 pub mod op;
 pub mod reference;
+mod referrer;
 pub mod registry;
+pub mod sigstore_bundle;
 mod store;
 mod transport;
 
 use std::sync::Arc;
 
+pub use encoding::Encoding;
 pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
 pub use oci_layout::LayoutStore;
@@ -35,8 +43,8 @@ pub use registry::{
     Credential, DockerConfig, Observer, RegistryOptions, RegistryStore, RetryPolicy,
 };
 pub use store::{
-    ArtifactStore, Attached, Attestation, AttestationStore, FoundAttestation, ResolvedArtifact,
-    SimpleSignature, Subject, Via,
+    ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
+    ResolvedArtifact, SimpleSignature, Subject, Via,
 };
 
 /// The store a reference lives in: a [`LayoutStore`] on its directory, or a [`RegistryStore`]

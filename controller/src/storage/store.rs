@@ -67,11 +67,29 @@ pub struct Attestation {
     pub signature: Option<SimpleSignature>,
 }
 
+/// One Sigstore bundle to attach to its subject as an OCI 1.1 referrer, the layout cosign v3
+/// writes (`cosign attest --new-bundle-format`; docs/registry-layout.md, "Sigstore bundles").
+/// Build the bundle with [`crate::signing::SigstoreBundle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleAttestation {
+    pub subject: Subject,
+    /// Predicate type of the in-toto statement in the bundle's envelope (the referrer's
+    /// `dev.sigstore.bundle.predicateType` annotation, a hint for readers).
+    pub predicate_type: String,
+    /// The bundle JSON, exact bytes: stored as-is (the referrer's one layer).
+    pub bundle: Vec<u8>,
+    /// The layer's `org.opencontainers.image.title`, the file name `oras pull` saves it as (a
+    /// plain file name: no `/`, not `.` or `..`); `None`: `sha256-<hex>.sigstore.json` after
+    /// the bundle's digest, as cosign's BUNDLE_SPEC suggests.
+    pub title: Option<String>,
+}
+
 /// Where an attestation was written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attached {
     /// `host/repo:sha256-<hex>.att`, `host/repo:sha256-<hex>.sig` (when signed) and
-    /// `host/repo@sha256:<referrer manifest digest>`, in that order.
+    /// `host/repo@sha256:<referrer manifest digest>`, in that order; for a bundle, the referrer
+    /// alone.
     pub references: Vec<String>,
     /// Digest of the OCI 1.1 referrer manifest (`sha256:<hex>`).
     pub referrer_digest: String,
@@ -96,6 +114,10 @@ pub enum Via {
     /// An OCI 1.1 referrer with `artifactType` `application/vnd.in-toto+json`, listed by the
     /// referrers API or, without one, the fallback index `sha256-<hex>`.
     Referrer,
+    /// A Sigstore bundle: an OCI 1.1 referrer with `artifactType`
+    /// `application/vnd.dev.sigstore.bundle.v0.3+json` (referrers API or fallback index), the
+    /// envelope read out of the bundle.
+    Bundle,
 }
 
 impl fmt::Display for Via {
@@ -103,6 +125,7 @@ impl fmt::Display for Via {
         f.write_str(match self {
             Via::Att => "cosign .att",
             Via::Referrer => "OCI referrer",
+            Via::Bundle => "Sigstore bundle",
         })
     }
 }
@@ -111,7 +134,10 @@ impl fmt::Display for Via {
 /// writes both) is one entry with both [`Via`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundAttestation {
-    /// The envelope's exact bytes (checked against the digest they were stored under).
+    /// The envelope's exact bytes (checked against the digest they were stored under); for a
+    /// Sigstore bundle, the envelope read out of the bundle (whose bytes were checked), as DSSE
+    /// JSON — or, when the bundle cannot be read, the bundle's own bytes (then
+    /// `unreadable_bundle` says why, and they fail as "not a DSSE envelope").
     pub envelope: Vec<u8>,
     /// `sha256:` of `envelope`.
     pub digest: String,
@@ -122,6 +148,21 @@ pub struct FoundAttestation {
     pub via: Vec<Via>,
     /// Where it was found first: `REPO:sha256-<hex>.att`, or `REPO@<referrer digest>`.
     pub reference: String,
+    /// Why a Sigstore bundle listed for the subject could not be read (not JSON, another
+    /// version, no DSSE envelope, ...).
+    pub unreadable_bundle: Option<String>,
+}
+
+impl FoundAttestation {
+    /// Where it was found, for people: the reference, saying when it is a Sigstore bundle (and
+    /// why it could not be read).
+    pub fn found_at(&self) -> String {
+        match (&self.unreadable_bundle, self.via.first()) {
+            (Some(why), _) => format!("Sigstore bundle {}, unreadable: {why}", self.reference),
+            (None, Some(Via::Bundle)) => format!("Sigstore bundle {}", self.reference),
+            _ => self.reference.clone(),
+        }
+    }
 }
 
 /// Resolves artifacts and attaches attestations. Implementations are shared across tasks.
@@ -133,6 +174,11 @@ pub trait AttestationStore: Send + Sync {
     /// Attaches the attestation (and signature) to its subject. Idempotent: repeating it, also
     /// after a crash half-way, never duplicates anything.
     async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError>;
+
+    /// Attaches a Sigstore bundle to its subject as an OCI 1.1 referrer (plus, without a
+    /// referrers API, an entry in the fallback index `sha256-<hex>`). Idempotent: the same
+    /// bundle, predicate type and title give the same referrer manifest, listed once.
+    async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError>;
 }
 
 /// What `provenant attest` and `provenant verify` need beyond attaching: push a model, read the
@@ -151,8 +197,9 @@ pub trait ArtifactStore: AttestationStore {
         files: &[FileDigest],
     ) -> Result<ResolvedArtifact, StorageError>;
 
-    /// Every DSSE envelope about `subject`: the layers of `sha256-<hex>.att` and the in-toto
-    /// referrers (referrers API, else the fallback index), one entry per envelope.
+    /// Every DSSE envelope about `subject`: the layers of `sha256-<hex>.att`, the in-toto
+    /// referrers and the Sigstore bundle referrers (referrers API, else the fallback index), one
+    /// entry per envelope.
     async fn attestations(&self, subject: &Subject) -> Result<Vec<FoundAttestation>, StorageError>;
 
     /// The manifest a reference names (see [`parse_reference`](super::parse_reference)): a tag

@@ -174,7 +174,7 @@ pub async fn attach(
     credentials: Option<&str>,
 ) -> Attach {
     let store = publisher.store_for(credentials);
-    match engine::attach(record, store.as_ref()).await {
+    match engine::attach(record, store.as_ref(), publisher.encoding).await {
         Ok(references) => Attach::Attached(references),
         Err(EngineError::Storage(e)) if is_unauthorized(e.status()) => {
             let (message, wait) = refused(run, publisher, &e);

@@ -30,11 +30,11 @@ use crate::storage::model::ModelArtifact;
 use crate::storage::op;
 use crate::storage::reference::{LAYOUT_PREFIX, Location, parse_reference};
 use crate::storage::store::{
-    ArtifactStore, Attached, Attestation, AttestationStore, FoundAttestation, ResolvedArtifact,
-    Subject,
+    ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
+    ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport};
-use crate::storage::{attach, discover};
+use crate::storage::{attach, attach_bundle, discover};
 
 /// Op of failures that are not one store operation (a blocking task that died).
 const OP_LAYOUT: &str = "layout";
@@ -214,6 +214,10 @@ impl AttestationStore for LayoutStore {
 
     async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError> {
         attach::attach(self, attestation).await
+    }
+
+    async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError> {
+        attach_bundle::attach_bundle(self, bundle).await
     }
 }
 

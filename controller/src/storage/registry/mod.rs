@@ -34,11 +34,11 @@ use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
 use crate::storage::reference::{Location, parse_reference};
 use crate::storage::store::{
-    ArtifactStore, Attached, Attestation, AttestationStore, FoundAttestation, ResolvedArtifact,
-    Subject,
+    ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
+    ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport, check_digest, manifest_media_type};
-use crate::storage::{attach, discover, op};
+use crate::storage::{attach, attach_bundle, discover, op};
 
 /// Configuration of a [`RegistryStore`].
 #[derive(Clone)]
@@ -348,6 +348,11 @@ impl AttestationStore for RegistryStore {
     async fn attach(&self, attestation: &Attestation) -> Result<Attached, StorageError> {
         let t = self.transport(&attestation.subject.repository, true)?;
         attach::attach(&t, attestation).await
+    }
+
+    async fn attach_bundle(&self, bundle: &BundleAttestation) -> Result<Attached, StorageError> {
+        let t = self.transport(&bundle.subject.repository, true)?;
+        attach_bundle::attach_bundle(&t, bundle).await
     }
 }
 
