@@ -196,23 +196,9 @@ fn yes() -> bool {
     true
 }
 
-/// `provenance.encoding`, refused with the field's name and the accepted values (serde's own
-/// message names neither the field nor, for a value that is not a string, the values).
+/// `provenance.encoding`, refused with the field's name and the accepted values.
 fn encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Encoding, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Other(serde::de::IgnoredAny),
-    }
-    let bad = |why: String| serde::de::Error::custom(format!("provenance.encoding: {why}"));
-    match Raw::deserialize(d)? {
-        Raw::Text(text) => text.parse().map_err(bad),
-        Raw::Other(_) => Err(bad(format!(
-            "not a string: one of {}",
-            Encoding::NAMES.join(", ")
-        ))),
-    }
+    Encoding::deserialize_named("provenance.encoding", d)
 }
 /// Default `runDetails.builder.id` of the controller's statements.
 pub const DEFAULT_BUILDER_ID: &str = "https://provenant.dev/controller/v1";

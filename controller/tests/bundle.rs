@@ -6,205 +6,26 @@
 //! payload was altered, and cosign a wrong key. `provenant attest --encoding` writes the same
 //! into an OCI layout. docs/registry-layout.md and docs/verify.md show what these tests print.
 
+#[path = "bundle/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use provenant::api::TrainingRun;
-use provenant::config::ControllerConfig;
-use provenant::engine::{self, SignedRecord};
-use provenant::provenance::{self, BuilderIdentity, digest_map};
-use provenant::signing::{BUNDLE_V03_MEDIA_TYPE, CosignKey, Signer, key_hint};
-use provenant::storage::{
-    AttestationStore, BundleAttestation, Encoding, RegistryOptions, RegistryStore,
+use anyhow::{Context, Result};
+use fixture::{
+    Alteration, Fixture, altered, altered_payload, altered_signature, cosign_statement, hex,
+    pretty, signed_claim, text,
 };
-use provenant_testbed::registry::{ModelRef, Registry, sha256_digest};
+use provenant::engine;
+use provenant::signing::{BUNDLE_V03_MEDIA_TYPE, Signer, key_hint};
+use provenant::storage::{Encoding, Subject, op};
+use provenant_testbed::registry::sha256_digest;
 use provenant_testbed::tools;
 use serde_json::Value;
 
 const SLSA: &str = "https://slsa.dev/provenance/v1";
-
-/// A registry, the controller's store on it, the signing key, and a directory for the tools'
-/// HOME and the public keys.
-struct Fixture {
-    registry: Registry,
-    store: Arc<dyn AttestationStore>,
-    key: CosignKey,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    async fn start() -> Result<Fixture> {
-        let registry = Registry::start().await?;
-        let store = RegistryStore::new(RegistryOptions {
-            insecure_registries: vec![registry.host().to_string()],
-            ..RegistryOptions::default()
-        });
-        let dir = tempfile::tempdir()?;
-        let key = CosignKey::ephemeral()?;
-        std::fs::write(dir.path().join("cosign.pub"), key.public_key_pem())?;
-        let other = CosignKey::ephemeral()?;
-        std::fs::write(dir.path().join("other.pub"), other.public_key_pem())?;
-        Ok(Fixture {
-            registry,
-            store: Arc::new(store),
-            key,
-            dir,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A model, and the record of a run that produced it (the statement the controller makes of
-    /// the fixture run, about this model), signed with the fixture's key.
-    async fn signed_model(&self, name: &str) -> Result<(ModelRef, SignedRecord)> {
-        let model = self
-            .registry
-            .push_model(
-                &format!("models/{name}"),
-                "v1",
-                &[("model.safetensors", format!("weights of {name}").as_bytes())],
-            )
-            .await?;
-        let run: TrainingRun = serde_saphyr::from_str(&std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/succeeded-run.yaml"
-        ))?)?;
-        let placement = provenant::execute::placement::placement(
-            &ControllerConfig::defaults(),
-            run.spec.accelerator.as_ref(),
-        )?;
-        let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
-        let mut statement = provenance::statement_for_run(&run, &placement, &builder)?;
-        statement.subject.truncate(1);
-        statement.subject[0].name = Some(model.repository.clone());
-        statement.subject[0].digest = digest_map(&model.digest);
-        Ok((model, engine::sign(&statement, &self.key)?))
-    }
-
-    /// `cosign verify-attestation` with what a key-only setup needs: the key, no transparency
-    /// log, a plain-HTTP registry, the bundle format (or the legacy `.att` with `false`), SLSA v1.
-    fn cosign(&self, reference: &str, key: &str, new_bundle_format: bool) -> Output {
-        let key = self.path(key);
-        let bundle_flag = format!("--new-bundle-format={new_bundle_format}");
-        let args = [
-            "verify-attestation",
-            "--key",
-            key.to_str().unwrap(),
-            "--insecure-ignore-tlog=true",
-            "--allow-http-registry",
-            &bundle_flag,
-            "--type",
-            "slsaprovenance1",
-            reference,
-        ];
-        let out = Command::new(tools::path("cosign").unwrap_or_else(|e| panic!("{e:#}")))
-            .args(args)
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("run cosign");
-        eprintln!("$ cosign {}\n{}", args.join(" "), text(&out));
-        out
-    }
-
-    /// `provenant verify REFERENCE --key cosign.pub` (`--output json` when `json`).
-    fn provenant_verify(&self, reference: &str, json: bool) -> Output {
-        let key = self.path("cosign.pub");
-        let mut args = vec![
-            "verify",
-            reference,
-            "--key",
-            key.to_str().unwrap(),
-            "--insecure-registry",
-            self.registry.host(),
-        ];
-        if json {
-            args.extend(["--output", "json"]);
-        }
-        let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
-            .args(&args)
-            .output()
-            .expect("run provenant");
-        eprintln!("$ provenant {}\n{}", args.join(" "), text(&out));
-        out
-    }
-
-    /// A manifest as JSON; its exact bytes are printed (the examples in docs/registry-layout.md
-    /// are these, pretty-printed).
-    async fn manifest(&self, model: &ModelRef, reference: &str) -> Result<Value> {
-        let fetched = self
-            .registry
-            .get_manifest(&model.repo, reference)
-            .await?
-            .ok_or_else(|| anyhow!("{}:{reference} does not exist", model.repo))?;
-        eprintln!(
-            "{}:{reference}\n{}",
-            model.repo,
-            String::from_utf8_lossy(&fetched.bytes)
-        );
-        fetched.json()
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn hex(model: &ModelRef) -> &str {
-    model.digest.trim_start_matches("sha256:")
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
-}
-
-/// The statement inside the first envelope cosign prints (one JSON envelope per line).
-fn cosign_statement(out: &Output) -> Result<Value> {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let envelope: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
-        .with_context(|| format!("cosign printed no envelope: {stdout}"))?;
-    let payload = STANDARD.decode(envelope["payload"].as_str().unwrap_or_default())?;
-    Ok(serde_json::from_slice(&payload)?)
-}
-
-/// The model's bundle attestation with its bundle changed by `alter` (a registry writer, not
-/// the controller, edited it).
-fn altered(record: &SignedRecord, alter: fn(&mut Value)) -> Result<BundleAttestation> {
-    let mut attestation = record.bundle_attestations()?.remove(0);
-    let mut bundle: Value = serde_json::from_slice(&attestation.bundle)?;
-    alter(&mut bundle);
-    attestation.bundle = serde_json::to_vec(&bundle)?;
-    Ok(attestation)
-}
-
-fn altered_signature(bundle: &mut Value) {
-    let sig = &mut bundle["dsseEnvelope"]["signatures"][0]["sig"];
-    let mut der = STANDARD.decode(sig.as_str().unwrap()).unwrap();
-    let last = der.len() - 1;
-    der[last] ^= 0x01;
-    *sig = STANDARD.encode(der).into();
-}
-
-fn altered_payload(bundle: &mut Value) {
-    let payload = &mut bundle["dsseEnvelope"]["payload"];
-    let statement = STANDARD.decode(payload.as_str().unwrap()).unwrap();
-    let statement = String::from_utf8(statement).unwrap().replacen(
-        "https://provenant.dev/controller/v1",
-        "https://provenant.dev/controller/v2",
-        1,
-    );
-    *payload = STANDARD.encode(statement).into();
-}
 
 #[tokio::test]
 async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Result<()> {
@@ -277,6 +98,24 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
         serde_json::json!([{"sig": signed["signatures"][0]["sig"]}])
     );
 
+    // `oras pull` saves the layer under its title: the bundle, as a file.
+    let pulled = f.path("pulled");
+    let out = Command::new(tools::path("oras").unwrap_or_else(|e| panic!("{e:#}")))
+        .args([
+            "pull",
+            "--plain-http",
+            "-o",
+            pulled.to_str().unwrap(),
+            referrer,
+        ])
+        .env("HOME", f.dir.path())
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let title = layer["annotations"]["org.opencontainers.image.title"]
+        .as_str()
+        .unwrap();
+    assert_eq!(std::fs::read(pulled.join(title))?, bytes);
+
     // cosign v3 accepts it and prints the statement about this model.
     let out = f.cosign(&model.reference, "cosign.pub", true);
     assert!(out.status.success(), "{}", text(&out));
@@ -292,6 +131,13 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
     // ... and refuses another key.
     let out = f.cosign(&model.reference, "other.pub", true);
     assert!(!out.status.success(), "{}", text(&out));
+
+    // `cosign verify` (v3) takes the bundle's statement as the model's signature; there is no
+    // `.sig` for the legacy format.
+    let out = f.cosign_verify(&model.reference, true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(signed_claim(&out)?, (model.digest.clone(), SLSA.into()));
+    assert!(!f.cosign_verify(&model.reference, false).status.success());
 
     // provenant verify reads the bundle.
     let out = f.provenant_verify(&model.reference, false);
@@ -331,7 +177,7 @@ async fn cosign_and_provenant_verify_a_model_attested_only_with_a_bundle() -> Re
 #[tokio::test]
 async fn an_altered_bundle_is_refused_by_cosign_and_provenant_verify() -> Result<()> {
     let f = Fixture::start().await?;
-    let alterations: [(&str, fn(&mut Value)); 2] = [
+    let alterations: [(&str, Alteration); 2] = [
         ("signature", altered_signature),
         ("payload", altered_payload),
     ];
@@ -404,6 +250,14 @@ async fn both_writes_both_encodings_and_each_verifies() -> Result<()> {
         );
     }
 
+    // `cosign verify` (v3) verifies the bundle by default (it takes a bundle's signed statement
+    // about the model as the signature), the simple signing `.sig` with the legacy format.
+    for (new_bundle_format, claim) in [(true, SLSA), (false, "cosign container image signature")] {
+        let out = f.cosign_verify(&model.reference, new_bundle_format);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(signed_claim(&out)?, (model.digest.clone(), claim.into()));
+    }
+
     // provenant verify finds the envelope three ways, two of them the same bytes.
     let out = f.provenant_verify(&model.reference, true);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -471,6 +325,37 @@ async fn a_bundle_that_cannot_be_read_is_refused_with_the_reason() -> Result<()>
         "{err}"
     );
     Ok(())
+}
+
+/// The controller's flow with `sigstore-bundle`: `resolve`, sign, attach; then a retried
+/// attach. docs/registry-layout.md lists these requests.
+#[tokio::test]
+async fn a_bundle_attach_costs_the_documented_requests() -> Result<()> {
+    let f = Fixture::start().await?;
+    let (model, record) = f.signed_model("counted").await?;
+    f.store
+        .resolve(&Subject::new(&model.repository, &model.digest))
+        .await?;
+    assert_eq!(f.take_requests(), counts(&[(op::MANIFEST_GET, 1)]));
+    engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+    assert_eq!(
+        f.take_requests(),
+        counts(&[
+            (op::REFERRERS_GET, 1),     // the probe, once per registry per store: 404
+            (op::MANIFEST_GET, 2),      // the fallback index (404), its read-back
+            (op::BLOB_HEAD, 1),         // `{}`, once per repository per store: present
+            (op::BLOB_UPLOAD_START, 1), // the bundle
+            (op::BLOB_UPLOAD, 1),
+            (op::MANIFEST_PUT, 2), // the referrer, the index
+        ])
+    );
+    engine::attach(&record, f.store.as_ref(), Encoding::SigstoreBundle).await?;
+    assert_eq!(f.take_requests(), counts(&[(op::MANIFEST_GET, 1)]));
+    Ok(())
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(op, n)| (op.to_string(), *n)).collect()
 }
 
 // ---- provenant attest --encoding (OCI layout) ----

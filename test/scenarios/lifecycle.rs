@@ -713,22 +713,7 @@ async fn a_foreign_pod_with_a_worker_name_blocks_the_run_until_it_goes() -> Resu
     .await?;
     assert_eq!(blocked.0, "Unknown");
     assert!(blocked.2.contains("taken-0"), "{}", blocked.2);
-    let events = cluster.api::<Event>();
-    eventually(TIMEOUT, "a PodConflict Warning", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("PodConflict")
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(()))
-        }
-    })
-    .await?;
+    warning_event(&cluster, "PodConflict", "").await?;
     // The foreign pod is left alone: same UID, still not owned.
     let still = cluster.api::<Pod>().get("taken-0").await?;
     assert!(

@@ -3,6 +3,7 @@
 //! `make e2e` against a real cluster.
 
 mod admission;
+mod bundle_encoding;
 mod concurrent_writers;
 mod fairness;
 mod hostile_registry;

@@ -9,9 +9,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use provenant::api::{Phase, ProvenanceState, TrainingRun};
 use provenant_testbed::cluster::{Cluster, eventually};
 use serde_json::json;
@@ -79,7 +78,35 @@ pub(crate) async fn enforce_pod_security(cluster: &Cluster, level: &str) -> Resu
         )
         .await
         .context("labelling the test namespace")?;
-    Ok(())
+    // PodSecurity admission reads namespaces from an informer, so the label takes effect a moment
+    // later: wait until a pod adding SYS_ADMIN (refused at every level above `privileged`) is
+    // refused. (Not `privileged: true`: the test API server does not allow it at all.)
+    let probe: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pod-security-probe"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]},
+    }))?;
+    let pods = cluster.api::<Pod>();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(
+        TIMEOUT,
+        &format!("Pod Security level {level} in force"),
+        || {
+            let (pods, probe, dry_run) = (pods.clone(), probe.clone(), dry_run.clone());
+            async move {
+                Ok(match pods.create(&dry_run, &probe).await {
+                    Err(kube::Error::Api(e)) if e.message.contains("violates PodSecurity") => {
+                        Some(())
+                    }
+                    _ => None,
+                })
+            }
+        },
+    )
+    .await
 }
 
 /// The run's `Succeeded` condition once `pred` holds for it.
@@ -96,25 +123,6 @@ async fn wait_condition(
         async move {
             let run = api.get(name).await?;
             Ok(condition(&run, "Succeeded").filter(|c| pred(c)))
-        }
-    })
-    .await
-}
-
-/// A Warning Event of the run with `reason` whose note contains `text`.
-async fn warning(cluster: &Cluster, reason: &str, text: &str) -> Result<String> {
-    let events = cluster.api::<Event>();
-    eventually(TIMEOUT, &format!("a {reason} Warning Event"), || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list.items.into_iter().find_map(|e| {
-                let note = e.note.unwrap_or_default();
-                (e.reason.as_deref() == Some(reason)
-                    && e.type_.as_deref() == Some("Warning")
-                    && note.contains(text))
-                .then_some(note)
-            }))
         }
     })
     .await
@@ -158,7 +166,7 @@ async fn a_quota_that_admits_one_of_two_workers_is_retried_until_raised() -> Res
         message.contains("bert-1") && message.contains("exceeded quota"),
         "{message}"
     );
-    warning(&world.cluster, "PodCreationForbidden", "exceeded quota").await?;
+    warning_event(&world.cluster, "PodCreationForbidden", "exceeded quota").await?;
     let run = world.cluster.api::<TrainingRun>().get("bert").await?;
     assert_eq!(run.status.unwrap().phase, Some(Phase::Pending));
     let pods = pods_of(&world.cluster, "bert").await?;
@@ -220,7 +228,7 @@ async fn a_pod_security_rejection_fails_the_run_and_deletes_its_pods() -> Result
         message.contains("bert-1") && message.contains("violates PodSecurity"),
         "{message}"
     );
-    warning(
+    warning_event(
         &world.cluster,
         "PodCreationForbidden",
         "violates PodSecurity",

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use provenant::api::{Phase, ProvenanceState, TrainingRun};
 use provenant_testbed::cluster::{Cluster, ControllerProcess, eventually};
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
@@ -937,22 +936,7 @@ async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
         .controller_api::<ConfigMap>()
         .delete(&record_name, &Default::default())
         .await?;
-    let events = world.cluster.api::<Event>();
-    eventually(TIMEOUT, "a ProvenanceRecordLost Warning", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("ProvenanceRecordLost")
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(()))
-        }
-    })
-    .await?;
+    warning_event(&world.cluster, "ProvenanceRecordLost", "").await?;
     world.proxy.set_mode(Mode::Pass);
     let attached = world
         .wait_provenance("lost", ProvenanceState::Attached)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use provenant::api::{Phase, TrainingRun};
 use provenant_testbed::cluster::{Cluster, eventually};
@@ -131,4 +132,24 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Waits for a Warning Event with `reason` whose note contains `text` (Events are written after
+/// the status, so a test that has seen the status must still wait for them).
+pub async fn warning_event(cluster: &Cluster, reason: &str, text: &str) -> Result<String> {
+    let events = cluster.api::<Event>();
+    eventually(TIMEOUT, &format!("a {reason} Warning Event"), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find_map(|e| {
+                let note = e.note.unwrap_or_default();
+                (e.reason.as_deref() == Some(reason)
+                    && e.type_.as_deref() == Some("Warning")
+                    && note.contains(text))
+                .then_some(note)
+            }))
+        }
+    })
+    .await
 }

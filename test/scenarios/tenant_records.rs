@@ -9,8 +9,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use flate2::read::GzDecoder;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use provenant::api::ProvenanceState;
 use provenant::provenance::statement::{ResourceDescriptor, Statement};
@@ -238,15 +237,7 @@ async fn an_edited_record_is_refused_and_the_run_signed_anew() -> Result<()> {
     let envelopes = world.att_envelopes(&World::model_digest(&attached)).await?;
     assert_eq!(envelopes.len(), 1);
     assert_eq!(provenant::observe::sha256_digest(&envelopes[0]), second);
-    let events = world.cluster.api::<Event>();
-    let list = events.list(&ListParams::default()).await?;
-    assert!(
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ProvenanceRecordRejected")
-                && e.type_.as_deref() == Some("Warning")),
-        "a ProvenanceRecordRejected Warning"
-    );
+    warning_event(&world.cluster, "ProvenanceRecordRejected", "").await?;
     sim.shutdown().await?;
     Ok(())
 }

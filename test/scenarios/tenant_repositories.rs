@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use provenant::api::{Phase, ProvenanceState};
 use provenant_testbed::cluster::ControllerProcess;
 
@@ -117,16 +116,7 @@ async fn a_run_naming_another_teams_repository_is_refused_before_any_pod() -> Re
     );
     // Refused before any pod: nothing was scheduled, nothing holds an accelerator.
     assert!(pods_of(&world.cluster, "steal").await?.is_empty());
-    let events = world.cluster.api::<Event>();
-    let list = events.list(&ListParams::default()).await?;
-    assert!(
-        list.items.iter().any(|e| {
-            e.reason.as_deref() == Some("RepositoryNotAllowed")
-                && e.type_.as_deref() == Some("Warning")
-                && e.note.as_deref().is_some_and(|n| n.contains(&target))
-        }),
-        "a RepositoryNotAllowed Warning naming the repository"
-    );
+    warning_event(&world.cluster, "RepositoryNotAllowed", &target).await?;
     // Nothing reached team B's repository.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// How attestations are written to a store (docs/registry-layout.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -44,6 +44,31 @@ impl Encoding {
     /// Writes the Sigstore bundle referrer.
     pub fn sigstore_bundle(self) -> bool {
         matches!(self, Encoding::SigstoreBundle | Encoding::Both)
+    }
+}
+
+impl Encoding {
+    /// Reads the value of configuration key `field`; a bad value is refused naming the field and
+    /// the accepted values (serde's own message names neither the field nor, for a value that
+    /// is not a string, the values).
+    pub fn deserialize_named<'de, D: Deserializer<'de>>(
+        field: &str,
+        d: D,
+    ) -> Result<Encoding, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Other(serde::de::IgnoredAny),
+        }
+        let bad = |why: String| serde::de::Error::custom(format!("{field}: {why}"));
+        match Raw::deserialize(d)? {
+            Raw::Text(text) => text.parse().map_err(bad),
+            Raw::Other(_) => Err(bad(format!(
+                "not a string: one of {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
     }
 }
 
