@@ -322,3 +322,80 @@ async fn cosign_still_verifies_a_model_with_a_model_signature() -> Result<()> {
     }
     Ok(())
 }
+
+/// What the model signature adds to the controller's flow on a registry without the referrers
+/// API (docs/registry-layout.md, "Requests"): one `manifest_get` of the model for its files,
+/// and, after the provenance's attach, the model signature referrer through the fallback index.
+#[tokio::test]
+async fn the_model_signature_costs_the_documented_requests() -> Result<()> {
+    use provenant::storage::op;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    let registry = Registry::start().await?;
+    let key = CosignKey::ephemeral()?;
+    let ops: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = ops.clone();
+    let store = RegistryStore::new(RegistryOptions {
+        insecure_registries: vec![registry.host().to_string()],
+        observer: Some(Arc::new(move |op: &str, _, _| {
+            seen.lock().unwrap().push(op.to_string())
+        })),
+        ..RegistryOptions::default()
+    });
+    let take = || -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for op in std::mem::take(&mut *ops.lock().unwrap()) {
+            *counts.entry(op).or_default() += 1;
+        }
+        counts
+    };
+    let expect = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+        pairs.iter().map(|(op, n)| (op.to_string(), *n)).collect()
+    };
+    // A first model settles the once-per-store requests (referrers probe, config blobs).
+    let first = registry.push_model("models/churn", "v1", &FILES).await?;
+    attest(&store, &first, &key, true).await?;
+    take();
+
+    let model = registry
+        .push_model("models/churn", "v2", &FILES[..2])
+        .await?;
+    let subject = Subject::new(&model.repository, &model.digest);
+    store.resolve(&subject).await?;
+    assert_eq!(take(), expect(&[(op::MANIFEST_GET, 1)]));
+    let files = store.model_files(&subject).await?.expect("a model");
+    assert_eq!(
+        take(),
+        expect(&[(op::MANIFEST_GET, 1)]),
+        "the model's files"
+    );
+    let mut record = engine::sign(&statement(&model), &key)?;
+    record.model_signatures = engine::sign_models(&[Model { subject, files }], &key)?;
+    let signature = record.model_signatures[0].clone();
+    record.model_signatures.clear();
+    engine::attach(&record, &store, Encoding::Dsse).await?;
+    assert_eq!(
+        take().values().sum::<usize>(),
+        14,
+        "the provenance, as before"
+    );
+    store
+        .attach_model_signature(&signature.subject(), &signature.bundle()?)
+        .await?;
+    assert_eq!(
+        take(),
+        expect(&[
+            (op::MANIFEST_GET, 2), // the fallback index, read before writing and read back
+            (op::BLOB_UPLOAD_START, 1), // the bundle
+            (op::BLOB_UPLOAD, 1),
+            (op::MANIFEST_PUT, 2), // the referrer, the index
+        ])
+    );
+    // Again: the index lists it already.
+    store
+        .attach_model_signature(&signature.subject(), &signature.bundle()?)
+        .await?;
+    assert_eq!(take(), expect(&[(op::MANIFEST_GET, 1)]));
+    Ok(())
+}

@@ -40,7 +40,6 @@ pub use encoding::Encoding;
 pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
 pub use model_files::{ModelLayer, model_layers};
-pub use model_signature::FoundModelSignature;
 pub use oci_layout::LayoutStore;
 pub use reference::{Location, Reference, parse_reference};
 pub use registry::{
@@ -48,7 +47,7 @@ pub use registry::{
 };
 pub use store::{
     ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
-    ResolvedArtifact, SimpleSignature, Subject, Via,
+    FoundModelSignature, ResolvedArtifact, SimpleSignature, Subject, Via,
 };
 
 /// The store a reference lives in: a [`LayoutStore`] on its directory, or a [`RegistryStore`]

@@ -29,7 +29,7 @@ use super::model::TITLE_ANNOTATION;
 use super::oci::{self, Descriptor, EMPTY_BLOB, Index, Manifest, OCI_MANIFEST_MEDIA_TYPE};
 use super::op;
 use super::referrer::{NewBlob, Referrer};
-use super::store::{Attached, Subject};
+use super::store::{Attached, FoundModelSignature, Subject};
 use super::transport::{Transport, check_digest, read_tag};
 
 /// `artifactType` of a model signature referrer (model-transparency's).
@@ -42,15 +42,6 @@ pub const MODEL_SIGNATURE_CONFIG_MEDIA_TYPE: &str =
 pub const MODEL_SIGNATURE_LAYER_MEDIA_TYPE: &str = "application/json";
 /// The file name the layer is pulled as.
 pub const MODEL_SIGNATURE_TITLE: &str = "model.sig";
-
-/// A model signature found about a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundModelSignature {
-    /// `REPO@<referrer digest>`.
-    pub reference: String,
-    /// The bundle's bytes (checked against the layer digest).
-    pub bundle: Vec<u8>,
-}
 
 /// The referrer carrying `bundle` about the subject manifest (`media_type`, `digest`, `size`).
 pub fn referrer(subject: (&str, &str, u64), bundle: &[u8]) -> Manifest {

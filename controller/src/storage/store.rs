@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::error::StorageError;
 use super::model_files::ModelLayer;
-use super::model_signature::FoundModelSignature;
 use super::{oci, op};
 use crate::hashing::FileDigest;
 
@@ -165,6 +164,15 @@ impl FoundAttestation {
             _ => self.reference.clone(),
         }
     }
+}
+
+/// A model's OpenSSF model signature found about it (`model_signature.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundModelSignature {
+    /// `REPO@<referrer digest>`.
+    pub reference: String,
+    /// The Sigstore bundle's bytes (checked against the layer digest).
+    pub bundle: Vec<u8>,
 }
 
 /// Resolves artifacts and attaches attestations. Implementations are shared across tasks.

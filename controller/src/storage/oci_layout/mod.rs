@@ -28,12 +28,12 @@ use crate::hashing::FileDigest;
 use crate::storage::error::StorageError;
 use crate::storage::model::ModelArtifact;
 use crate::storage::model_files::{self, ModelLayer};
-use crate::storage::model_signature::{self, FoundModelSignature};
+use crate::storage::model_signature;
 use crate::storage::op;
 use crate::storage::reference::{LAYOUT_PREFIX, Location, parse_reference};
 use crate::storage::store::{
     ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
-    ResolvedArtifact, Subject,
+    FoundModelSignature, ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport};
 use crate::storage::{attach, attach_bundle, discover};

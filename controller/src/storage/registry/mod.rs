@@ -33,11 +33,11 @@ use crate::hashing::FileDigest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
 use crate::storage::model_files::{self, ModelLayer};
-use crate::storage::model_signature::{self, FoundModelSignature};
+use crate::storage::model_signature;
 use crate::storage::reference::{Location, parse_reference};
 use crate::storage::store::{
     ArtifactStore, Attached, Attestation, AttestationStore, BundleAttestation, FoundAttestation,
-    ResolvedArtifact, Subject,
+    FoundModelSignature, ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport, check_digest, manifest_media_type};
 use crate::storage::{attach, attach_bundle, discover, op};
