@@ -313,6 +313,32 @@ mod tests {
     }
 
     #[test]
+    fn model_signatures_round_trip_with_the_record() {
+        use crate::engine::{Model, sign_models};
+        use crate::storage::{ModelLayer, Subject};
+        let key = CosignKey::ephemeral().expect("key");
+        let mut record =
+            record(br#"{"payloadType":"x","payload":"e30=","signatures":[]}"#.to_vec());
+        let model = Model {
+            subject: Subject::new("reg.io/m", format!("sha256:{}", "a".repeat(64))),
+            files: vec![ModelLayer {
+                title: "w.bin".into(),
+                digest: format!("sha256:{}", "b".repeat(64)),
+                size: 1,
+            }],
+        };
+        record.model_signatures = sign_models(&[model], &key).expect("signs");
+        let cm = encode(&run(), "ns", &record).expect("fits");
+        let back = decode(&cm).expect("reads");
+        assert_eq!(back.model_signatures, record.model_signatures);
+        assert_eq!(
+            back.model_signatures[0].bundle().expect("bundle"),
+            record.model_signatures[0].bundle().expect("bundle"),
+            "the same bundle, hence the same referrer, after a restart"
+        );
+    }
+
+    #[test]
     fn a_large_envelope_is_stored_once_and_compressed() {
         // 1,024 workers' worth of statement, base64 in the envelope as DSSE has it: ~1.8 MB.
         use base64::Engine as _;
