@@ -46,7 +46,8 @@ async fn the_controller_attaches_both_encodings_and_cosign_v3_verifies_each() ->
         .unwrap()
         .attestations;
     let repository = world.repository();
-    assert_eq!(attestations.len(), 4, "{attestations:?}");
+    // .att, .sig, in-toto referrer, bundle referrer, and the model signature (model_signing.rs).
+    assert_eq!(attestations.len(), 5, "{attestations:?}");
     assert_eq!(attestations[0], format!("{repository}:sha256-{hex}.att"));
     assert_eq!(attestations[1], format!("{repository}:sha256-{hex}.sig"));
     let bundle_referrer = attestations[3].rsplit_once('@').context("a digest")?.1;
