@@ -20,6 +20,7 @@ pub mod model;
 pub mod oci;
 pub mod oci_layout;
 pub mod op;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 mod store;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
 pub use oci_layout::LayoutStore;
+pub use pull::{ManifestBytes, PullError, Pulled, PulledFile};
 pub use reference::{Location, Reference, parse_reference};
 pub use registry::{
     Credential, DockerConfig, Observer, RegistryOptions, RegistryStore, RetryPolicy,

@@ -87,6 +87,72 @@ impl Response {
     }
 }
 
+/// Where a streamed `200` body goes (a model file pulled by `provenant verify --pull`): written
+/// to a file as it arrives and hashed on the way, at most `limit` bytes (a registry cannot fill
+/// the disk past the size the manifest gives). Restarted (emptied) by each attempt of a retry.
+pub(crate) struct BodySink {
+    limit: u64,
+    state: std::sync::Mutex<SinkState>,
+}
+
+struct SinkState {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl BodySink {
+    pub fn new(file: std::fs::File, limit: u64) -> Self {
+        BodySink {
+            limit,
+            state: std::sync::Mutex::new(SinkState {
+                file,
+                hasher: <sha2::Sha256 as sha2::Digest>::new(),
+                written: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        // A panic mid-write leaves a state the next attempt restarts anyway.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn restart(&self) -> std::io::Result<()> {
+        use std::io::Seek as _;
+        let mut state = self.lock();
+        state.file.set_len(0)?;
+        state.file.rewind()?;
+        state.hasher = <sha2::Sha256 as sha2::Digest>::new();
+        state.written = 0;
+        Ok(())
+    }
+
+    fn write(&self, chunk: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut state = self.lock();
+        let written = state.written.saturating_add(chunk.len() as u64);
+        if written > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest gives",
+                self.limit
+            )));
+        }
+        state.file.write_all(chunk)?;
+        sha2::Digest::update(&mut state.hasher, chunk);
+        state.written = written;
+        Ok(())
+    }
+
+    /// `sha256:<hex>` and size of what was written.
+    pub fn finish(self) -> std::io::Result<(String, u64)> {
+        let state = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        state.file.sync_all()?;
+        let digest = sha2::Digest::finalize(state.hasher);
+        Ok((format!("sha256:{}", hex::encode(digest)), state.written))
+    }
+}
+
 /// The HTTP client of one store: every request goes through [`Client::exchange`].
 pub(super) struct Client {
     /// The error is kept (not raised at construction) so a store always exists and each
@@ -161,6 +227,17 @@ impl Client {
         call: &Call<'_>,
         authorization: Option<&str>,
     ) -> Result<Response, StorageError> {
+        self.exchange_with(call, authorization, None).await
+    }
+
+    /// As [`Client::exchange`]; a `200` body goes to `sink` (when given) as it arrives instead
+    /// of into the response: a model file is never held in memory.
+    pub async fn exchange_with(
+        &self,
+        call: &Call<'_>,
+        authorization: Option<&str>,
+        sink: Option<&BodySink>,
+    ) -> Result<Response, StorageError> {
         let client = self
             .http
             .as_ref()
@@ -200,6 +277,10 @@ impl Client {
             }
             None => {}
         }
+        if let Some(sink) = sink {
+            // As for uploads: time for a big file at 1 MiB/s at least.
+            req = req.timeout(self.request_timeout + Duration::from_secs(sink.limit >> 20));
+        }
         let start = Instant::now();
         let result = async {
             let transport = |e: reqwest::Error| {
@@ -209,6 +290,20 @@ impl Client {
             let status = resp.status();
             let headers = resp.headers().clone();
             let mut body = Vec::new();
+            if let Some(sink) = sink.filter(|_| status == StatusCode::OK) {
+                let sink_error = |e: std::io::Error| {
+                    StorageError::permanent(call.op, call.target, e.to_string())
+                };
+                sink.restart().map_err(sink_error)?;
+                while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                    sink.write(&chunk).map_err(sink_error)?;
+                }
+                return Ok(Response {
+                    status,
+                    headers,
+                    body,
+                });
+            }
             while let Some(chunk) = resp.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                     return Err(StorageError::permanent(
