@@ -34,7 +34,7 @@ pub enum RegoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("policy {path} does not parse: {message}")]
+    #[error("policy {path} does not parse:{message}")]
     Parse { path: PathBuf, message: String },
     #[error(
         "policy {path} is in package {found}: a verify policy must be in package {PACKAGE} (its `deny` rule is what refuses)"
@@ -44,9 +44,9 @@ pub enum RegoError {
         "policy {path} has no `deny` rule in package {PACKAGE}: write `deny contains msg if {{ ... }}` (a policy without one would admit everything)"
     )]
     NoDeny { path: PathBuf },
-    #[error("cannot read policy data {path}: {message}")]
+    #[error("cannot read policy data {path}:{message}")]
     Data { path: PathBuf, message: String },
-    #[error("policy {path} failed while evaluating the statement {envelope}: {message}")]
+    #[error("policy {path} failed while evaluating the statement {envelope}:{message}")]
     Eval {
         path: PathBuf,
         envelope: String,
@@ -102,7 +102,7 @@ impl RegoPolicy {
         engine.set_strict_builtin_errors(true);
         let package = engine
             .add_policy(name.clone(), text)
-            .map_err(|e| parse(format!("{e:#}")))?;
+            .map_err(|e| parse(detail(&e)))?;
         if package != format!("data.{PACKAGE}") {
             return Err(RegoError::Package {
                 path: path.to_path_buf(),
@@ -111,7 +111,7 @@ impl RegoPolicy {
         }
         if !engine
             .has_declared_rule_rooted_at(&name, "deny")
-            .map_err(|e| parse(format!("{e:#}")))?
+            .map_err(|e| parse(detail(&e)))?
         {
             return Err(RegoError::NoDeny {
                 path: path.to_path_buf(),
@@ -122,7 +122,7 @@ impl RegoPolicy {
                 .add_data(regorus::Value::from(document.clone()))
                 .map_err(|e| RegoError::Data {
                     path: file.clone(),
-                    message: format!("{e:#}"),
+                    message: detail(&e),
                 })?;
         }
         Ok(RegoPolicy {
@@ -146,12 +146,12 @@ impl RegoPolicy {
         };
         let decision = engine
             .eval_rule(DENY_RULE.to_string())
-            .map_err(|e| eval(format!("{e:#}")))?;
+            .map_err(|e| eval(detail(&e)))?;
         let decision: Value = match decision {
             // No `deny` body held: nothing refuses.
             regorus::Value::Undefined => return Ok(Vec::new()),
-            v => serde_json::from_str(&v.to_json_str().map_err(|e| eval(format!("{e:#}")))?)
-                .map_err(|e| eval(e.to_string()))?,
+            v => serde_json::from_str(&v.to_json_str().map_err(|e| eval(detail(&e)))?)
+                .map_err(|e| eval(format!(" {e}")))?,
         };
         let Value::Array(messages) = decision else {
             return Err(RegoError::Decision {
@@ -175,11 +175,22 @@ impl RegoPolicy {
     }
 }
 
+/// regorus's message, set after a `:`: its `--> FILE:LINE:COL` pointer and source excerpt start
+/// on a line of their own; a one-line message follows a space.
+fn detail(e: &anyhow::Error) -> String {
+    let message = format!("{e:#}");
+    if message.starts_with('\n') {
+        message
+    } else {
+        format!(" {message}")
+    }
+}
+
 /// Reads a `--policy-data` file: a JSON object (its keys become top-level keys of `data`).
 pub fn load_data(path: &Path) -> Result<(PathBuf, Value), RegoError> {
     let bad = |message: String| RegoError::Data {
         path: path.to_path_buf(),
-        message,
+        message: format!(" {message}"),
     };
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let value: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;

@@ -23,21 +23,27 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// A shipped policy, as a user in the repository names it (the CLI runs from its root).
 pub fn policy(name: &str) -> String {
-    repo_root()
-        .join("config/policies")
-        .join(name)
-        .display()
-        .to_string()
+    format!("config/policies/{name}")
 }
 
+/// Runs the CLI from the repository's root. The command, its output and exit code go to the
+/// test's output (`-- --nocapture` shows them: the transcripts in docs/verify.md are these).
 pub fn provenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provenant"))
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
         .args(args)
         .current_dir(repo_root())
         .env("COSIGN_PASSWORD", "test")
         .output()
-        .unwrap()
+        .unwrap();
+    eprintln!(
+        "$ provenant {}\n{}$ echo $?\n{}\n",
+        args.join(" "),
+        text(&out),
+        out.status.code().unwrap_or(-1)
+    );
+    out
 }
 
 pub fn text(out: &Output) -> String {

@@ -84,7 +84,7 @@ fn a_policy_reads_only_statements_whose_signature_verified() {
     };
     let e = apply(
         verdict.clone(),
-        &[broken.clone()],
+        std::slice::from_ref(&broken),
         &ArtifactFacts::default(),
     )
     .unwrap_err();
