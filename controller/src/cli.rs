@@ -285,14 +285,7 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         images: args.images.clone(),
         max_age: args.max_age.as_deref().map(parse_age).transpose()?,
     };
-    let data = (args.policy_data.iter())
-        .map(|p| rego::load_data(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let policies = (args.policies.iter())
-        .map(|p| rego::RegoPolicy::load(p, &data))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let policies = rego::load_all(&args.policies, &args.policy_data).map_err(|e| e.to_string())?;
     if let Some(dir) = &args.pull {
         storage::pull::prepare_destination(dir).map_err(|e| e.to_string())?;
     }
@@ -339,24 +332,8 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
     };
     let verdict = verdict.with_content_failures(content);
     match (&args.pull, &manifest) {
-        (Some(dir), Some(m)) if verdict.verified => {
-            match storage::pull::pull_model(store.as_ref(), &subject, &m.bytes, dir).await {
-                Ok(pulled) => {
-                    let bytes: u64 = pulled.files.iter().map(|f| f.size).sum();
-                    let (n, dir) = (pulled.files.len(), dir.display());
-                    match pulled.already_there {
-                        false => eprintln!("pulled {n} files ({bytes} bytes) into {dir}"),
-                        true => eprintln!(
-                            "{dir} already holds this model: {n} files ({bytes} bytes) re-checked, nothing written"
-                        ),
-                    }
-                    Ok(verdict)
-                }
-                Err(storage::PullError::Refused(why)) => {
-                    Ok(verdict.with_content_failures(vec![why]))
-                }
-                Err(e) => Err(e.to_string()),
-            }
+        (Some(dir), Some(m)) => {
+            verify::pull::if_verified(verdict, store.as_ref(), &subject, m, dir).await
         }
         _ => Ok(verdict),
     }

@@ -4,6 +4,7 @@
 //! vouched for each dataset digest is read in `datasets`.
 
 mod datasets;
+pub mod pull;
 pub mod rego;
 
 use std::collections::BTreeMap;

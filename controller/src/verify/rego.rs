@@ -186,6 +186,18 @@ fn detail(e: &anyhow::Error) -> String {
     }
 }
 
+/// Every `--policy` file, each with every `--policy-data` document as its `data`.
+pub fn load_all(policies: &[PathBuf], data: &[PathBuf]) -> Result<Vec<RegoPolicy>, RegoError> {
+    let data = data
+        .iter()
+        .map(|p| load_data(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    policies
+        .iter()
+        .map(|p| RegoPolicy::load(p, &data))
+        .collect()
+}
+
 /// Reads a `--policy-data` file: a JSON object (its keys become top-level keys of `data`).
 pub fn load_data(path: &Path) -> Result<(PathBuf, Value), RegoError> {
     let bad = |message: String| RegoError::Data {
