@@ -399,3 +399,51 @@ async fn the_sample_init_container_pulls_an_attested_model_and_refuses_the_other
     );
     assert!(files.is_empty(), "{:?}", files.keys());
 }
+
+/// From an OCI image layout (a copy of a real attested one, `tests/fixtures/legacy-0.1.0/attest`):
+/// the files land; a layout whose model file was changed in place lands nothing.
+#[test]
+fn pull_from_a_layout() {
+    let fixture = repo_root().join("controller/tests/fixtures/legacy-0.1.0/attest");
+    let digest = std::fs::read_to_string(fixture.join("model-digest")).unwrap();
+    let digest = digest.trim();
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("layout");
+    let out = std::process::Command::new("cp")
+        .args(["-r"])
+        .arg(fixture.join("layout"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = fixture.join("cosign.pub").display().to_string();
+    let reference = format!("oci:{}@{digest}", copy.display());
+    let run = |dir: &Path| {
+        let dir = dir.display().to_string();
+        provenant(&["verify", &reference, "--key", &key, "--pull", &dir, "-q"])
+    };
+
+    let dir = work.path().join("models");
+    let out = run(&dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let files = tree(&dir);
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["model.bin"]);
+    let hex = |bytes: &[u8]| provenant::observe::sha256_digest(bytes);
+    let blob = copy
+        .join("blobs/sha256")
+        .join(hex(&files["model.bin"]).trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(&blob).unwrap(), files["model.bin"]);
+
+    let mut bytes = files["model.bin"].clone();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let dir = work.path().join("after-tampering");
+    let out = run(&dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("was modified in the layout"),
+        "{}",
+        text(&out)
+    );
+    assert!(tree(&dir).is_empty());
+}
