@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::{Checked, Verdict};
+use crate::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE};
 
 /// The package a policy's rules live in.
 pub const PACKAGE: &str = "provenant";
@@ -266,7 +267,12 @@ pub fn input(
     })
 }
 
-/// Runs every policy over every attestation whose signature verified; each `deny` message
+/// An in-toto Statement v1 with a SLSA Provenance v1 predicate.
+fn is_provenance(statement: &Value) -> bool {
+    statement["_type"] == STATEMENT_TYPE && statement["predicateType"] == SLSA_PROVENANCE_V1
+}
+
+/// Runs every policy over every provenance statement whose signature verified; each `deny` message
 /// becomes a failure `policy FILE: MESSAGE` of that attestation. The verdict is then settled
 /// again (an attestation refused by a policy no longer verifies the artifact).
 pub fn apply(
@@ -280,8 +286,10 @@ pub fn apply(
     let mut refusals = Vec::with_capacity(verdict.attestations.len());
     for checked in &verdict.attestations {
         let mut reasons = Vec::new();
-        // `statement` is set only once the signature verified.
-        if let Some(statement) = &checked.statement {
+        // `statement` is set only once the signature verified. A policy is written against SLSA
+        // provenance: another statement signed by the same key (the model's OMS signature, say)
+        // is not provenance, and is refused for its predicate type already.
+        if let Some(statement) = checked.statement.as_ref().filter(|s| is_provenance(s)) {
             let input = input(&verdict, checked, statement, facts);
             for policy in policies {
                 for message in policy.deny(&input, &checked.envelope_digest)? {

@@ -67,8 +67,16 @@ fn a_policy_reads_only_statements_whose_signature_verified() {
         ],
         summary: None,
     };
+    let mut other = statement(json!([]));
+    other["predicateType"] = json!("https://model_signing/signature/v1.0");
+    let mut verdict = verdict;
+    verdict
+        .attestations
+        .push(checked(Some(other), &["predicateType is ..."]));
     let verdict = apply(verdict, &[always], &ArtifactFacts::default()).unwrap();
     assert_eq!(verdict.attestations[0].failures, ["signature: invalid"]);
+    // Not provenance: not a policy's business (refused for its type already).
+    assert_eq!(verdict.attestations[2].failures, ["predicateType is ..."]);
     assert_eq!(
         verdict.attestations[1].failures,
         ["policy test.rego: refused"]
