@@ -7,8 +7,9 @@ use reqwest::header::LOCATION;
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::Auth;
-use super::client::{BodySink, Call, Client, Response, status_error};
+use super::client::{Call, Client, Response, status_error};
 use super::repo::Repo;
+use super::sink::BodySink;
 use crate::observe::sha256_digest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::oci::OCI_INDEX_MEDIA_TYPE;

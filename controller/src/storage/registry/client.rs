@@ -14,6 +14,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::sink::BodySink;
 use crate::storage::error::{ErrorKind, StorageError, printable};
 use crate::storage::transport::{Blob, MAX_DOCUMENT_BYTES};
 
@@ -84,72 +85,6 @@ impl Response {
         let ct = self.header(CONTENT_TYPE.as_str())?;
         let mt = ct.split(';').next().unwrap_or_default().trim();
         (!mt.is_empty()).then(|| mt.to_ascii_lowercase())
-    }
-}
-
-/// Where a streamed `200` body goes (a model file pulled by `provenant verify --pull`): written
-/// to a file as it arrives and hashed on the way, at most `limit` bytes (a registry cannot fill
-/// the disk past the size the manifest gives). Restarted (emptied) by each attempt of a retry.
-pub(crate) struct BodySink {
-    limit: u64,
-    state: std::sync::Mutex<SinkState>,
-}
-
-struct SinkState {
-    file: std::fs::File,
-    hasher: sha2::Sha256,
-    written: u64,
-}
-
-impl BodySink {
-    pub fn new(file: std::fs::File, limit: u64) -> Self {
-        BodySink {
-            limit,
-            state: std::sync::Mutex::new(SinkState {
-                file,
-                hasher: <sha2::Sha256 as sha2::Digest>::new(),
-                written: 0,
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
-        // A panic mid-write leaves a state the next attempt restarts anyway.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn restart(&self) -> std::io::Result<()> {
-        use std::io::Seek as _;
-        let mut state = self.lock();
-        state.file.set_len(0)?;
-        state.file.rewind()?;
-        state.hasher = <sha2::Sha256 as sha2::Digest>::new();
-        state.written = 0;
-        Ok(())
-    }
-
-    fn write(&self, chunk: &[u8]) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut state = self.lock();
-        let written = state.written.saturating_add(chunk.len() as u64);
-        if written > self.limit {
-            return Err(std::io::Error::other(format!(
-                "the registry sent more than the {} bytes the manifest gives",
-                self.limit
-            )));
-        }
-        state.file.write_all(chunk)?;
-        sha2::Digest::update(&mut state.hasher, chunk);
-        state.written = written;
-        Ok(())
-    }
-
-    /// `sha256:<hex>` and size of what was written.
-    pub fn finish(self) -> std::io::Result<(String, u64)> {
-        let state = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
-        state.file.sync_all()?;
-        let digest = sha2::Digest::finalize(state.hasher);
-        Ok((format!("sha256:{}", hex::encode(digest)), state.written))
     }
 }
 

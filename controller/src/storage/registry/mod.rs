@@ -13,6 +13,7 @@ mod cache;
 mod client;
 pub mod credentials;
 mod repo;
+mod sink;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,8 +28,9 @@ pub use credentials::{Credential, DockerConfig};
 use self::api::Api;
 use self::auth::Auth;
 use self::cache::Lru;
-use self::client::{BodySink, Client};
+use self::client::Client;
 use self::repo::Repo;
+use self::sink::BodySink;
 use crate::hashing::FileDigest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
