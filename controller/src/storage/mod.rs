@@ -9,7 +9,8 @@
 //! - `registry/` ([`RegistryStore`]) and `oci_layout/` ([`LayoutStore`]): the two stores, each a
 //!   `Transport` the protocols below run over;
 //! - `attach.rs` (the write protocol), `discover.rs` (the read side), `model.rs` (model packaging
-//!   and push): written once over a transport, so both stores write and read the same bytes;
+//!   and push), `pull.rs` (a verified model's files into a directory): written once over a
+//!   transport, so both stores write and read the same bytes;
 //! - `transport.rs`, `reference.rs`: the transport trait, references;
 //! - `store.rs` (the traits and their values), `oci.rs` (the formats), `error.rs`, `op.rs`.
 

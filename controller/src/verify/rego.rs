@@ -24,6 +24,9 @@ use crate::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE};
 pub const PACKAGE: &str = "provenant";
 /// The rule whose messages refuse an attestation.
 const DENY_RULE: &str = "data.provenant.deny";
+/// How long one policy may take over one statement. Rego always terminates, but a comprehension
+/// over a huge range can take hours; `verify` in an init container must not hang a pod's start.
+pub const TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why a policy cannot be used. Each names the file; a parse or evaluation error also carries
 /// regorus's `--> FILE:LINE:COL` pointer.
@@ -101,6 +104,10 @@ impl RegoPolicy {
         // value: a `deny` rule whose body errors must not silently stop refusing (OPA's
         // `--strict-builtin-errors`).
         engine.set_strict_builtin_errors(true);
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: TIME_LIMIT,
+            check_interval: std::num::NonZeroU32::MIN,
+        });
         let package = engine
             .add_policy(name.clone(), text)
             .map_err(|e| parse(detail(&e)))?;
@@ -134,6 +141,16 @@ impl RegoPolicy {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The same policy with another time limit per evaluation (tests).
+    pub fn with_time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.engine
+            .set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit,
+                check_interval: std::num::NonZeroU32::MIN,
+            });
+        self
     }
 
     /// The messages of `deny` for `input`, sorted (a set has no other order).

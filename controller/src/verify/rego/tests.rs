@@ -198,3 +198,28 @@ fn the_image_policy_refuses_images_it_cannot_place() {
         ]
     );
 }
+
+#[test]
+fn a_policy_that_runs_too_long_is_an_error() {
+    let slow = policy(
+        "package provenant\n\ndeny contains x if {\n  some i in numbers.range(1, 5000)\n  some j in numbers.range(1, 5000)\n  x := i * j\n  x < 0\n}\n",
+    )
+    .with_time_limit(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let s = statement(json!([]));
+    let verdict = Verdict {
+        artifact: "r/m".into(),
+        digest: "sha256:a".into(),
+        verified: true,
+        content_failures: vec![],
+        attestations: vec![checked(Some(s), &[])],
+        summary: None,
+    };
+    let e = apply(verdict, &[slow], &ArtifactFacts::default()).unwrap_err();
+    assert!(e.to_string().contains("time limit"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
