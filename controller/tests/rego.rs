@@ -368,3 +368,76 @@ deny contains {"msg": "an object's msg"}
         assert!(said.contains(&expected), "missing {expected:?} in\n{said}");
     }
 }
+
+/// The model manifest's annotations reach a policy as `input.annotations` (and
+/// `input.artifact.annotations`): here a manifest pushed with one, by whoever pushed the model.
+#[tokio::test]
+async fn the_manifests_annotations_reach_the_policy() {
+    use provenant_testbed::registry::{
+        Descriptor, MODEL_ARTIFACT_TYPE, MODEL_FILE_MEDIA_TYPE, OCI_EMPTY_BLOB,
+        OCI_MANIFEST_MEDIA_TYPE, TITLE_ANNOTATION,
+    };
+    let registry = Registry::start().await.unwrap();
+    let keys = Keys::new();
+    let repo = "models/annotated";
+    registry.push_blob(repo, OCI_EMPTY_BLOB).await.unwrap();
+    registry.push_blob(repo, b"weights").await.unwrap();
+    let layer = Descriptor::of(MODEL_FILE_MEDIA_TYPE, b"weights")
+        .with_annotation(TITLE_ANNOTATION, "model.bin");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "artifactType": MODEL_ARTIFACT_TYPE,
+        "config": Descriptor::empty(),
+        "layers": [layer.clone()],
+        "annotations": {"org.opencontainers.image.licenses": "MIT"},
+    }))
+    .unwrap();
+    let digest = registry
+        .push_manifest(repo, "v1", OCI_MANIFEST_MEDIA_TYPE, &manifest)
+        .await
+        .unwrap();
+    let repository = format!("{}/{repo}", registry.host());
+    let model = ModelRef {
+        registry: registry.host().to_string(),
+        reference: format!("{repository}@{digest}"),
+        repository,
+        repo: repo.to_string(),
+        tag: "v1".into(),
+        digest,
+        manifest,
+        layers: vec![layer],
+    };
+    attest_cluster_run(
+        &registry,
+        &model,
+        "registry.example.com/approved/train",
+        &[],
+        &keys.key,
+    )
+    .await;
+    let path = keys.dir.path().join("annotations.rego");
+    std::fs::write(
+        &path,
+        r#"package provenant
+
+deny contains sprintf("licenses=%s", [input.annotations["org.opencontainers.image.licenses"]])
+deny contains sprintf("same=%v", [input.annotations == input.artifact.annotations])
+"#,
+    )
+    .unwrap();
+    let out = verify_in(
+        &registry,
+        &model,
+        &keys,
+        &["--policy", path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for expected in [": licenses=MIT", ": same=true"] {
+        assert!(
+            text(&out).contains(expected),
+            "missing {expected:?} in\n{}",
+            text(&out)
+        );
+    }
+}
