@@ -53,8 +53,9 @@ go build -ldflags "-s -w" -o "$BIN/" \
 
 # The admission controllers' own evaluators, for config/policies (controller/tests/admission_*.rs),
 # each in a module of its own: policy-controller v0.13 builds against cosign v2, Kyverno v1.19
-# against cosign v3.1.2, both with Kubernetes libraries of their own. On 2 cores they cost about
-# 380 s (policy-tester) and 670 s (kyverno) of CPU from a cold cache; Kyverno's link peaks at 2.7 GB.
+# against cosign v3.1.2, both with Kubernetes libraries of their own. They cost about 380 s
+# (policy-tester) and 670 s (kyverno) of CPU time on top of the other tools; Kyverno's link peaks
+# at 2.7 GB of memory.
 echo "tools: building policy-tester (policy-controller cmd/tester), kyverno (CLI)" >&2
 (cd policy-controller && go build -ldflags "-s -w" -o "$BIN/policy-tester" \
     github.com/sigstore/policy-controller/cmd/tester)
