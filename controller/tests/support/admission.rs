@@ -16,7 +16,9 @@ use provenant::execute::placement::placement;
 use provenant::provenance::statement::Statement;
 use provenant::provenance::{self, BuilderIdentity, LocalInvocation};
 use provenant::signing::CosignKey;
-use provenant::storage::{Attestation, AttestationStore, RegistryOptions, RegistryStore, Subject};
+use provenant::storage::{
+    Attestation, AttestationStore, Encoding, RegistryOptions, RegistryStore, Subject,
+};
 use provenant_testbed::registry::{ModelRef, Registry};
 use serde_json::{Value, json};
 
@@ -106,7 +108,7 @@ impl Bed {
     /// `.att`/`.sig` tags and the OCI 1.1 referrer, as the controller does.
     async fn attest(&self, statement: &Statement, key: &CosignKey) -> Result<()> {
         let record = engine::sign(statement, key)?;
-        engine::attach(&record, &self.store).await?;
+        engine::attach(&record, &self.store, Encoding::Dsse).await?;
         Ok(())
     }
 
