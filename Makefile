@@ -4,7 +4,8 @@
 CARGO ?= cargo
 BIN := target/debug/provenant
 CRD_FILE := crds/trainingruns.provenant.dev.yaml
-# The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras.
+# The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras,
+# policy-tester, kyverno.
 TOOLS_BIN := hack/tools/bin
 KUBECTL ?= $(TOOLS_BIN)/kubectl
 
@@ -21,7 +22,7 @@ build-debug:
 	$(CARGO) build --bin provenant
 
 ## tools: build the pinned Go tools into hack/tools/bin (first time ~10 min, then cached):
-## kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras
+## kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras, policy-tester, kyverno
 tools:
 	bash hack/tools.sh
 

@@ -2,7 +2,7 @@
 # make demo: the main job on embedded defaults — no cluster, no registry. Trains the bundled
 # model with `provenant attest` (the same provenance engine as the controller), stores model and
 # signed SLSA provenance in an OCI image layout, verifies it, shows that the same seed gives the
-# same model digest, and that tampering is caught.
+# same model digest, that a Rego policy refuses it with its reason, and that tampering is caught.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${PROVENANT_BIN:-target/debug/provenant}"
@@ -37,7 +37,19 @@ say "4. Verify the model in the OCI layout with the public key"
   --require-dataset "$(sha256sum hack/demo/data/churn.csv | awk '{print "sha256:"$1}')" \
   --builder-id https://provenant.dev/attest/v1
 
-say "5. A tampered model fails verification"
+say "5. A policy in Rego: no model trained on a dataset whose license is unknown"
+# The demo's TrainingRun declares no license for its dataset (spec.datasets[].license), so the
+# shipped policy refuses the model and says why; the demo goes on.
+POLICY_CODE=0
+"$BIN" verify "oci:$OUT/layout@$DIGEST" --key "$OUT/keys/cosign.pub" \
+  --policy config/policies/dataset-license.rego || POLICY_CODE=$?
+if [ "$POLICY_CODE" -ne 1 ]; then
+  echo "expected config/policies/dataset-license.rego to refuse the model (exit 1), got exit $POLICY_CODE" >&2
+  exit 1
+fi
+echo "→ refused by the policy with its reason (exit code 1): declare the dataset's license to pass it"
+
+say "6. A tampered model fails verification"
 # Change one weight inside the stored model, in place, as an attacker with write access would.
 BLOB="$(python3 - "$OUT/layout" "$DIGEST" <<'PY'
 import json, sys

@@ -3,6 +3,9 @@
 #   kube-apiserver, kube-controller-manager, kubectl   (hack/tools/kubernetes/go.mod, k8s.io/kubernetes)
 #   etcd                                               (hack/tools/etcd/go.mod)
 #   cosign, oras                                       (hack/tools/go.mod)
+#   policy-tester (sigstore policy-controller cmd/tester) (hack/tools/policy-controller/go.mod)
+#   kyverno (the Kyverno CLI)                          (hack/tools/kyverno/go.mod)
+#   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
 # on 2 cores takes about 8 minutes and 2.4 GB of memory, mostly kube-apiserver.
@@ -11,9 +14,11 @@ cd "$(dirname "$0")/tools"
 BIN="$PWD/bin"
 mkdir -p "$BIN"
 
-stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum ../tools.sh \
+stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum \
+    policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum ../tools.sh \
     | sha256sum | cut -d' ' -f1)"
-all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras)
+all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno
+    crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml)
 if [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$stamp" ] && (cd "$BIN" && ls "${all[@]}" >/dev/null 2>&1); then
     exit 0
 fi
@@ -45,6 +50,22 @@ echo "tools: building cosign, oras" >&2
 go build -ldflags "-s -w" -o "$BIN/" \
     github.com/sigstore/cosign/v3/cmd/cosign \
     oras.land/oras/cmd/oras
+
+# The admission controllers' own evaluators, for config/policies (controller/tests/admission_*.rs),
+# each in a module of its own: policy-controller v0.13 builds against cosign v2, Kyverno v1.19
+# against cosign v3.1.2, both with Kubernetes libraries of their own. They cost about 380 s
+# (policy-tester) and 670 s (kyverno) of CPU time on top of the other tools; Kyverno's link peaks
+# at 2.7 GB of memory.
+echo "tools: building policy-tester (policy-controller cmd/tester), kyverno (CLI)" >&2
+(cd policy-controller && go build -ldflags "-s -w" -o "$BIN/policy-tester" \
+    github.com/sigstore/policy-controller/cmd/tester)
+(cd kyverno && go build -ldflags "-s -w" -o "$BIN/kyverno" \
+    github.com/kyverno/kyverno/cmd/cli/kubectl-kyverno)
+# Their CRDs, from the same modules, for the server-side check of the shipped policies.
+mkdir -p "$BIN/crds"
+module_dir() { (cd "$1" && go list -m -f '{{.Dir}}' "$2"); }
+install -m 0644 "$(module_dir policy-controller github.com/sigstore/policy-controller)/config/300-clusterimagepolicy.yaml" \
+    "$(module_dir kyverno github.com/kyverno/kyverno)/config/crds/kyverno/kyverno.io_clusterpolicies.yaml" "$BIN/crds/"
 
 echo "$stamp" >"$BIN/.stamp"
 echo "tools: built in $(($(date +%s) - start)) s into $BIN" >&2

@@ -15,7 +15,7 @@ use crate::storage::{
     self, ArtifactStore, DockerConfig, LayoutStore, RegistryOptions, RegistryStore, Subject,
 };
 use crate::terminal::Progress;
-use crate::verify::{self, DatasetRequirement, Policy};
+use crate::verify::{self, DatasetRequirement, Policy, rego};
 use crate::{out, outln};
 
 /// `provenant attest`.
@@ -86,6 +86,17 @@ pub struct VerifyArgs {
     /// without it, a model with none passes (one it has must pass).
     #[arg(long)]
     pub require_model_signature: bool,
+    /// Require a Rego policy to admit the statement: each message of its `deny` rules (package
+    /// `provenant`) is a reason to refuse (repeatable; docs/verify.md, "Policies in Rego").
+    #[arg(long = "policy", value_name = "FILE.rego")]
+    pub policies: Vec<PathBuf>,
+    /// A JSON object merged into the policies' `data` (repeatable).
+    #[arg(long = "policy-data", value_name = "FILE.json")]
+    pub policy_data: Vec<PathBuf>,
+    /// Once the model verifies, write its files into DIR (absent or empty; nothing is written
+    /// unless it verifies and every file matches the attested manifest).
+    #[arg(long, value_name = "DIR")]
+    pub pull: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -286,6 +297,10 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         images: args.images.clone(),
         max_age: args.max_age.as_deref().map(parse_age).transpose()?,
     };
+    let policies = rego::load_all(&args.policies, &args.policy_data).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.pull {
+        storage::pull::prepare_destination(dir).map_err(|e| e.to_string())?;
+    }
     let reference = storage::parse_reference(&args.reference).map_err(|e| e.to_string())?;
     let store = storage::open_store(&reference, registry_options(&args.insecure));
     let resolved = store
@@ -301,7 +316,7 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         .into_iter()
         .map(|f| (f.found_at(), f.envelope))
         .collect();
-    let verdict = verify::verify(
+    let mut verdict = verify::verify(
         &reference.repository(),
         &resolved.digest,
         &found,
@@ -309,6 +324,16 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         &policy,
         Timestamp::now(),
     );
+    // The manifest (its digest is the verified subject's): the annotations policies read, the
+    // files `--pull` writes.
+    let manifest = match policies.is_empty() && args.pull.is_none() {
+        true => None,
+        false => Some(store.manifest(&subject).await.map_err(|e| e.to_string())?),
+    };
+    if let Some(m) = &manifest {
+        let facts = rego::ArtifactFacts::from_manifest(&m.bytes, Some(m.media_type.clone()));
+        verdict = rego::apply(verdict, &policies, &facts).map_err(|e| e.to_string())?;
+    }
     // In a layout the model's files sit on disk: check them against the manifest that was
     // attested. (A registry checks blob digests itself on upload, and clients on pull.)
     let content = match &reference.location {
@@ -331,9 +356,15 @@ async fn verify_async(args: &VerifyArgs) -> Result<verify::Verdict, String> {
         &key,
         args.require_model_signature,
     );
-    Ok(verdict
+    let verdict = verdict
         .with_content_failures(content)
-        .with_model_signature(model_signature))
+        .with_model_signature(model_signature);
+    match (&args.pull, &manifest) {
+        (Some(dir), Some(m)) => {
+            verify::pull::if_verified(verdict, store.as_ref(), &subject, m, dir).await
+        }
+        _ => Ok(verdict),
+    }
 }
 
 /// Every layer of the manifest `digest` in the layout `dir`, re-hashed against its descriptor.

@@ -5,6 +5,8 @@
 
 mod datasets;
 pub mod model_signature;
+pub mod pull;
+pub mod rego;
 
 use std::collections::BTreeMap;
 
@@ -103,6 +105,19 @@ pub fn verify(
 }
 
 impl Verdict {
+    /// Re-derive the verdict after checks run outside [`verify`] (the Rego policies) added
+    /// failures to its attestations: the summary is of the first attestation still passing.
+    pub fn settled(mut self) -> Self {
+        self.summary = self
+            .attestations
+            .iter()
+            .find(|c| c.verified())
+            .and_then(|c| c.statement.as_ref())
+            .map(summarize);
+        self.verified = self.summary.is_some() && self.content_failures.is_empty();
+        self
+    }
+
     /// Add problems found in the artifact's content; any of them fails the verdict (a valid
     /// attestation of a manifest proves nothing if the files it names were changed).
     pub fn with_content_failures(mut self, failures: Vec<String>) -> Self {

@@ -719,6 +719,7 @@ fn each_dataset_digest_says_who_gave_it() {
             name: name.to_string(),
             uri: format!("data/{name}"),
             digest: (*name == "all").then(|| digest('c')),
+            license: None,
         })
         .collect();
     let material =

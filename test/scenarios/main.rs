@@ -21,6 +21,7 @@ mod provenance;
 #[path = "../../controller/tests/support/runs.rs"]
 mod runs;
 mod samples;
+mod serving_samples;
 mod support;
 mod tenant_datasets;
 mod tenant_pods;

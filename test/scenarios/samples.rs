@@ -42,6 +42,10 @@ async fn crds_install_and_samples_round_trip() -> Result<()> {
     let mut count = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        // TrainingRuns only (`serving/` holds the model-serving samples: serving_samples.rs).
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
         let sample: TrainingRun = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)?;
         let created = api.create(&PostParams::default(), &sample).await?;
         let read = api.get(&created.metadata.name.clone().unwrap()).await?;

@@ -270,6 +270,16 @@ pub struct DatasetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71), pattern(r"^sha256:[a-f0-9]{64}$"))]
     pub digest: Option<String>,
+
+    /// The dataset's license as the submitter declares it: an SPDX license expression
+    /// (`CC-BY-4.0`, `Apache-2.0 OR MIT`, `LicenseRef-acme-internal`, `NOASSERTION`). Recorded
+    /// verbatim as declared (`annotations.declaredLicense`); provenant does not check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(r"^[A-Za-z0-9.+:()-]+( [A-Za-z0-9.+:()-]+)*$")
+    )]
+    pub license: Option<String>,
 }
 
 /// The model a run starts from.

@@ -209,6 +209,7 @@ mod tests {
             name: name.into(),
             uri: format!("gs://data/{name}"),
             digest,
+            license: None,
         }
     }
 

@@ -71,6 +71,8 @@ struct AcceleratorParameter<'a> {
 struct DatasetParameter<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license: Option<&'a str>,
     name: &'a str,
     uri: &'a str,
 }
@@ -111,11 +113,17 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<
         .datasets
         .iter()
         .map(|d| {
-            let DatasetRef { name, uri, digest } = d;
+            let DatasetRef {
+                name,
+                uri,
+                digest,
+                license,
+            } = d;
             DatasetParameter {
                 name,
                 uri,
                 digest: digest.as_deref(),
+                license: license.as_deref(),
             }
         })
         .collect();
@@ -185,6 +193,9 @@ pub(super) fn dependency_annotations(
 struct DatasetAnnotations<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     declared_digest: Option<&'a str>,
+    /// `spec.datasets[].license`: the submitter's word, like everything declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    declared_license: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     observed_digest: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -226,6 +237,7 @@ pub(super) fn dataset_annotations(
     };
     Object::of(&DatasetAnnotations {
         declared_digest,
+        declared_license: declared.and_then(|d| d.license.as_deref()),
         observed_digest,
         reported_digest,
         source,
@@ -355,7 +367,7 @@ mod tests {
             "replicas": 2, "seed": 7,
             "hyperparameters": {"z": 1, "a": {"y": 2, "b": 3}},
             "accelerator": {"type": "tpu-v5e", "count": 4, "topology": "2x4"},
-            "datasets": [{"name": "d", "uri": "gs://d", "digest": "sha256:bb"}],
+            "datasets": [{"name": "d", "uri": "gs://d", "digest": "sha256:bb", "license": "CC-BY-4.0"}],
             "baseModel": {"uri": "reg.io/base", "digest": "sha256:cc"},
             "code": {"uri": "https://git/x", "revision": "abc"},
             "output": {"repository": "reg.io/models/m"},

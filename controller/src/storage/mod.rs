@@ -9,8 +9,9 @@
 //! - `registry/` ([`RegistryStore`]) and `oci_layout/` ([`LayoutStore`]): the two stores, each a
 //!   `Transport` the protocols below run over;
 //! - `attach.rs` (the write protocol), `attach_bundle.rs` (a Sigstore bundle referrer),
-//!   `discover.rs` (the read side), `model.rs` (model packaging and push): written once over a
-//!   transport, so both stores write and read the same bytes;
+//!   `discover.rs` (the read side), `model.rs` (model packaging and push), `pull.rs` (a verified
+//!   model's files into a directory): written once over a transport, so both stores write and
+//!   read the same bytes;
 //! - `referrer.rs` (a referrer and its layer as pushed), `transport.rs`, `reference.rs`: the
 //!   transport trait, references;
 //! - `store.rs` (the traits and their values), `oci.rs` and `sigstore_bundle.rs` (the formats),
@@ -27,6 +28,7 @@ pub mod model_signature;
 pub mod oci;
 pub mod oci_layout;
 pub mod op;
+pub mod pull;
 pub mod reference;
 mod referrer;
 pub mod registry;
@@ -41,6 +43,7 @@ pub use error::{ErrorKind, StorageError};
 pub use model::ModelArtifact;
 pub use model_files::{ModelLayer, model_layers};
 pub use oci_layout::LayoutStore;
+pub use pull::{ManifestBytes, PullError, Pulled, PulledFile};
 pub use reference::{Location, Reference, parse_reference};
 pub use registry::{
     Credential, DockerConfig, Observer, RegistryOptions, RegistryStore, RetryPolicy,

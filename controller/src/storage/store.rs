@@ -236,4 +236,19 @@ pub trait ArtifactStore: AttestationStore {
     /// The manifest a reference names (see [`parse_reference`](super::parse_reference)): a tag
     /// is resolved to its digest, a digest is checked against the content.
     async fn resolve_reference(&self, reference: &str) -> Result<ResolvedArtifact, StorageError>;
+
+    /// The manifest of `subject`, read by its digest and checked against it
+    /// (`provenant verify`: the model's annotations, the files to `--pull`).
+    async fn manifest(&self, subject: &Subject) -> Result<super::ManifestBytes, StorageError>;
+
+    /// Streams blob `digest` of `subject`'s repository into `file` (new and empty), at most
+    /// `limit` bytes; returns the `sha256:` digest and size of what was written, for the caller
+    /// to check against the descriptor ([`pull`](super::pull)).
+    async fn copy_blob(
+        &self,
+        subject: &Subject,
+        digest: &str,
+        limit: u64,
+        file: std::fs::File,
+    ) -> Result<(String, u64), StorageError>;
 }

@@ -127,6 +127,15 @@ pub fn refused() -> Vec<Refused> {
             &[],
         ));
     }
+    for bad in ["", "MIT; rm -rf /", " MIT", "MIT  OR Apache-2.0", "MIT\n"] {
+        out.push(refused_case(
+            with(format!("dataset license {bad:?}"), |o| {
+                o["spec"]["datasets"][0]["license"] = json!(bad)
+            }),
+            "spec.datasets[0].license",
+            &[],
+        ));
+    }
     for bad in [
         "registry.example.com/models/churn:v1",
         "registry.example.com/models/churn@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -296,6 +305,17 @@ pub fn accepted() -> Vec<Accepted> {
     ] {
         push(with(format!("output repository {good:?}"), |o| {
             o["spec"]["output"]["repository"] = json!(good)
+        }));
+    }
+    for good in [
+        "CC-BY-4.0",
+        "Apache-2.0 OR MIT",
+        "(MIT AND BSD-3-Clause) WITH LLVM-exception",
+        "LicenseRef-acme:internal-1.0",
+        "NOASSERTION",
+    ] {
+        push(with(format!("dataset license {good:?}"), |o| {
+            o["spec"]["datasets"][0]["license"] = json!(good)
         }));
     }
     push(with("env MY_RANK", |o| {

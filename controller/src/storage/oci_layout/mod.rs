@@ -36,7 +36,7 @@ use crate::storage::store::{
     FoundModelSignature, ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport};
-use crate::storage::{attach, attach_bundle, discover};
+use crate::storage::{ManifestBytes, attach, attach_bundle, discover, pull};
 
 /// Op of failures that are not one store operation (a blocking task that died).
 const OP_LAYOUT: &str = "layout";
@@ -286,5 +286,31 @@ impl ArtifactStore for LayoutStore {
             reference.trim_start_matches('@').to_string()
         };
         discover::resolve_reference(self, &tag_or_digest).await
+    }
+
+    async fn manifest(&self, subject: &Subject) -> Result<ManifestBytes, StorageError> {
+        subject.hex()?;
+        pull::manifest(self, &subject.digest).await
+    }
+
+    /// The blob file is the layout's, read as input (`untrusted`): only a regular file inside
+    /// the layout, at most `limit` bytes.
+    async fn copy_blob(
+        &self,
+        _subject: &Subject,
+        digest: &str,
+        limit: u64,
+        file: std::fs::File,
+    ) -> Result<(String, u64), StorageError> {
+        let digest = digest.to_string();
+        self.blocking(move |l| {
+            let target = l.digest_ref(&digest);
+            let fail = |why: String| StorageError::permanent(op::BLOB_GET, &target, why);
+            let path = untrusted::blob_path(&l.root, &digest).map_err(fail)?;
+            untrusted::check_blob_dirs(&l.root).map_err(|e| fail(e.to_string()))?;
+            pull::copy_file_blob(&path, limit, file)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))
+        })
+        .await
     }
 }

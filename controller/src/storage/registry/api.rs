@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode, Url};
 use super::auth::Auth;
 use super::client::{Call, Client, Response, status_error};
 use super::repo::Repo;
+use super::sink::BodySink;
 use crate::observe::sha256_digest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::oci::OCI_INDEX_MEDIA_TYPE;
@@ -141,6 +142,47 @@ impl Api {
             StatusCode::OK => Ok(Some(resp)),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(op, &target, &resp)),
+        }
+    }
+
+    /// `GET` of a blob streamed into `sink` (retried from the start on a transient failure);
+    /// `false` on 404.
+    pub async fn download_blob(
+        &self,
+        repo: &Repo,
+        digest: &str,
+        sink: &BodySink,
+    ) -> Result<bool, StorageError> {
+        let url = repo.blob_url(digest);
+        let target = repo.digest_ref(digest);
+        let call = Call {
+            op: op::BLOB_GET,
+            method: Method::GET,
+            url: &url,
+            target: &target,
+            accept: None,
+            content_type: None,
+            body: None,
+            ok: &[200, 404],
+        };
+        let call = &call;
+        let resp = self
+            .client
+            .retry(move || async move {
+                let resp = self
+                    .auth
+                    .send_with(&self.client, repo, false, call, Some(sink))
+                    .await?;
+                if matches!(resp.status.as_u16(), 408 | 429 | 500..=599) {
+                    return Err(status_error(call.op, call.target, &resp));
+                }
+                Ok(resp)
+            })
+            .await?;
+        match resp.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(status_error(op::BLOB_GET, &target, &resp)),
         }
     }
 

@@ -16,6 +16,7 @@ use reqwest::{Method, StatusCode, Url};
 use super::client::{Call, Client, Response, status_error};
 use super::credentials::{Credential, DockerConfig, normalize_host};
 use super::repo::Repo;
+use super::sink::BodySink;
 use crate::storage::error::StorageError;
 use crate::storage::op;
 use crate::storage::transport::Blob;
@@ -112,9 +113,21 @@ impl Auth {
         push: bool,
         call: &Call<'_>,
     ) -> Result<Response, StorageError> {
+        self.send_with(client, repo, push, call, None).await
+    }
+
+    /// As [`Auth::send`], a `200` body streamed into `sink` ([`Client::exchange_with`]).
+    pub async fn send_with(
+        &self,
+        client: &Client,
+        repo: &Repo,
+        push: bool,
+        call: &Call<'_>,
+        sink: Option<&BodySink>,
+    ) -> Result<Response, StorageError> {
         let scope = repo.scope(push);
         let sent = self.authorization(client, repo, &scope, call).await?;
-        let resp = client.exchange(call, sent.as_deref()).await?;
+        let resp = client.exchange_with(call, sent.as_deref(), sink).await?;
         if resp.status != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -147,7 +160,7 @@ impl Auth {
             };
             return Err(e.with_message(message));
         }
-        let resp = client.exchange(call, header.as_deref()).await?;
+        let resp = client.exchange_with(call, header.as_deref(), sink).await?;
         if resp.status == StatusCode::UNAUTHORIZED {
             let e = status_error(call.op, call.target, &resp);
             let message = format!("{} (credentials rejected)", e.message());

@@ -14,6 +14,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::sink::BodySink;
 use crate::storage::error::{ErrorKind, StorageError, printable};
 use crate::storage::transport::{Blob, MAX_DOCUMENT_BYTES};
 
@@ -161,6 +162,17 @@ impl Client {
         call: &Call<'_>,
         authorization: Option<&str>,
     ) -> Result<Response, StorageError> {
+        self.exchange_with(call, authorization, None).await
+    }
+
+    /// As [`Client::exchange`]; a `200` body goes to `sink` (when given) as it arrives instead
+    /// of into the response: a model file is never held in memory.
+    pub async fn exchange_with(
+        &self,
+        call: &Call<'_>,
+        authorization: Option<&str>,
+        sink: Option<&BodySink>,
+    ) -> Result<Response, StorageError> {
         let client = self
             .http
             .as_ref()
@@ -200,6 +212,10 @@ impl Client {
             }
             None => {}
         }
+        if let Some(sink) = sink {
+            // As for uploads: time for a big file at 1 MiB/s at least.
+            req = req.timeout(self.request_timeout + Duration::from_secs(sink.limit >> 20));
+        }
         let start = Instant::now();
         let result = async {
             let transport = |e: reqwest::Error| {
@@ -209,6 +225,20 @@ impl Client {
             let status = resp.status();
             let headers = resp.headers().clone();
             let mut body = Vec::new();
+            if let Some(sink) = sink.filter(|_| status == StatusCode::OK) {
+                let sink_error = |e: std::io::Error| {
+                    StorageError::permanent(call.op, call.target, e.to_string())
+                };
+                sink.restart().map_err(sink_error)?;
+                while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                    sink.write(&chunk).map_err(sink_error)?;
+                }
+                return Ok(Response {
+                    status,
+                    headers,
+                    body,
+                });
+            }
             while let Some(chunk) = resp.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                     return Err(StorageError::permanent(

@@ -13,6 +13,7 @@ mod cache;
 mod client;
 pub mod credentials;
 mod repo;
+mod sink;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +30,7 @@ use self::auth::Auth;
 use self::cache::Lru;
 use self::client::Client;
 use self::repo::Repo;
+use self::sink::BodySink;
 use crate::hashing::FileDigest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::model::ModelArtifact;
@@ -40,7 +42,7 @@ use crate::storage::store::{
     FoundModelSignature, ResolvedArtifact, Subject,
 };
 use crate::storage::transport::{Blob, Fetched, Transport, check_digest, manifest_media_type};
-use crate::storage::{attach, attach_bundle, discover, op};
+use crate::storage::{ManifestBytes, attach, attach_bundle, discover, op, pull};
 
 /// Configuration of a [`RegistryStore`].
 #[derive(Clone)]
@@ -416,5 +418,33 @@ impl ArtifactStore for RegistryStore {
             StorageError::permanent(op::INPUT, reference, "no tag or digest in the reference")
         })?;
         discover::resolve_reference(&t, tag_or_digest).await
+    }
+
+    async fn manifest(&self, subject: &Subject) -> Result<ManifestBytes, StorageError> {
+        let t = self.transport(&subject.repository, false)?;
+        subject.hex()?;
+        pull::manifest(&t, &subject.digest).await
+    }
+
+    async fn copy_blob(
+        &self,
+        subject: &Subject,
+        digest: &str,
+        limit: u64,
+        file: std::fs::File,
+    ) -> Result<(String, u64), StorageError> {
+        let t = self.transport(&subject.repository, false)?;
+        let target = t.repo.digest_ref(digest);
+        let sink = BodySink::new(file, limit);
+        if !self.api.download_blob(&t.repo, digest, &sink).await? {
+            return Err(StorageError::new(
+                op::BLOB_GET,
+                &target,
+                ErrorKind::NotFound,
+                "blob unknown",
+            ));
+        }
+        sink.finish()
+            .map_err(|e| StorageError::permanent(op::BLOB_GET, &target, e.to_string()))
     }
 }

@@ -1,0 +1,151 @@
+//! The shipped admission policies (config/policies/) have the shape of their CRDs: the real API
+//! server, with the CRDs of the pinned policy-controller and Kyverno installed, accepts each in a
+//! server-side dry run with strict field validation (and refuses a misspelled copy), so they
+//! cannot rot silently. What they decide is tested in admission_policies.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use provenant_testbed::tools;
+use serde_json::{Value, json};
+
+const CLUSTER_IMAGE_POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/policies/cluster-image-policy.yaml"
+);
+const KYVERNO_POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/policies/kyverno-cluster-policy.yaml"
+);
+
+/// The CRDs of the pinned policy-controller and Kyverno (copied by hack/tools.sh from their
+/// modules into hack/tools/bin/crds).
+const CRDS: [(&str, &str); 2] = [
+    (
+        "clusterimagepolicies.policy.sigstore.dev",
+        "300-clusterimagepolicy.yaml",
+    ),
+    (
+        "clusterpolicies.kyverno.io",
+        "kyverno.io_clusterpolicies.yaml",
+    ),
+];
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(tools::path("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")
+}
+
+/// Waits until the API server serves the CRD `name`. (`kubectl wait --for condition=Established`
+/// fails instead of waiting while the new CRD has no conditions yet.)
+fn established(kubeconfig: &Path, name: &str) -> Result<()> {
+    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = kubectl(kubeconfig, &["get", "crd", name, "-o", jsonpath])?;
+        if out.status.success() && out.stdout == b"True" {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "CRD {name} not established after 120 s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_shipped_policies_match_their_crds() -> Result<()> {
+    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
+        ensure!(
+            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
+            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
+        );
+        eprintln!(
+            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
+        );
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    for (name, file) in CRDS {
+        let path = tools::bin_dir().join("crds").join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: run `make tools`", path.display()))?;
+        let mut crd: Value = serde_saphyr::from_str(&text)?;
+        // policy-controller converts between v1alpha1 and v1beta1 with its webhook, which this
+        // cluster does not run; both versions have the same schema, so the API server's own
+        // conversion (apiVersion only) stands in for it.
+        crd["spec"]["conversion"] = json!({"strategy": "None"});
+        let patched = dir.path().join(file);
+        std::fs::write(&patched, serde_json::to_vec(&crd)?)?;
+        // Server-side: Kyverno's CRD (1.4 MB) is too large for client-side apply's annotation.
+        let patched = patched.to_str().unwrap();
+        let args = ["apply", "--server-side", "--force-conflicts", "-f", patched];
+        let out = kubectl(&kubeconfig, &args)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        established(&kubeconfig, name)?;
+    }
+    let dry_run = |file: &str| -> Result<std::process::Output> {
+        kubectl(
+            &kubeconfig,
+            &[
+                "create",
+                "--dry-run=server",
+                "--validate=strict",
+                "-o",
+                "name",
+                "-f",
+                file,
+            ],
+        )
+    };
+    for (policy, created) in [
+        (
+            CLUSTER_IMAGE_POLICY,
+            "clusterimagepolicy.policy.sigstore.dev/provenant-trained-models",
+        ),
+        (
+            KYVERNO_POLICY,
+            "clusterpolicy.kyverno.io/provenant-trained-models",
+        ),
+    ] {
+        let out = dry_run(policy)?;
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == created,
+            "{policy}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The check can fail: a misspelled field is refused.
+        let misspelled = dir.path().join("misspelled.yaml");
+        let text = std::fs::read_to_string(policy)?;
+        ensure!(text.contains("\n  rules:") || text.contains("\n  authorities:"));
+        std::fs::write(
+            &misspelled,
+            text.replacen("\n  rules:", "\n  rulez:", 1).replacen(
+                "\n  authorities:",
+                "\n  authoritys:",
+                1,
+            ),
+        )?;
+        let out = dry_run(misspelled.to_str().unwrap())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("unknown field"),
+            "a misspelled copy of {policy} was accepted: {stderr}"
+        );
+    }
+    Ok(())
+}
