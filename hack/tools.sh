@@ -8,7 +8,8 @@
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
-# on 2 cores takes about 8 minutes and 2.4 GB of memory, mostly kube-apiserver.
+# on 2 cores takes about 8 minutes and 2.4 GB of memory for kube-apiserver, and about 7 more for
+# the Kyverno CLI (2.7 GB); with the cache warm, a rebuild of everything takes under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
 BIN="$PWD/bin"
