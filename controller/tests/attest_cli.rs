@@ -2,32 +2,11 @@
 //! attest into an OCI layout, verify it (and fail for the right reasons), read it with
 //! independent tools (securesystemslib, skopeo).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
+use attest_cmd::{provenant, repo_root, text};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn provenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provenant"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("COSIGN_PASSWORD", "test")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use std::process::Command;
 
 struct Attested {
     dir: tempfile::TempDir,

@@ -6,34 +6,11 @@
 #[path = "support/model_signing.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
+use attest_cmd::{provenant, text};
 
 use support::{Place, describe, flip_one_byte, model_signing_verify, pull_model_and_signature};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn provenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provenant"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("COSIGN_PASSWORD", "test")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[test]
 fn attest_writes_a_model_signature_that_model_signing_verifies() {

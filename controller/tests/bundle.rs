@@ -10,8 +10,11 @@
 mod fixture;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
+use attest_cmd::provenant;
+
+use std::process::Command;
 
 use anyhow::{Context, Result};
 use fixture::{
@@ -359,22 +362,6 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 }
 
 // ---- provenant attest --encoding (OCI layout) ----
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn provenant(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provenant"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("COSIGN_PASSWORD", "test")
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn attest_writes_the_chosen_encoding_into_a_layout_and_verify_reads_it() {
