@@ -7,9 +7,10 @@ use reqwest::header::LOCATION;
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::Auth;
-use super::client::{Call, Client, Response, status_error};
+use super::client::{Call, Client, Response};
 use super::repo::Repo;
 use super::sink::BodySink;
+use super::status::status_error;
 use crate::observe::sha256_digest;
 use crate::storage::error::{ErrorKind, StorageError};
 use crate::storage::oci::OCI_INDEX_MEDIA_TYPE;

@@ -13,10 +13,11 @@ use base64::Engine as _;
 use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Method, StatusCode, Url};
 
-use super::client::{Call, Client, Response, status_error};
+use super::client::{Call, Client, Response};
 use super::credentials::{Credential, DockerConfig, normalize_host};
 use super::repo::Repo;
 use super::sink::BodySink;
+use super::status::status_error;
 use crate::storage::error::StorageError;
 use crate::storage::op;
 use crate::storage::transport::Blob;

@@ -14,6 +14,7 @@ mod client;
 pub mod credentials;
 mod repo;
 mod sink;
+mod status;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,8 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use auth::{Challenge, MAX_TOKEN_LIFETIME, parse_challenge, parse_token_response};
-pub use client::{Observer, RetryPolicy, error_summary};
+pub use client::{Observer, RetryPolicy};
 pub use credentials::{Credential, DockerConfig};
+pub use status::error_summary;
 
 use self::api::Api;
 use self::auth::Auth;
