@@ -13,6 +13,7 @@ pub mod engine;
 pub mod execute;
 pub mod hashing;
 pub mod labels;
+pub mod lineage;
 pub mod local;
 pub mod metrics;
 pub mod names;

@@ -18,7 +18,7 @@ use crate::provenance::statement::{SLSA_PROVENANCE_V1, STATEMENT_TYPE, Statement
 use crate::signing::PublicKey;
 use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
 
-pub use datasets::{DatasetEvidence, DatasetRequirement, Party};
+pub use datasets::{DatasetEvidence, DatasetRequirement, Party, evidence};
 
 /// What the verifier requires beyond a valid signature over a statement about the artifact.
 #[derive(Debug, Clone, Default)]

@@ -8,6 +8,7 @@
 
 mod fields;
 pub mod model_signing;
+pub mod revocation;
 pub mod statement;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ pub enum Party {
 impl Party {
     const ALL: [Party; 3] = [Party::Declared, Party::Observed, Party::Reported];
 
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Party::Declared => "declared",
             Party::Observed => "observed",
