@@ -252,8 +252,7 @@ impl LineageEntry {
         }
         Ok(LineageEntry {
             run: RunRef {
-                namespace: text(&definition["internalParameters"]["namespace"])
-                    .unwrap_or_default(),
+                namespace: text(&definition["internalParameters"]["namespace"]).unwrap_or_default(),
                 name: String::new(),
                 invocation_id,
             },

@@ -96,12 +96,17 @@ impl LineageIndex {
     /// Add one run. An entry for the same invocation and envelope is not added twice (the same
     /// statement found in two places).
     pub fn insert(&mut self, entry: LineageEntry) {
-        let duplicate = entry.models.first().and_then(|m| self.producers.get(&m.digest)).is_some_and(|ids| {
-            ids.iter().any(|&i| {
-                let e = &self.entries[i as usize];
-                e.run.invocation_id == entry.run.invocation_id && e.envelope_digest == entry.envelope_digest
-            })
-        });
+        let duplicate = entry
+            .models
+            .first()
+            .and_then(|m| self.producers.get(&m.digest))
+            .is_some_and(|ids| {
+                ids.iter().any(|&i| {
+                    let e = &self.entries[i as usize];
+                    e.run.invocation_id == entry.run.invocation_id
+                        && e.envelope_digest == entry.envelope_digest
+                })
+            });
         if duplicate {
             return;
         }
@@ -195,9 +200,7 @@ impl LineageIndex {
             }
             hits.push(hit);
         }
-        hits.sort_by(|a, b| {
-            (a.path.len(), &a.model).cmp(&(b.path.len(), &b.model))
-        });
+        hits.sort_by(|a, b| (a.path.len(), &a.model).cmp(&(b.path.len(), &b.model)));
         hits
     }
 

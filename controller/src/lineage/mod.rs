@@ -5,6 +5,7 @@
 
 pub mod entry;
 pub mod index;
+pub mod records;
 
 pub use entry::{EntryError, Fact, Kind, LineageEntry, ModelRef, RunRef, pinned_digest};
 pub use index::{Hit, LineageIndex, Query, Step, Upstream};

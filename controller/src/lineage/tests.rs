@@ -24,8 +24,10 @@ fn statement(run: &str, model: char, dataset: char, image: char, base: Option<ch
     let mut external = json!({"image": "reg.io/train:v1",
         "datasets": [{"name": "corpus", "uri": "gs://d/corpus", "digest": digest(dataset)}]});
     if let Some(b) = base {
-        deps.push(json!({"name": "baseModel", "uri": format!("reg.io/m{b}@{}", digest(b)),
-            "digest": {"sha256": hex(b)}, "annotations": {"source": ["declared"]}}));
+        deps.push(
+            json!({"name": "baseModel", "uri": format!("reg.io/m{b}@{}", digest(b)),
+            "digest": {"sha256": hex(b)}, "annotations": {"source": ["declared"]}}),
+        );
         external["baseModel"] = json!({"uri": format!("reg.io/m{b}"), "digest": digest(b)});
     }
     json!({
@@ -70,21 +72,44 @@ fn an_entry_keeps_each_fact_with_who_vouched_for_it() {
     let e = entry("u", '1', 'd', '5', Some('b'));
     assert_eq!(e.run.namespace, "ml");
     assert_eq!(e.run.invocation_id, "u");
-    assert_eq!(e.models, vec![ModelRef { repository: "reg.io/m1".into(), digest: digest('1') }]);
+    assert_eq!(
+        e.models,
+        vec![ModelRef {
+            repository: "reg.io/m1".into(),
+            digest: digest('1')
+        }]
+    );
     let dataset = e.facts(Kind::Dataset).next().expect("dataset");
-    assert_eq!((dataset.name.as_str(), dataset.digest.clone(), dataset.sources.clone()),
-        ("corpus", Some(digest('d')), vec!["declared".to_string()]));
+    assert_eq!(
+        (
+            dataset.name.as_str(),
+            dataset.digest.clone(),
+            dataset.sources.clone()
+        ),
+        ("corpus", Some(digest('d')), vec!["declared".to_string()])
+    );
     let image = e.facts(Kind::Image).next().expect("image");
     assert_eq!(image.sources, vec!["observed"]);
-    assert_eq!(e.facts(Kind::BaseModel).next().and_then(|f| f.digest.clone()), Some(digest('b')));
-    assert_eq!(e.facts(Kind::Code).next().and_then(|f| f.digest.clone()), Some("a".repeat(40)));
+    assert_eq!(
+        e.facts(Kind::BaseModel)
+            .next()
+            .and_then(|f| f.digest.clone()),
+        Some(digest('b'))
+    );
+    assert_eq!(
+        e.facts(Kind::Code).next().and_then(|f| f.digest.clone()),
+        Some("a".repeat(40))
+    );
 }
 
 #[test]
 fn a_statement_that_is_not_provenance_gives_no_entry() {
     let mut s = statement("u", '1', 'd', '5', None);
     s["predicateType"] = json!("https://provenant.dev/revocation/v1");
-    assert!(matches!(LineageEntry::from_statement(&s), Err(EntryError::NotProvenance(_))));
+    assert!(matches!(
+        LineageEntry::from_statement(&s),
+        Err(EntryError::NotProvenance(_))
+    ));
     let mut s = statement("u", '1', 'd', '5', None);
     s["subject"] = json!([]);
     assert!(LineageEntry::from_statement(&s).is_err());
@@ -94,17 +119,27 @@ fn a_statement_that_is_not_provenance_gives_no_entry() {
 fn a_dataset_reaches_every_model_trained_from_it_through_base_models() {
     let index = drill();
     let hits = index.find(&Query::Dataset(digest('d')), true);
-    assert_eq!(models(&hits), vec![
-        format!("reg.io/m1@{}", digest('1')),
-        format!("reg.io/m2@{}", digest('2')),
-        format!("reg.io/m3@{}", digest('3')),
-    ]);
-    let runs: Vec<String> = hits[2].path.iter().map(|s| s.run.invocation_id.clone()).collect();
+    assert_eq!(
+        models(&hits),
+        vec![
+            format!("reg.io/m1@{}", digest('1')),
+            format!("reg.io/m2@{}", digest('2')),
+            format!("reg.io/m3@{}", digest('3')),
+        ]
+    );
+    let runs: Vec<String> = hits[2]
+        .path
+        .iter()
+        .map(|s| s.run.invocation_id.clone())
+        .collect();
     assert_eq!(runs, ["u-base", "u-ft", "u-ftft"]);
     assert_eq!(hits[2].path[0].via.kind, Kind::Dataset);
     assert_eq!(hits[2].path[1].via.kind, Kind::BaseModel);
     // Without transitivity only the direct one; by name as well as by digest.
-    assert_eq!(models(&index.find(&Query::Dataset("corpus".into()), false)).len(), 4);
+    assert_eq!(
+        models(&index.find(&Query::Dataset("corpus".into()), false)).len(),
+        4
+    );
     assert_eq!(index.find(&Query::Dataset(digest('d')), false).len(), 1);
     assert!(index.find(&Query::Dataset(digest('f')), true).is_empty());
 }
@@ -115,22 +150,32 @@ fn images_match_by_digest_and_by_pinned_reference() {
     let by_digest = models(&index.find(&Query::Image(digest('6')), true));
     assert_eq!(by_digest.len(), 2, "{by_digest:?}");
     let by_ref = models(&index.find(&Query::Image(format!("reg.io/train@{}", digest('5'))), true));
-    assert_eq!(by_ref.len(), 3, "base and ft ran image i; ft-of-ft descends from them: {by_ref:?}");
+    assert_eq!(
+        by_ref.len(),
+        3,
+        "base and ft ran image i; ft-of-ft descends from them: {by_ref:?}"
+    );
 }
 
 #[test]
 fn descendants_and_upstream_follow_base_models_both_ways() {
     let index = drill();
     assert_eq!(models(&index.descendants(&digest('1'))).len(), 2);
-    assert_eq!(models(&index.model_and_descendants(&digest('2'))), vec![
-        format!("reg.io/m2@{}", digest('2')),
-        format!("reg.io/m3@{}", digest('3')),
-    ]);
+    assert_eq!(
+        models(&index.model_and_descendants(&digest('2'))),
+        vec![
+            format!("reg.io/m2@{}", digest('2')),
+            format!("reg.io/m3@{}", digest('3')),
+        ]
+    );
     let up = index.upstream(&digest('3')).expect("recorded");
     assert_eq!(up.run.invocation_id, "u-ftft");
     let base = up.base.as_ref().expect("ft");
     assert_eq!(base.run.invocation_id, "u-ft");
-    assert_eq!(base.base.as_ref().expect("base").run.invocation_id, "u-base");
+    assert_eq!(
+        base.base.as_ref().expect("base").run.invocation_id,
+        "u-base"
+    );
     assert!(index.upstream(&digest('7')).is_none());
 }
 

@@ -27,6 +27,7 @@ use tracing::info;
 use crate::api::TrainingRun;
 use crate::engine::{ModelSignature, SignedRecord, SubjectSignature};
 use crate::labels;
+use crate::lineage::{self, LineageEntry};
 use crate::observe::sha256_digest;
 use crate::reconcile::context::{Error, kube_err};
 
@@ -119,13 +120,21 @@ pub fn encode(
                 (labels::COMPONENT.to_string(), COMPONENT.to_string()),
                 (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
             ])),
-            annotations: Some(BTreeMap::from([
-                (
-                    "provenant.dev/envelope-digest".to_string(),
-                    stored.envelope_digest.clone(),
-                ),
-                ("provenant.dev/key-id".to_string(), record.key_id.clone()),
-            ])),
+            annotations: Some(
+                [
+                    (
+                        "provenant.dev/envelope-digest".to_string(),
+                        stored.envelope_digest.clone(),
+                    ),
+                    ("provenant.dev/key-id".to_string(), record.key_id.clone()),
+                ]
+                .into_iter()
+                .chain(
+                    lineage::records::annotation(&record.envelope)
+                        .map(|entry| (lineage::records::ANNOTATION.to_string(), entry)),
+                )
+                .collect(),
+            ),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(RECORD_KEY.to_string(), text)])),
@@ -220,6 +229,45 @@ pub async fn persist(
         }
         Err(e) => Err(kube_err(format!("create provenance record {name}"))(e)),
     }
+}
+
+/// Every record's lineage entry, and each record whose lineage could not be read (name, why).
+/// Reads the records' metadata only (the annotation [`lineage::records::ANNOTATION`]), a page at a
+/// time; a record without the annotation is fetched and read from its envelope.
+pub async fn lineage_entries(
+    api: &Api<ConfigMap>,
+) -> Result<(Vec<LineageEntry>, Vec<(String, String)>), Error> {
+    let selector = format!("{}={COMPONENT}", labels::COMPONENT);
+    let mut params = ListParams::default().labels(&selector).limit(1000);
+    let (mut entries, mut unreadable) = (Vec::new(), Vec::new());
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(kube_err("list provenance records"))?;
+        for meta in &page.items {
+            let name = meta.name_any();
+            let read = match meta.annotations().get(lineage::records::ANNOTATION) {
+                Some(text) => lineage::records::from_annotation(text, meta.labels()),
+                None => match api.get_opt(&name).await {
+                    Ok(Some(cm)) => decode(&cm)
+                        .and_then(|r| lineage::records::from_envelope(&r.envelope))
+                        .map(|e| lineage::records::named(e, meta.labels())),
+                    Ok(None) => continue, // deleted meanwhile
+                    Err(e) => Err(format!("cannot be read: {e}")),
+                },
+            };
+            match read {
+                Ok(entry) => entries.push(entry),
+                Err(why) => unreadable.push((name, why)),
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    Ok((entries, unreadable))
 }
 
 fn cm_size(cm: &ConfigMap) -> usize {
@@ -369,6 +417,42 @@ mod tests {
         assert_eq!(err.limit, CONFIG_MAP_LIMIT);
         assert!(err.size > CONFIG_MAP_LIMIT);
         assert!(err.to_string().contains("limit of 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_record_carries_its_lineage_in_an_annotation() {
+        let key = CosignKey::ephemeral().expect("key");
+        let payload = include_bytes!("../../../tests/golden/statement.json");
+        let envelope = crate::signing::sign_envelope(
+            &key,
+            crate::signing::IN_TOTO_PAYLOAD_TYPE,
+            payload.trim_ascii(),
+        )
+        .expect("signs")
+        .to_json()
+        .expect("json");
+        let cm = encode(&run(), "ns", &record(envelope.clone())).expect("fits");
+        let text = &cm.annotations()[lineage::records::ANNOTATION];
+        let entry = lineage::records::from_annotation(text, cm.labels()).expect("reads");
+        assert_eq!(entry.run.name, cm.labels()[labels::RUN]);
+        assert_eq!(entry.run.namespace, "ml-team");
+        assert_eq!(entry.envelope_digest, Some(sha256_digest(&envelope)));
+        assert_eq!(
+            entry.models[0].repository,
+            "registry.example.com/models/resnet50-finetuned"
+        );
+        assert!(
+            entry
+                .facts(lineage::Kind::Dataset)
+                .any(|f| f.name == "imagenet-subset" && f.sources == ["declared"])
+        );
+        // A record whose envelope holds no statement has no annotation.
+        let plain = encode(&run(), "ns", &record(br#"{"payload":"e30="}"#.to_vec())).expect("fits");
+        assert!(
+            !plain
+                .annotations()
+                .contains_key(lineage::records::ANNOTATION)
+        );
     }
 
     #[test]
