@@ -17,6 +17,7 @@ use crate::storage::{
 
 mod check;
 pub mod model_signature;
+pub mod revocation;
 pub use check::{Untrusted, check_record};
 pub use model_signature::{Model, ModelSignature, sign_models};
 
