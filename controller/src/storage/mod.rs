@@ -9,7 +9,7 @@
 //! - `registry/` ([`RegistryStore`]) and `oci_layout/` ([`LayoutStore`]): the two stores, each a
 //!   `Transport` the protocols below run over;
 //! - `attach.rs` (the write protocol), `attach_bundle.rs` (a Sigstore bundle referrer),
-//!   `discover.rs` (the read side), `model.rs` (model packaging and push), `pull.rs` (a verified
+//!   `discover.rs` (the read side), `listing.rs` (the subjects attestation tags name), `model.rs` (model packaging and push), `pull.rs` (a verified
 //!   model's files into a directory): written once over a transport, so both stores write and
 //!   read the same bytes;
 //! - `referrer.rs` (a referrer and its layer as pushed), `transport.rs`, `reference.rs`: the
@@ -22,6 +22,7 @@ mod attach_bundle;
 mod discover;
 mod encoding;
 mod error;
+pub mod listing;
 pub mod model;
 pub mod model_files;
 pub mod model_signature;

@@ -19,8 +19,12 @@ pub const BLOB_GET: &str = "blob_get";
 pub const REFERRERS_GET: &str = "referrers_get";
 /// Token endpoint request (bearer auth).
 pub const AUTH: &str = "auth";
+/// `GET /v2/<name>/tags/list` (`provenant lineage`: the attestation tags of a repository).
+pub const TAGS_LIST: &str = "tags_list";
+/// `GET /v2/_catalog` (`provenant lineage` over a whole registry).
+pub const CATALOG_GET: &str = "catalog_get";
 /// Every op above, e.g. to pre-register metric label values.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 10] = [
     MANIFEST_GET,
     MANIFEST_PUT,
     BLOB_HEAD,
@@ -29,6 +33,8 @@ pub const ALL: [&str; 8] = [
     BLOB_GET,
     REFERRERS_GET,
     AUTH,
+    TAGS_LIST,
+    CATALOG_GET,
 ];
 /// Not an HTTP request: an invalid repository, digest or attestation.
 pub const INPUT: &str = "input";

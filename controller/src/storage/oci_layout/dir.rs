@@ -215,7 +215,7 @@ impl LayoutDir {
 
     /// `index.json` (untrusted input for `verify`: a regular file of at most
     /// [`untrusted::MAX_INDEX_BYTES`]).
-    fn read_index(&self, op: &'static str) -> Result<Index, StorageError> {
+    pub(super) fn read_index(&self, op: &'static str) -> Result<Index, StorageError> {
         let path = self.index_file();
         match untrusted::read_capped(&path, untrusted::MAX_INDEX_BYTES) {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {

@@ -84,6 +84,24 @@ impl LayoutStore {
         &self.inner.root
     }
 
+    /// Every tag of the layout (`index.json`'s `org.opencontainers.image.ref.name` entries).
+    pub async fn tags(&self) -> Result<Vec<String>, StorageError> {
+        self.blocking(|l| {
+            l.require_layout(op::MANIFEST_GET, &l.name)?;
+            // Untrusted input (someone else's layout): read_index reads a capped regular file.
+            let index = l.read_index(op::MANIFEST_GET)?;
+            let mut tags: Vec<String> = index
+                .manifests
+                .into_iter()
+                .filter_map(|mut d| d.annotations.remove(REF_NAME_ANNOTATION))
+                .collect();
+            tags.sort();
+            tags.dedup();
+            Ok(tags)
+        })
+        .await
+    }
+
     /// Runs file work off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,

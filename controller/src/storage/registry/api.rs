@@ -295,6 +295,67 @@ impl Api {
     }
 }
 
+impl Api {
+    /// `GET` of one page of a list (`/v2/<name>/tags/list`, `/v2/_catalog`): its body (`None` on
+    /// 404: no such repository) and the next page's URL from the `Link` header, which is
+    /// followed only on the registry's own origin (the request carries its credentials).
+    pub async fn list_page(
+        &self,
+        repo: &Repo,
+        op: &'static str,
+        url: &str,
+        target: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<String>), StorageError> {
+        let call = Call {
+            op,
+            method: Method::GET,
+            url,
+            target,
+            accept: Some("application/json"),
+            content_type: None,
+            body: None,
+            ok: &[200, 404],
+        };
+        let resp = self.request(repo, false, &call).await?;
+        match resp.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok((None, None)),
+            _ => return Err(status_error(op, target, &resp)),
+        }
+        let next = match resp.header("link").and_then(next_link) {
+            None => None,
+            Some(link) => {
+                let base = Url::parse(url)
+                    .map_err(|e| StorageError::permanent(op, target, e.to_string()))?;
+                let next = base.join(link).map_err(|e| {
+                    StorageError::permanent(op, target, format!("bad Link {link:?}: {e}"))
+                })?;
+                if next.origin() != base.origin() {
+                    return Err(StorageError::permanent(
+                        op,
+                        target,
+                        format!("refused the next page's Link to another origin: {link:?}"),
+                    ));
+                }
+                Some(next.to_string())
+            }
+        };
+        Ok((Some(resp.body), next))
+    }
+}
+
+/// The target of the `rel="next"` link of a `Link` header (RFC 8288: `<url>; rel="next"`).
+pub(super) fn next_link(header: &str) -> Option<&str> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then_some(target)
+    })
+}
+
 /// The `Docker-Content-Digest` the registry answered with, when it gives a sha256 one, must be
 /// `digest`: a registry that stores or serves other bytes than ours is caught here.
 fn served_digest_is(

@@ -12,6 +12,7 @@ mod auth;
 mod cache;
 mod client;
 pub mod credentials;
+mod listing;
 mod repo;
 mod sink;
 mod status;

@@ -16,8 +16,10 @@ pub(super) struct Repo {
     pub api_host: String,
     pub path: String,
     pub plain_http: bool,
-    /// `scheme://api_host/v2/path`.
+    /// `scheme://api_host/v2/path` (`scheme://api_host/v2` for the catalog).
     pub base: String,
+    /// The registry's catalog rather than a repository ([`Repo::catalog`]).
+    pub catalog: bool,
 }
 
 impl Repo {
@@ -46,6 +48,21 @@ impl Repo {
             api_host,
             path,
             plain_http,
+            catalog: false,
+        })
+    }
+
+    /// The registry `host[:port]` itself, for its catalog (`GET /v2/_catalog`).
+    pub fn catalog(host: &str, insecure: &[String]) -> Result<Repo, StorageError> {
+        // The host is checked as a repository's would be.
+        let probe = Repo::parse(&format!("{host}/catalog"), insecure)?;
+        let scheme = if probe.plain_http { "http" } else { "https" };
+        Ok(Repo {
+            display: host.to_string(),
+            base: format!("{scheme}://{}/v2", probe.api_host),
+            path: String::new(),
+            catalog: true,
+            ..probe
         })
     }
 
@@ -80,6 +97,9 @@ impl Repo {
     }
 
     pub fn scope(&self, push: bool) -> String {
+        if self.catalog {
+            return "registry:catalog:*".to_string();
+        }
         let actions = if push { "pull,push" } else { "pull" };
         format!("repository:{}:{actions}", self.path)
     }
@@ -104,6 +124,10 @@ mod tests {
         assert_eq!(r.display, "docker.io/ubuntu");
         let r = Repo::parse("localhost/x", &["localhost".into()]).unwrap();
         assert_eq!(r.base, "http://localhost/v2/x");
+        let r = Repo::catalog("127.0.0.1:5000", &insecure).unwrap();
+        assert_eq!(r.base, "http://127.0.0.1:5000/v2");
+        assert_eq!(r.scope(false), "registry:catalog:*");
+        assert!(Repo::catalog("not a host", &[]).is_err());
         for bad in [
             "models/mnist",
             "host.example",
