@@ -1,6 +1,10 @@
 //! The local subcommands: `attest` (train here and attest), `verify` (check a model's
-//! attestations) and `package` (store a model directory as an OCI artifact). Thin front-ends on
-//! the engine: `local`, `verify`, `storage`.
+//! attestations), `package` (store a model directory as an OCI artifact), `lineage` (which
+//! models came from what) and `revoke` (sign and attach a revocation). Thin front-ends on the
+//! engine: `local`, `verify`, `storage`, `lineage`.
+
+pub mod lineage;
+pub mod revoke;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,7 +143,7 @@ pub enum OutputFormat {
     Json,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         ExitCode::from(2)
@@ -277,7 +281,7 @@ fn docker_config() -> Option<DockerConfig> {
     DockerConfig::from_json(&bytes).ok()
 }
 
-fn registry_options(insecure: &[String]) -> RegistryOptions {
+pub(crate) fn registry_options(insecure: &[String]) -> RegistryOptions {
     RegistryOptions {
         insecure_registries: insecure.to_vec(),
         credentials: docker_config(),

@@ -55,6 +55,10 @@ enum Command {
     Verify(provenant::cli::VerifyArgs),
     /// Store a model directory as an OCI artifact (layout or registry); prints its digest.
     Package(provenant::cli::PackageArgs),
+    /// Which models came from a dataset, image, base model or commit; what went into a model.
+    Lineage(provenant::cli::lineage::LineageArgs),
+    /// Sign and attach a revocation to every model that depends on a dataset, image or model.
+    Revoke(provenant::cli::revoke::RevokeArgs),
 }
 
 #[derive(Subcommand)]
@@ -175,6 +179,8 @@ fn main() -> ExitCode {
         Command::Attest(args) => provenant::cli::attest(args),
         Command::Verify(args) => provenant::cli::verify(args),
         Command::Package(args) => provenant::cli::package(args),
+        Command::Lineage(args) => provenant::cli::lineage::lineage(args),
+        Command::Revoke(args) => provenant::cli::revoke::revoke(args),
     }
 }
 
