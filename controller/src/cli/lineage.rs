@@ -44,10 +44,11 @@ pub struct LineageArgs {
     #[arg(long, value_name = "REF@sha256:…")]
     pub model: Option<String>,
     /// With --model: the models trained from it, directly or through base models.
-    #[arg(long, requires = "model")]
+    #[arg(long)]
     pub descendants: bool,
-    /// Only the runs that used it directly, not the models trained from those.
-    #[arg(long, conflicts_with = "model")]
+    /// Only the runs that used it directly, not the models trained from those (not with
+    /// --model).
+    #[arg(long)]
     pub direct: bool,
     /// Read attestations here instead of the cluster: `host[:port]/path` (a repository),
     /// `host[:port]` (every repository of its catalog) or `oci:DIR` (repeatable).
@@ -97,6 +98,17 @@ enum Ask {
 }
 
 fn ask(args: &LineageArgs) -> Result<(Ask, Question), String> {
+    // Checked here, not by clap: its `requires` does not hold beside the question group.
+    if args.descendants && args.model.is_none() {
+        return Err(
+            "--descendants: only with --model (the model whose descendants to list)".into(),
+        );
+    }
+    if args.direct && args.model.is_some() {
+        return Err(
+            "--direct: not with --model (upstream and descendants follow base models)".into(),
+        );
+    }
     let named = |flag: &str, text: &str| -> Result<String, String> {
         if text.trim().is_empty() {
             return Err(format!("{flag}: empty"));
@@ -160,17 +172,18 @@ fn ask(args: &LineageArgs) -> Result<(Ask, Question), String> {
     Ok((ask, q))
 }
 
+/// The `--registry` arguments, checked.
+pub fn places(registries: &[String]) -> Result<Vec<Place>, String> {
+    registries.iter().map(|r| Place::parse(r)).collect()
+}
+
 /// Read every source the arguments name.
 pub async fn read(
-    registries: &[String],
+    places: &[Place],
     key: Option<&PublicKey>,
     cluster: Option<&str>,
     insecure: &[String],
 ) -> Result<Lineage, String> {
-    let places = registries
-        .iter()
-        .map(|r| Place::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut lineage = Lineage::default();
     if let Some(namespace) = cluster {
         lineage.read_cluster(namespace).await?;
@@ -178,7 +191,7 @@ pub async fn read(
     if !places.is_empty() {
         let key = key.ok_or("--key is required with --registry")?;
         let store = RegistryStore::new(registry_options(insecure));
-        for place in &places {
+        for place in places {
             lineage.read_place(place, &store, key).await?;
         }
     }
@@ -212,10 +225,11 @@ pub fn lineage(args: LineageArgs) -> ExitCode {
     };
     let result = rt.block_on(async {
         let (ask, question) = ask(&args)?;
+        let places = places(&args.registries)?;
         let key = args.key.as_deref().map(public_key).transpose()?;
         let cluster = (args.registries.is_empty() || args.cluster)
             .then_some(args.controller_namespace.as_str());
-        let lineage = read(&args.registries, key.as_ref(), cluster, &args.insecure).await?;
+        let lineage = read(&places, key.as_ref(), cluster, &args.insecure).await?;
         Ok::<_, String>((ask, question, lineage))
     });
     let (ask, question, lineage) = match result {

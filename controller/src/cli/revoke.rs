@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::lineage::sources::{Lineage, Location, Rejected, SourceReport};
-use super::lineage::{digest_arg, model_arg, read, render};
+use super::lineage::{digest_arg, model_arg, places, read, render};
 use super::{OutputFormat, registry_options, runtime};
 use crate::engine::revocation;
 use crate::lineage::{Hit, Query, Step};
@@ -182,18 +182,13 @@ pub fn revoke(args: RevokeArgs) -> ExitCode {
     let result = rt.block_on(async {
         let material = material(&args)?;
         let revocation = revocation_ref(&args, &material)?;
+        let places = places(&args.registries)?;
         let pem = std::fs::read(&args.key)
             .map_err(|e| format!("cannot read key {}: {e}", args.key.display()))?;
         let password = std::env::var(&args.password_env).unwrap_or_default();
         let key = CosignKey::from_pem(&args.key.display().to_string(), &pem, password.as_bytes())
             .map_err(|e| e.to_string())?;
-        let lineage = read(
-            &args.registries,
-            Some(key.public_key()),
-            None,
-            &args.insecure,
-        )
-        .await?;
+        let lineage = read(&places, Some(key.public_key()), None, &args.insecure).await?;
         let time = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let registry = RegistryStore::new(registry_options(&args.insecure));
         let mut models = Vec::new();
