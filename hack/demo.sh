@@ -3,6 +3,8 @@
 # model with `provenant attest` (the same provenance engine as the controller), stores model and
 # signed SLSA provenance in an OCI image layout, verifies it, shows that the same seed gives the
 # same model digest, that a Rego policy refuses it with its reason, and that tampering is caught.
+# It ends with an incident: the dataset is revoked, `provenant lineage` finds the model trained on
+# it, `provenant revoke` attaches a signed revocation, and `provenant verify` refuses the model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${PROVENANT_BIN:-target/debug/provenant}"
@@ -67,5 +69,29 @@ if "$BIN" verify "oci:$OUT/layout@$DIGEST" --key "$OUT/keys/cosign.pub"; then
   exit 1
 fi
 echo "→ refused, as it must be (exit code 1)"
+
+DATASET="$(sha256sum hack/demo/data/churn.csv | awk '{print "sha256:"$1}')"
+say "7. Incident: the dataset is withdrawn. Which models were trained on it?"
+# The untampered copy from step 3 (same model digest): its attestations verified with the key.
+"$BIN" lineage --registry "oci:$OUT/layout-2" --key "$OUT/keys/cosign.pub" --dataset "$DATASET" \
+  | tee "$OUT/lineage.txt"
+grep -q "@$DIGEST" <(
+  "$BIN" lineage --registry "oci:$OUT/layout-2" --key "$OUT/keys/cosign.pub" \
+    --dataset "$DATASET" --output json 2>/dev/null
+) || { echo "provenant lineage did not list the demo model $DIGEST" >&2; exit 1; }
+
+say "8. Revoke the dataset: a signed revocation attached to every model trained on it"
+"$BIN" revoke --dataset "$DATASET" --reason "demo: the churn data was withdrawn" \
+  --advisory https://example.com/advisories/churn-demo --key "$OUT/keys/cosign.key" \
+  --registry "oci:$OUT/layout-2"
+
+say "9. The revoked model is refused"
+REVOKED_CODE=0
+"$BIN" verify "oci:$OUT/layout-2@$DIGEST" --key "$OUT/keys/cosign.pub" || REVOKED_CODE=$?
+if [ "$REVOKED_CODE" -ne 1 ]; then
+  echo "expected provenant verify to refuse the revoked model (exit 1), got exit $REVOKED_CODE" >&2
+  exit 1
+fi
+echo "→ refused: its dataset was revoked (exit code 1)"
 
 say "Done. The layout $OUT/layout is a standard OCI image layout (skopeo inspect oci:$OUT/layout:churn-demo)."

@@ -290,11 +290,11 @@ pub fn notes(sources: &[SourceReport], rejected: &[Rejected]) -> String {
         };
         let _ = writeln!(
             out,
-            "read {}: {}, {} provenance, {} revocation(s), {} other, {} not counted",
+            "read {}: {}, {} provenance, {}, {} other, {} not counted",
             s.source,
             count(s.read, unit),
             s.provenance,
-            s.revocations,
+            count(s.revocations, "revocation"),
             s.ignored,
             s.rejected
         );
