@@ -252,6 +252,13 @@ fn upstream_text(u: &UpstreamAnswer, depth: usize, out: &mut String) {
             } else {
                 f.name.clone()
             };
+            // A reference pinned by digest: the digest is in its own column.
+            let name = match name.rsplit_once('@') {
+                Some((repository, digest)) if digest.starts_with("sha256:") => {
+                    format!("{repository}@{}", short(digest))
+                }
+                _ => name,
+            };
             vec![
                 f.kind.word().to_string(),
                 name,
