@@ -241,3 +241,13 @@ pub fn model_names(answer: &serde_json::Value) -> Vec<String> {
         })
         .collect()
 }
+
+/// `provenant lineage SOURCE --key <public> --output json QUESTION`, parsed.
+pub fn ask(source: &[&str], keys: &Keys, question: &[&str]) -> serde_json::Value {
+    let mut args = vec!["lineage"];
+    args.extend_from_slice(source);
+    let public = keys.public();
+    args.extend_from_slice(&["--key", &public, "--output", "json"]);
+    args.extend_from_slice(question);
+    stdout_json(&provenant(&args))
+}
