@@ -18,6 +18,7 @@ mod model_signing_support;
 mod pod_errors;
 mod process;
 mod provenance;
+mod revocation;
 #[path = "../../controller/tests/support/runs.rs"]
 mod runs;
 mod samples;
