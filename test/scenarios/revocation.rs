@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use provenant::api::{MaterialRevocation, Phase, ProvenanceState, TrainingRun};
 use provenant::lineage::pinned_digest;
 use provenant_testbed::cluster::{Cluster, eventually};
@@ -446,55 +446,69 @@ async fn the_api_server_refuses_bad_revocations() -> Result<()> {
     let Some(cluster) = Cluster::start_real().await? else {
         return Ok(());
     };
-    let api: Api<MaterialRevocation> = Api::all(cluster.client.clone());
+    // Untyped: some of these cannot even be written with the typed API.
+    let resource = ApiResource::erase::<MaterialRevocation>(&());
+    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
     let ns = &cluster.namespace;
     let good = format!("sha256:{}", "a".repeat(64));
-    for (case, type_, digest, reason, field) in [
+    let object = |name: &str, spec: Value| -> Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "provenant.dev/v1alpha1",
+            "kind": "MaterialRevocation",
+            "metadata": {"name": format!("{name}-{ns}")},
+            "spec": spec,
+        }))?)
+    };
+    let material = |type_: &str, digest: &str| json!({"type": type_, "digest": digest});
+    for (case, spec, field) in [
         (
             "digest",
-            "Dataset",
-            "sha256:abc",
-            "x",
+            json!({"material": material("Dataset", "sha256:abc"), "reason": "x"}),
             "spec.material.digest",
         ),
         (
             "type",
-            "BaseModel",
-            good.as_str(),
-            "x",
+            json!({"material": material("BaseModel", &good), "reason": "x"}),
             "spec.material.type",
         ),
-        ("reason", "Model", good.as_str(), "  ", "spec.reason"),
+        (
+            "reason",
+            json!({"material": material("Model", &good), "reason": "  "}),
+            "spec.reason",
+        ),
+        (
+            "noreason",
+            json!({"material": material("Model", &good)}),
+            "spec.reason",
+        ),
+        (
+            "http",
+            json!({"material": material("Model", &good), "reason": "x", "advisory": "http://example.com"}),
+            "spec.advisory",
+        ),
     ] {
-        let object = revocation(&format!("{case}-{ns}"), type_, digest, reason)?;
         let err = api
-            .create(&PostParams::default(), &object)
+            .create(&PostParams::default(), &object(case, spec)?)
             .await
             .expect_err(case);
         assert!(err.to_string().contains(field), "{case}: {err}");
     }
-    let mut http = revocation(&format!("http-{ns}"), "Model", &good, "x")?;
-    http.spec.advisory = Some("http://example.com".into());
-    let err = api
-        .create(&PostParams::default(), &http)
-        .await
-        .expect_err("http");
-    assert!(err.to_string().contains("spec.advisory"), "{err}");
 
     // Immutable once created.
+    let typed: Api<MaterialRevocation> = Api::all(cluster.client.clone());
     let name = format!("ok-{ns}");
-    let mut created = api
+    let mut created = typed
         .create(
             &PostParams::default(),
             &revocation(&name, "Model", &good, "x")?,
         )
         .await?;
     created.spec.reason = "another story".into();
-    let err = api
+    let err = typed
         .replace(&name, &PostParams::default(), &created)
         .await
         .expect_err("immutable");
     assert!(err.to_string().contains("immutable"), "{err}");
-    api.delete(&name, &DeleteParams::default()).await?;
+    typed.delete(&name, &DeleteParams::default()).await?;
     Ok(())
 }
