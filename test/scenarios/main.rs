@@ -19,6 +19,7 @@ mod pod_errors;
 mod process;
 mod provenance;
 mod revocation;
+mod revocation_admission;
 #[path = "../../controller/tests/support/runs.rs"]
 mod runs;
 mod samples;

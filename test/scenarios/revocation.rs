@@ -7,7 +7,7 @@
 //! dataset (or a revoked model as its base) is refused before any pod exists. A controller
 //! restart signs nothing twice. Deleting the revocation reinstates the models and clears the
 //! condition. Then the "vulnerable framework version" case: an image revocation lists the models
-//! trained with it. Plus the CRD's refusals on the real API server.
+//! trained with it. The CRD's refusals on the real API server: revocation_admission.rs.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use provenant::api::{MaterialRevocation, Phase, ProvenanceState, TrainingRun};
 use provenant::lineage::pinned_digest;
 use provenant_testbed::cluster::{Cluster, eventually};
@@ -90,7 +90,12 @@ async fn trained(world: &World, run: TrainingRun) -> Result<String> {
     Ok(World::model_digest(&run))
 }
 
-fn revocation(name: &str, type_: &str, digest: &str, reason: &str) -> Result<MaterialRevocation> {
+pub(crate) fn revocation(
+    name: &str,
+    type_: &str,
+    digest: &str,
+    reason: &str,
+) -> Result<MaterialRevocation> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "provenant.dev/v1alpha1",
         "kind": "MaterialRevocation",
@@ -435,80 +440,5 @@ async fn the_incident_drill() -> Result<()> {
     );
     revocations.delete(&image, &DeleteParams::default()).await?;
     sim.shutdown().await?;
-    Ok(())
-}
-
-/// The CRD's refusals on the real API server, naming the field (the offline checks are in
-/// controller/tests/crd_revocation.rs).
-#[tokio::test]
-async fn the_api_server_refuses_bad_revocations() -> Result<()> {
-    init_logs();
-    let Some(cluster) = Cluster::start_real().await? else {
-        return Ok(());
-    };
-    // Untyped: some of these cannot even be written with the typed API.
-    let resource = ApiResource::erase::<MaterialRevocation>(&());
-    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
-    let ns = &cluster.namespace;
-    let good = format!("sha256:{}", "a".repeat(64));
-    let object = |name: &str, spec: Value| -> Result<DynamicObject> {
-        Ok(serde_json::from_value(json!({
-            "apiVersion": "provenant.dev/v1alpha1",
-            "kind": "MaterialRevocation",
-            "metadata": {"name": format!("{name}-{ns}")},
-            "spec": spec,
-        }))?)
-    };
-    let material = |type_: &str, digest: &str| json!({"type": type_, "digest": digest});
-    for (case, spec, field) in [
-        (
-            "digest",
-            json!({"material": material("Dataset", "sha256:abc"), "reason": "x"}),
-            "spec.material.digest",
-        ),
-        (
-            "type",
-            json!({"material": material("BaseModel", &good), "reason": "x"}),
-            "spec.material.type",
-        ),
-        (
-            "reason",
-            json!({"material": material("Model", &good), "reason": "  "}),
-            "spec.reason",
-        ),
-        (
-            "noreason",
-            json!({"material": material("Model", &good)}),
-            "spec.reason",
-        ),
-        (
-            "http",
-            json!({"material": material("Model", &good), "reason": "x", "advisory": "http://example.com"}),
-            "spec.advisory",
-        ),
-    ] {
-        let err = api
-            .create(&PostParams::default(), &object(case, spec)?)
-            .await
-            .expect_err(case);
-        assert!(err.to_string().contains(field), "{case}: {err}");
-    }
-
-    // Immutable once created.
-    let typed: Api<MaterialRevocation> = Api::all(cluster.client.clone());
-    let name = format!("ok-{ns}");
-    let mut created = typed
-        .create(
-            &PostParams::default(),
-            &revocation(&name, "Model", &good, "x")?,
-        )
-        .await?;
-    created.spec.reason = "another story".into();
-    let err = typed
-        .replace(&name, &PostParams::default(), &created)
-        .await
-        .expect_err("immutable");
-    assert!(err.to_string().contains("immutable"), "{err}");
-    typed.delete(&name, &DeleteParams::default()).await?;
     Ok(())
 }
