@@ -147,3 +147,95 @@ pub async fn was_revoked(
     let store = publisher.artifact_store_for(credentials);
     Ok(carries(store.as_ref(), &key, hit, uid, State::Revoked).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::revocation::{attach, sign};
+    use crate::lineage::ModelRef;
+    use crate::signing::{CosignKey, Signer};
+    use crate::storage::{AttestationStore, LayoutStore};
+
+    fn statement(hit: &Hit, uid: &str, state: State) -> RevocationStatement {
+        let revocation = RevocationRef {
+            name: "cve".into(),
+            uid: uid.into(),
+            reason: "poisoned".into(),
+            advisory: None,
+        };
+        let material = Material {
+            type_: crate::provenance::revocation::MaterialType::Dataset,
+            digest: format!("sha256:{}", "d".repeat(64)),
+        };
+        RevocationStatement::new(
+            hit,
+            state,
+            revocation,
+            material,
+            "builder",
+            "2024-01-01T00:00:00Z",
+        )
+    }
+
+    /// What the controller checks before signing: only a statement signed by its own key, for
+    /// this uid and state, about this model, counts as already there.
+    #[tokio::test]
+    async fn only_the_controllers_own_statement_for_this_uid_and_state_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).expect("mkdir");
+        std::fs::write(model.join("w.bin"), b"weights").expect("write");
+        let files = crate::hashing::hash_tree(&model).expect("hash");
+        let store = LayoutStore::new(dir.path().join("layout"));
+        let pushed = store
+            .push_model("oci:layout", Some("v1"), &model, &files)
+            .await
+            .expect("push");
+        let hit = Hit {
+            model: ModelRef {
+                repository: "oci:layout".into(),
+                digest: pushed.digest,
+            },
+            path: vec![],
+        };
+        let key = CosignKey::ephemeral().expect("key");
+        let public = PublicKey::from_pem(key.public_key_pem()).expect("public");
+        assert!(
+            !carries(&store, &public, &hit, "uid-1", State::Revoked)
+                .await
+                .unwrap()
+        );
+
+        // Someone else's key: ignored.
+        let other = CosignKey::ephemeral().expect("key");
+        let forged = sign(&statement(&hit, "uid-1", State::Revoked), &other).expect("signs");
+        attach(&forged, &store as &dyn AttestationStore)
+            .await
+            .expect("attach");
+        assert!(
+            !carries(&store, &public, &hit, "uid-1", State::Revoked)
+                .await
+                .unwrap()
+        );
+
+        let ours = sign(&statement(&hit, "uid-1", State::Revoked), &key).expect("signs");
+        attach(&ours, &store as &dyn AttestationStore)
+            .await
+            .expect("attach");
+        assert!(
+            carries(&store, &public, &hit, "uid-1", State::Revoked)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !carries(&store, &public, &hit, "uid-1", State::Reinstated)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !carries(&store, &public, &hit, "uid-2", State::Revoked)
+                .await
+                .unwrap()
+        );
+    }
+}
