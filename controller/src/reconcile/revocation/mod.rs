@@ -41,8 +41,8 @@ use attest::{Attached, AttestError};
 
 /// Finalizer on every MaterialRevocation: its deletion reinstates the models first.
 pub const FINALIZER: &str = "provenant.dev/revocation";
-/// How often a revocation is searched again without a new record (records deleted, runs whose
-/// condition was overwritten).
+/// How often a revocation is searched again without a new record (a safety net: a record event
+/// missed while the watch reconnected).
 pub const RECHECK: Duration = Duration::from_secs(600);
 /// How long a run's reconcile waits for the cache of revocations to fill after a start.
 const CACHE_WAIT: Duration = Duration::from_secs(10);
