@@ -1,6 +1,7 @@
 //! `provenant controller`: connects to the cluster, serves the HTTP port, takes the leader Lease,
 //! and while it leads runs the TrainingRun controller (kube-runtime `Controller` owning the worker
-//! Pods and Services). Stops cleanly on SIGTERM / Ctrl-C.
+//! Pods and Services) and the MaterialRevocation controller beside it. Stops cleanly on SIGTERM /
+//! Ctrl-C.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -9,23 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::TrainingRun;
+use crate::api::{MaterialRevocation, TrainingRun};
 use crate::client::{self, ClientError, RateLimit};
 use crate::config::{ConfigError, ControllerConfig};
 use crate::provenance::BuilderIdentity;
 use crate::reconcile::publish;
 use crate::reconcile::publisher::Publisher;
 use crate::reconcile::queue::ProvenanceQueue;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, revocation};
 use crate::secrets::{self, RegistryCredentials, SigningKey};
 use crate::{labels, server};
 
@@ -342,6 +343,26 @@ async fn run_controller_until(
         instance: options.leader_election.as_ref().map(|l| l.identity.clone()),
     };
     let (provenance_queue, queued) = ProvenanceQueue::new();
+    // MaterialRevocations: cluster-scoped, watched whatever --namespace says (a revocation
+    // reaches models of every namespace). Re-run whenever a signed record appears: a run that
+    // was already running when a revocation was created is found once it has its record.
+    let records = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::namespaced(
+            client.clone(),
+            &options.controller_namespace,
+        ),
+        watcher::Config::default().labels(&format!("{}=provenance", labels::COMPONENT)),
+    )
+    .default_backoff()
+    .filter_map(|event| {
+        futures::future::ready(matches!(event, Ok(watcher::Event::Apply(_))).then_some(()))
+    });
+    let revocations = Controller::new(
+        Api::<MaterialRevocation>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(records)
+    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)));
     let context = Arc::new(Context {
         client: client.clone(),
         config,
@@ -350,6 +371,7 @@ async fn run_controller_until(
         publisher,
         controller_namespace: options.controller_namespace.clone(),
         queue: provenance_queue,
+        revocations: revocation::Watched::new(revocations.store()),
     });
     let halt = halt.shared();
     let controller = Controller::new(runs, watcher::Config::default())
@@ -376,8 +398,12 @@ async fn run_controller_until(
         "reconciling TrainingRuns"
     );
     let reconcilers = controller
-        .graceful_shutdown_on(halt)
-        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .graceful_shutdown_on(halt.clone())
+        .run(
+            reconcile::reconcile,
+            reconcile::error_policy,
+            context.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 match e {
@@ -386,8 +412,19 @@ async fn run_controller_until(
                 }
             }
         });
-    // Both live in this future: a lost Lease drops them together.
-    tokio::join!(reconcilers, provenance_workers, sweeper);
+    let revocations = revocations
+        .graceful_shutdown_on(halt.clone())
+        .run(revocation::reconcile, revocation::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                match e {
+                    kube::runtime::controller::Error::ReconcilerFailed(..) => {} // logged by error_policy
+                    other => warn!(error = %other, "revocation controller event"),
+                }
+            }
+        });
+    // All live in this future: a lost Lease drops them together.
+    tokio::join!(reconcilers, revocations, provenance_workers, sweeper);
     state.set_runs(None);
     info!("stopped reconciling");
 }

@@ -2,18 +2,29 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::TrainingRun;
+use crate::api::{MaterialRevocation, TrainingRun};
 
 /// Errors while rendering the CRDs.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
-    #[error("cannot serialize the TrainingRun CRD to YAML: {0}")]
-    Yaml(String),
+    #[error("cannot serialize the {kind} CRD to YAML: {reason}")]
+    Yaml { kind: &'static str, reason: String },
 }
 
-/// Every CRD provenant serves, as one multi-document YAML stream (what `crds/` holds).
+/// Every CRD provenant serves, as one multi-document YAML stream (what `crds/` holds):
+/// TrainingRun, then MaterialRevocation.
 pub fn crds_yaml() -> Result<String, CrdError> {
-    let crd = TrainingRun::crd();
-    let yaml = serde_saphyr::to_string(&crd).map_err(|e| CrdError::Yaml(e.to_string()))?;
-    Ok(format!("---\n{yaml}"))
+    let mut out = String::new();
+    for (kind, crd) in [
+        ("TrainingRun", TrainingRun::crd()),
+        ("MaterialRevocation", MaterialRevocation::crd()),
+    ] {
+        let yaml = serde_saphyr::to_string(&crd).map_err(|e| CrdError::Yaml {
+            kind,
+            reason: e.to_string(),
+        })?;
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok(out)
 }

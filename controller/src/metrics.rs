@@ -25,6 +25,8 @@ pub struct Metrics {
     pub registry_errors: IntCounterVec,
     pub provenance_lag: Histogram,
     pub provenance_backlog: IntGauge,
+    pub revocations_active: IntGauge,
+    pub revocation_attestations: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,16 @@ impl Metrics {
                 "Succeeded runs whose provenance is not attached yet (Pending or Signed)",
             )
             .expect("static metric"),
+            revocations_active: IntGauge::new(
+                "provenant_revocations_active",
+                "MaterialRevocations in force (not being deleted)",
+            )
+            .expect("static metric"),
+            revocation_attestations: counter_vec(
+                "provenant_revocation_attestations_total",
+                "Revocation statements attached to models, by result (revoked, reinstated, failed)",
+                "result",
+            ),
         };
         // Known label values are exported at 0 from the start, so alerts see the series before
         // the first event.
@@ -118,7 +130,10 @@ impl Metrics {
         for result in ["attached", "failed"] {
             m.attestations.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn Collector>; 10] = [
+        for result in ["revoked", "reinstated", "failed"] {
+            m.revocation_attestations.with_label_values(&[result]);
+        }
+        let collectors: [Box<dyn Collector>; 12] = [
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.reconcile_errors.clone()),
             Box::new(m.trainingruns.clone()),
@@ -129,6 +144,8 @@ impl Metrics {
             Box::new(m.registry_errors.clone()),
             Box::new(m.provenance_lag.clone()),
             Box::new(m.provenance_backlog.clone()),
+            Box::new(m.revocations_active.clone()),
+            Box::new(m.revocation_attestations.clone()),
         ];
         for collector in collectors {
             m.registry
@@ -250,6 +267,8 @@ mod tests {
             "provenant_provenance_backlog 0",
             "provenant_signing_duration_seconds_count 0",
             "provenant_provenance_lag_seconds_count 0",
+            "provenant_revocations_active 0",
+            "provenant_revocation_attestations_total{result=\"revoked\"} 0",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

@@ -66,6 +66,7 @@ async fn a_status_write_replaces_the_status_and_is_refused_when_stale() -> Resul
         publisher: None,
         controller_namespace: cluster.controller_namespace.clone(),
         queue,
+        revocations: provenant::reconcile::revocation::Watched::none(),
     };
     let ns = &cluster.namespace;
 

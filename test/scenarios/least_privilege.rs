@@ -68,6 +68,16 @@ async fn the_controllers_service_account_may_do_only_what_the_code_needs() -> Re
             tenant,
         ],
         &["get", "nodes/gpu-node-1"],
+        // Revocations: watched cluster-wide, finalizer and status patched; records' metadata
+        // watched so a new record re-runs them.
+        &["watch", "materialrevocations.provenant.dev"],
+        &["patch", "materialrevocations.provenant.dev"],
+        &[
+            "patch",
+            "materialrevocations.provenant.dev",
+            "--subresource=status",
+        ],
+        &["watch", "configmaps", "-n", system],
     ];
     for args in needed {
         if !controller_can(&cluster, args).await? {
@@ -100,6 +110,10 @@ async fn the_controllers_service_account_may_do_only_what_the_code_needs() -> Re
         &["create", "pods", "--subresource=exec", "-n", tenant],
         &["update", "leases/another-lease", "-n", system],
         &["create", "rolebindings", "-n", tenant],
+        // Revocations are the security team's to create and withdraw, never the controller's.
+        &["create", "materialrevocations.provenant.dev"],
+        &["delete", "materialrevocations.provenant.dev"],
+        &["watch", "configmaps", "-n", tenant],
     ];
     for args in excess {
         if controller_can(&cluster, args).await? {

@@ -18,6 +18,8 @@ mod model_signing_support;
 mod pod_errors;
 mod process;
 mod provenance;
+mod revocation;
+mod revocation_admission;
 #[path = "../../controller/tests/support/runs.rs"]
 mod runs;
 mod samples;

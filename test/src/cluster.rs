@@ -296,17 +296,20 @@ pub async fn install_crds(client: &Client) -> Result<()> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("provenant-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("installing {}", path.display()))?;
-        names.push(name);
+        // One file may hold several CRDs (TrainingRun and MaterialRevocation).
+        let crds: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply("provenant-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("installing {name} from {}", path.display()))?;
+            names.push(name);
+        }
     }
     for name in names {
         let deadline = Instant::now() + Duration::from_secs(30);

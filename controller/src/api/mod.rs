@@ -578,8 +578,13 @@ pub mod compact;
 mod materials;
 pub mod numbers;
 mod pods;
+pub mod revocation;
 pub mod validation;
 pub mod volumes;
 
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
 pub use pods::{CreatedPod, images};
+pub use revocation::{
+    AffectedModel, AffectedRun, MaterialRevocation, MaterialRevocationSpec,
+    MaterialRevocationStatus, MaterialType, PathStep, RevokedMaterial,
+};

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
@@ -52,7 +53,11 @@ pub struct Admission {
 impl Admission {
     /// Compile the checks from the schema `provenant crds` generates.
     pub fn new() -> Result<Self, SchemaError> {
-        let crd = TrainingRun::crd();
+        Self::for_crd(&TrainingRun::crd())
+    }
+
+    /// The checks of another CRD provenant generates (`MaterialRevocation::crd()`).
+    pub fn for_crd(crd: &CustomResourceDefinition) -> Result<Self, SchemaError> {
         let schema = crd
             .spec
             .versions

@@ -7,6 +7,7 @@ use kube::runtime::events::Recorder;
 
 use super::publisher::Publisher;
 use super::queue::ProvenanceQueue;
+use super::revocation::Watched;
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
 
@@ -25,6 +26,8 @@ pub struct Context {
     pub controller_namespace: String,
     /// Succeeded runs handed over to the provenance workers.
     pub queue: ProvenanceQueue,
+    /// The MaterialRevocations in force (new runs declaring a revoked material are refused).
+    pub revocations: Watched,
 }
 
 /// A reconcile failed; it is retried. Variant names read well as metric labels.
@@ -48,6 +51,12 @@ pub enum Error {
     /// The pass panicked: contained to this run, which is retried (`contain.rs`).
     #[error("{step} panicked: {message}")]
     Panicked { step: &'static str, message: String },
+    /// The cache of MaterialRevocations has not filled yet: a run that has not started waits
+    /// rather than start past a revocation not seen yet.
+    #[error(
+        "the MaterialRevocation cache is not synced yet (is the CRD installed? kubectl apply -f crds/)"
+    )]
+    RevocationsNotSynced,
 }
 
 impl Error {
@@ -60,6 +69,7 @@ impl Error {
             Error::NoNamespace => "NoNamespace",
             Error::Encode { .. } => "Encode",
             Error::Panicked { .. } => "Panic",
+            Error::RevocationsNotSynced => "RevocationsNotSynced",
         }
     }
 

@@ -31,6 +31,7 @@ pub mod integrity;
 pub mod publish;
 pub mod publisher;
 pub mod queue;
+pub mod revocation;
 pub mod status;
 pub mod workers;
 
@@ -120,6 +121,18 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
             return act(run, namespace, decision, Pass::default(), ctx).await;
         }
     };
+
+    // Issue 16: a run that declares a revoked material never starts (checked before the first
+    // pod only: a run already under way is found by the revocation once it has its record).
+    if recorded.worker_pods.is_empty()
+        && recorded.workers.is_empty()
+        && let Some(message) = ctx.revocations.refusal(&run.spec).await?
+    {
+        warn!(message = %message, "refused: declares a revoked material");
+        let reason = (revocation::refuse::REASON.to_string(), message);
+        let decision = decide::refuse(run, recorded, reason, settings(ctx));
+        return act(run, namespace, decision, Pass::default(), ctx).await;
+    }
 
     // Volume types are checked before the first pod only: a run already under way keeps going
     // when the allowlist changes (or the controller is upgraded) while it runs.

@@ -12,11 +12,12 @@ use crate::config::RegistryConfig;
 use crate::provenance::BuilderIdentity;
 use crate::secrets::{RegistryCredentials, SigningKey};
 use crate::storage::{
-    AttestationStore, Encoding, Observer, RegistryOptions, RegistryStore, RetryPolicy,
+    ArtifactStore, AttestationStore, Encoding, Observer, RegistryOptions, RegistryStore,
+    RetryPolicy,
 };
 
 /// A store and the generation of the credentials it was built with.
-type CachedStore = (u64, Arc<dyn AttestationStore>);
+type CachedStore = (u64, Arc<RegistryStore>);
 
 /// Present when provenance is enabled.
 pub struct Publisher {
@@ -100,6 +101,16 @@ impl Publisher {
     /// or the default ones when `None`. A Secret not watched (not in the configuration) gives
     /// anonymous access, never another Secret's credentials.
     pub fn store_for(&self, secret: Option<&str>) -> Arc<dyn AttestationStore> {
+        self.registry_store(secret)
+    }
+
+    /// [`Publisher::store_for`], able to read attestations back too (revocations check what a
+    /// model already carries before signing).
+    pub fn artifact_store_for(&self, secret: Option<&str>) -> Arc<dyn ArtifactStore> {
+        self.registry_store(secret)
+    }
+
+    fn registry_store(&self, secret: Option<&str>) -> Arc<RegistryStore> {
         let (generation, credentials) = match secret {
             None => self.credentials.get(),
             Some(name) => self.scoped.get(name).map_or((0, None), |c| c.get()),
@@ -111,7 +122,7 @@ impl Publisher {
         {
             return store.clone();
         }
-        let store: Arc<dyn AttestationStore> = Arc::new(RegistryStore::new(RegistryOptions {
+        let store = Arc::new(RegistryStore::new(RegistryOptions {
             insecure_registries: self.registry.insecure.clone(),
             credentials,
             retry: RetryPolicy {
