@@ -130,7 +130,8 @@ async fn the_controllers_service_account_may_do_only_what_the_code_needs() -> Re
 
 /// The shipped `provenant-edit` / `provenant-view` ClusterRoles extend the built-in roles a team
 /// gets in its namespace: `edit` submits and deletes runs, `view` reads them, and neither may write
-/// a run's status (only the controller does: what the status says becomes signed fact).
+/// a run's status (only the controller does: what the status says becomes signed fact), nor raise,
+/// withdraw or edit a MaterialRevocation.
 #[tokio::test]
 async fn team_members_submit_runs_but_never_write_their_status() -> Result<()> {
     init_logs();
@@ -157,6 +158,16 @@ async fn team_members_submit_runs_but_never_write_their_status() -> Result<()> {
         &[
             "update",
             "trainingruns.provenant.dev",
+            "--subresource=status",
+        ],
+        // A revocation quarantines models across every namespace: only `provenant-revoker`
+        // (bound by a cluster admin) may raise or withdraw one, or write what it found.
+        &["create", "materialrevocations.provenant.dev"],
+        &["delete", "materialrevocations.provenant.dev"],
+        &["patch", "materialrevocations.provenant.dev"],
+        &[
+            "patch",
+            "materialrevocations.provenant.dev",
             "--subresource=status",
         ],
     ];
