@@ -89,14 +89,17 @@ e2e: tools
 		$(CARGO) test -p provenant-testbed --test kubelet --test registry'
 
 ## bench: benchmarks of issue 7, short mode (< 5 min on 2 cores): engine, attach, hashing
-## (provenant-bench), then end to end and cache scale (provenant-bench-cluster, when present).
+## (provenant-bench), lineage over 100,000 runs (provenant-bench-lineage, issue 16), then end to
+## end and cache scale (provenant-bench-cluster, when present).
 ## Tables on stdout, raw numbers in target/bench/*.json; docs/benchmarks.md. bench-full: full mode.
 BENCH_BIN := target/release/provenant-bench
+LINEAGE_BENCH_BIN := target/release/provenant-bench-lineage
 CLUSTER_BENCH_SRC := bench/src/bin/cluster.rs
 
 bench:
 	$(CARGO) build --release -p provenant -p provenant-bench
 	$(BENCH_BIN) --short
+	$(LINEAGE_BENCH_BIN) --short
 	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
 		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --short; \
 	else \
@@ -106,6 +109,7 @@ bench:
 bench-full:
 	$(CARGO) build --release -p provenant -p provenant-bench
 	$(BENCH_BIN) --full
+	$(LINEAGE_BENCH_BIN) --full
 	@if [ -f $(CLUSTER_BENCH_SRC) ]; then \
 		$(CARGO) run --release -p provenant-bench --bin provenant-bench-cluster -- --full; \
 	else \

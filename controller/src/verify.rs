@@ -1,14 +1,16 @@
 //! `provenant verify`: decide whether an artifact's attestations prove what a security team
 //! requires. Pure over the envelopes found (the storage layer finds them): signature, statement
 //! shape, subject digest, then the policy flags. Every failed check is a reason in words. Who
-//! vouched for each dataset digest is read in `datasets`.
+//! vouched for each dataset digest is read in `datasets`; revocation statements among the
+//! attestations, in `revocation`.
 
 mod datasets;
 pub mod model_signature;
 pub mod pull;
 pub mod rego;
-
-use std::collections::BTreeMap;
+mod render;
+pub mod revocation;
+mod summary;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -19,6 +21,9 @@ use crate::signing::PublicKey;
 use crate::signing::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, verify_envelope};
 
 pub use datasets::{DatasetEvidence, DatasetRequirement, Party, evidence};
+pub use render::render;
+pub use revocation::{AttestationKind, Revoked};
+pub use summary::{Summary, summarize};
 
 /// What the verifier requires beyond a valid signature over a statement about the artifact.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +50,9 @@ pub struct Checked {
     pub envelope_digest: String,
     /// Why it does not verify; empty when it does.
     pub failures: Vec<String>,
+    /// What it is, once its signature verified and its payload parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<AttestationKind>,
     /// The statement, when the signature verified and it parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statement: Option<Value>,
@@ -53,6 +61,11 @@ pub struct Checked {
 impl Checked {
     pub fn verified(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// A verified SLSA provenance statement: what can verify the artifact.
+    fn verified_provenance(&self) -> bool {
+        self.verified() && self.kind == Some(AttestationKind::Provenance)
     }
 }
 
@@ -67,6 +80,13 @@ pub struct Verdict {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content_failures: Vec<String>,
     pub attestations: Vec<Checked>,
+    /// Revocations in force against the artifact (verified revocation statements about it, not
+    /// reinstated): any of them fails the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Revoked>,
+    /// How many revocations of the artifact were withdrawn (a signed reinstatement).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reinstated: usize,
     /// The summary of the first verified statement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
@@ -75,7 +95,12 @@ pub struct Verdict {
     pub model_signature: Option<model_signature::ModelSignatureCheck>,
 }
 
-/// Check every envelope; the artifact verifies when at least one passes every check.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Check every envelope; the artifact verifies when at least one provenance statement passes
+/// every check and no verified revocation statement about it is in force.
 pub fn verify(
     artifact: &str,
     digest: &str,
@@ -88,20 +113,19 @@ pub fn verify(
         .iter()
         .map(|(at, bytes)| check(at, bytes, digest, key, policy, now))
         .collect();
-    let summary = attestations
-        .iter()
-        .find(|c| c.verified())
-        .and_then(|c| c.statement.as_ref())
-        .map(summarize);
+    let (revoked, reinstated) = revocation::in_force(&attestations);
     Verdict {
         artifact: artifact.to_string(),
         digest: digest.to_string(),
-        verified: summary.is_some(),
+        verified: false,
         content_failures: Vec::new(),
         attestations,
-        summary,
+        revoked,
+        reinstated,
+        summary: None,
         model_signature: None,
     }
+    .settled()
 }
 
 impl Verdict {
@@ -111,10 +135,11 @@ impl Verdict {
         self.summary = self
             .attestations
             .iter()
-            .find(|c| c.verified())
+            .find(|c| c.verified_provenance())
             .and_then(|c| c.statement.as_ref())
             .map(summarize);
-        self.verified = self.summary.is_some() && self.content_failures.is_empty();
+        self.verified =
+            self.summary.is_some() && self.content_failures.is_empty() && self.revoked.is_empty();
         self
     }
 
@@ -141,6 +166,7 @@ fn check(
         found_at: at.to_string(),
         envelope_digest: crate::observe::sha256_digest(bytes),
         failures: Vec::new(),
+        kind: None,
         statement: None,
     };
     let envelope = match Envelope::from_json(bytes) {
@@ -170,6 +196,13 @@ fn check(
             return checked;
         }
     };
+    if let Some(failures) = revocation::check(&payload, digest) {
+        checked.failures.extend(failures);
+        checked.kind = Some(AttestationKind::Revocation);
+        checked.statement = Some(value);
+        return checked;
+    }
+    checked.kind = Some(AttestationKind::Provenance);
     match serde_json::from_value::<Statement>(value.clone()) {
         Err(e) => checked.failures.push(format!(
             "payload is not an in-toto Statement with a SLSA v1 predicate: {e}"
@@ -284,240 +317,4 @@ fn list(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
-}
-
-/// What a security engineer wants to read about a verified model.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    pub models: Vec<String>,
-    pub build_type: String,
-    pub builder: String,
-    pub invocation: String,
-    pub started_on: Option<String>,
-    pub finished_on: Option<String>,
-    /// name → (digest or "-", who vouched for it: `declared+reported`, ...)
-    pub datasets: Vec<(String, String, String)>,
-    pub images: Vec<String>,
-    pub code: Option<String>,
-    pub base_model: Option<String>,
-    pub seed: Option<Value>,
-    pub hyperparameters: Option<Value>,
-    /// worker → accelerator description
-    pub accelerators: Vec<(String, String)>,
-    /// worker → metrics
-    pub metrics: BTreeMap<String, Value>,
-}
-
-/// Pull the summary out of a statement (best effort: missing fields stay empty).
-pub fn summarize(statement: &Value) -> Summary {
-    let p = &statement["predicate"];
-    let deps = p["buildDefinition"]["resolvedDependencies"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let digest = |d: &Value| -> String {
-        d["digest"]
-            .as_object()
-            .and_then(|m| m.iter().next())
-            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("")))
-            .unwrap_or_else(|| "-".into())
-    };
-    let mut s = Summary {
-        models: statement["subject"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| format!("{}@{}", s["name"].as_str().unwrap_or("?"), digest(s)))
-            .collect(),
-        build_type: p["buildDefinition"]["buildType"]
-            .as_str()
-            .unwrap_or_default()
-            .into(),
-        builder: p["runDetails"]["builder"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .into(),
-        invocation: p["runDetails"]["metadata"]["invocationId"]
-            .as_str()
-            .unwrap_or_default()
-            .into(),
-        started_on: p["runDetails"]["metadata"]["startedOn"]
-            .as_str()
-            .map(Into::into),
-        finished_on: p["runDetails"]["metadata"]["finishedOn"]
-            .as_str()
-            .map(Into::into),
-        seed: p["buildDefinition"]["externalParameters"]
-            .get("seed")
-            .cloned(),
-        hyperparameters: p["buildDefinition"]["externalParameters"]
-            .get("hyperparameters")
-            .cloned(),
-        datasets: datasets::evidence(statement)
-            .iter()
-            .map(|d| {
-                let digest = d.digest.clone().unwrap_or_else(|| "-".into());
-                (d.name.clone(), digest, d.sources())
-            })
-            .collect(),
-        ..Default::default()
-    };
-    for d in &deps {
-        let name = d["name"].as_str().unwrap_or_default();
-        if name == "image" {
-            s.images.push(format!(
-                "{} {}",
-                d["uri"].as_str().unwrap_or("?"),
-                digest(d)
-            ));
-        } else if name == "code" {
-            s.code = Some(format!(
-                "{} {}",
-                d["uri"].as_str().unwrap_or("?"),
-                digest(d)
-            ));
-        } else if name == "baseModel" {
-            s.base_model = Some(format!(
-                "{} {}",
-                d["uri"].as_str().unwrap_or("?"),
-                digest(d)
-            ));
-        }
-    }
-    for b in p["runDetails"]["byproducts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let worker = b["name"]
-            .as_str()
-            .unwrap_or("?")
-            .trim_start_matches("worker/")
-            .to_string();
-        let acc = &b["annotations"]["observed"]["accelerator"];
-        let text = if acc.is_object() {
-            let field = |k: &str| {
-                acc[k]
-                    .as_str()
-                    .map(String::from)
-                    .or_else(|| acc[k].as_i64().map(|n| n.to_string()))
-            };
-            let mut parts = vec![field("product").unwrap_or_else(|| "unknown accelerator".into())];
-            if let Some(n) = field("allocated") {
-                parts.push(format!("x{n}"));
-            }
-            if let Some(d) = field("driverVersion") {
-                parts.push(format!("driver {d}"));
-            }
-            if let Some(c) = field("cudaVersion") {
-                parts.push(format!("CUDA {c}"));
-            }
-            if let Some(t) = field("tpuTopology") {
-                parts.push(format!("topology {t}"));
-            }
-            parts.join(", ")
-        } else {
-            "none (CPU)".into()
-        };
-        s.accelerators.push((worker.clone(), text));
-        if let Some(m) = b["annotations"]["reported"]
-            .get("metrics")
-            .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
-        {
-            s.metrics.insert(worker, m.clone());
-        }
-    }
-    s
-}
-
-/// The human form of a verdict.
-pub fn render(verdict: &Verdict) -> String {
-    let mut out = String::new();
-    let line = |out: &mut String, text: String| {
-        out.push_str(&text);
-        out.push('\n');
-    };
-    if let (Some(s), true) = (&verdict.summary, verdict.verified) {
-        line(
-            &mut out,
-            format!("Verified: {}@{}", verdict.artifact, verdict.digest),
-        );
-        for m in &s.models {
-            line(&mut out, format!("  model         {m}"));
-        }
-        line(
-            &mut out,
-            format!("  builder       {} ({})", s.builder, s.build_type),
-        );
-        line(&mut out, format!("  run           {}", s.invocation));
-        line(
-            &mut out,
-            format!(
-                "  when          {} → {}",
-                s.started_on.as_deref().unwrap_or("?"),
-                s.finished_on.as_deref().unwrap_or("?")
-            ),
-        );
-        for (name, digest, sources) in &s.datasets {
-            line(
-                &mut out,
-                format!("  dataset       {name} {digest} ({sources})"),
-            );
-        }
-        for image in &s.images {
-            line(&mut out, format!("  image         {image}"));
-        }
-        if let Some(code) = &s.code {
-            line(&mut out, format!("  code          {code}"));
-        }
-        if let Some(base) = &s.base_model {
-            line(&mut out, format!("  base model    {base}"));
-        }
-        if let Some(seed) = &s.seed {
-            line(&mut out, format!("  seed          {seed}"));
-        }
-        if let Some(hp) = &s.hyperparameters {
-            line(&mut out, format!("  hyperparams   {hp}"));
-        }
-        for (worker, acc) in &s.accelerators {
-            line(&mut out, format!("  accelerator   {worker}: {acc}"));
-        }
-        for (worker, metrics) in &s.metrics {
-            line(
-                &mut out,
-                format!("  metrics       {worker}: {metrics} (reported)"),
-            );
-        }
-        if let Some(m) = &verdict.model_signature {
-            line(&mut out, format!("  model.sig     {}", m.describe()));
-        }
-    } else {
-        line(
-            &mut out,
-            format!("NOT verified: {}@{}", verdict.artifact, verdict.digest),
-        );
-        for f in &verdict.content_failures {
-            line(&mut out, format!("  - {f}"));
-        }
-        if verdict.attestations.is_empty() {
-            line(
-                &mut out,
-                "  no attestation found (looked under the .att tag and the OCI referrers)".into(),
-            );
-        }
-    }
-    for c in verdict.attestations.iter().filter(|c| !c.verified()) {
-        line(
-            &mut out,
-            format!(
-                "  attestation {} ({}) rejected:",
-                c.envelope_digest, c.found_at
-            ),
-        );
-        for f in &c.failures {
-            line(&mut out, format!("    - {f}"));
-        }
-    }
-    out
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 #[path = "support/admission.rs"]
 mod admission;
 use admission::{Bed, Case};
+use provenant::provenance::revocation::State;
 
 const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -140,5 +141,29 @@ async fn only_the_controllers_provenance_is_admitted() -> Result<()> {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
+
+/// What the Kyverno ClusterPolicy does with a revoked model: it still admits it. Its
+/// verifyImages attestations cannot refuse on a statement being present (docs/lineage.md,
+/// "Verify and admission policies", gives the source lines); this pins the documented gap, so
+/// that the documentation changes when Kyverno's behaviour does.
+#[tokio::test]
+async fn a_revoked_model_is_still_admitted_by_the_kyverno_policy() -> Result<()> {
+    let bed = Bed::start().await?;
+    let policy = bed.dir.path().join("kyverno-cluster-policy.yaml");
+    std::fs::write(
+        &policy,
+        shipped_policy(bed.registry.host(), bed.key.public_key_pem())?,
+    )?;
+    let policy = policy.to_str().unwrap();
+    let model = bed.prepare(Case::Attested).await?;
+    bed.revoke(&model, "uid-1", State::Revoked, &bed.key)
+        .await?;
+    let decision = decide(&bed, policy, &model)?;
+    ensure!(
+        decision.is_none(),
+        "Kyverno now refuses a revoked model: {decision:?}"
+    );
     Ok(())
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 #[path = "support/admission.rs"]
 mod admission;
 use admission::{Bed, Case};
+use provenant::provenance::revocation::State;
 
 const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -47,41 +48,56 @@ fn expected(case: Case) -> Option<&'static str> {
     }
 }
 
-/// The shipped ClusterImagePolicy with exactly its two EDIT fields set: the glob to this
-/// registry's `models/**`, the key to `public_pem`. Everything else (the authority, the predicate
-/// type, the Rego) is the shipped text.
+/// The shipped ClusterImagePolicies with exactly their EDIT fields set: each glob to this
+/// registry's `models/**`, each key to `public_pem`. Everything else (the authorities, the
+/// predicate types, the Rego) is the shipped text.
 fn shipped_policy(registry: &str, public_pem: &str) -> Result<String> {
     let text = std::fs::read_to_string(POLICY)?;
-    let mut doc: Value = serde_saphyr::from_str(&text).context("cluster-image-policy.yaml")?;
-    let spec = &mut doc["spec"];
-    let [image] = spec["images"]
-        .as_array_mut()
-        .map(Vec::as_mut_slice)
-        .unwrap_or_default()
-    else {
-        bail!("the shipped policy should have one spec.images entry");
-    };
+    let mut docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).context("cluster-image-policy.yaml")?;
+    let names: Vec<&Value> = docs.iter().map(|d| &d["metadata"]["name"]).collect();
     ensure!(
-        image["glob"] == "registry.example.com/models/**",
-        "the shipped glob changed: {image}"
+        names
+            == [
+                &json!("provenant-trained-models"),
+                &json!("provenant-not-revoked")
+            ],
+        "the shipped policies changed: {names:?}"
     );
-    image["glob"] = json!(format!("{registry}/models/**"));
-    let [authority] = spec["authorities"]
-        .as_array_mut()
-        .map(Vec::as_mut_slice)
-        .unwrap_or_default()
-    else {
-        bail!("the shipped policy should have one authority");
-    };
-    ensure!(
-        authority["key"]["data"]
-            .as_str()
-            .is_some_and(|k| k.contains("REPLACE-WITH-THE-CONTROLLERS-COSIGN.PUB")),
-        "the shipped key placeholder changed: {authority}"
-    );
-    authority["key"]["data"] = json!(public_pem);
-    // JSON is YAML: the tester reads either.
-    Ok(serde_json::to_string_pretty(&doc)?)
+    for doc in &mut docs {
+        let spec = &mut doc["spec"];
+        let [image] = spec["images"]
+            .as_array_mut()
+            .map(Vec::as_mut_slice)
+            .unwrap_or_default()
+        else {
+            bail!("each shipped policy should have one spec.images entry");
+        };
+        ensure!(
+            image["glob"] == "registry.example.com/models/**",
+            "the shipped glob changed: {image}"
+        );
+        image["glob"] = json!(format!("{registry}/models/**"));
+        let authorities = spec["authorities"].as_array_mut();
+        for authority in authorities.into_iter().flatten() {
+            if authority.get("static").is_some() {
+                continue;
+            }
+            ensure!(
+                authority["key"]["data"]
+                    .as_str()
+                    .is_some_and(|k| k.contains("REPLACE-WITH-THE-CONTROLLERS-COSIGN.PUB")),
+                "the shipped key placeholder changed: {authority}"
+            );
+            authority["key"]["data"] = json!(public_pem);
+        }
+    }
+    // JSON is YAML: the tester reads either, documents split by `---` lines.
+    let docs: Vec<String> = docs
+        .iter()
+        .map(serde_json::to_string_pretty)
+        .collect::<Result<_, _>>()?;
+    Ok(docs.join("\n---\n"))
 }
 
 /// `policy-tester --policy POLICY --image MODEL`: Ok(None) when admitted, Ok(Some(errors)) when
@@ -170,5 +186,43 @@ async fn the_unedited_policy_is_refused_until_the_key_is_set() -> Result<()> {
         stderr.contains("CIP is invalid") && stderr.contains("spec.authorities[0].key.data"),
         "{stderr}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revoked_model_is_refused_with_the_reason_and_stays_refused() -> Result<()> {
+    let bed = Bed::start().await?;
+    let policy = bed.dir.path().join("cluster-image-policy.yaml");
+    std::fs::write(
+        &policy,
+        shipped_policy(bed.registry.host(), bed.key.public_key_pem())?,
+    )?;
+    let model = bed.prepare(Case::Attested).await?;
+    ensure!(decide(&bed, &policy, &model)?.is_none(), "admitted before");
+
+    // A revocation signed by another key is no revocation.
+    let forger = provenant::signing::CosignKey::ephemeral()?;
+    bed.revoke(&model, "uid-forged", State::Revoked, &forger)
+        .await?;
+    ensure!(
+        decide(&bed, &policy, &model)?.is_none(),
+        "a forged revocation refused the model"
+    );
+
+    bed.revoke(&model, "uid-1", State::Revoked, &bed.key)
+        .await?;
+    let errors = decide(&bed, &policy, &model)?.context("admitted after the revocation")?;
+    // The tester prints the first error only (the webhook reports them all): the reason.
+    let reason = "the model is revoked by poisoned-imagenet: label poisoning (https://example.com/advisories/7); path: dataset sha256:9b2f";
+    ensure!(errors.contains(reason), "missing {reason:?} in {errors}");
+
+    // policy-controller cannot match a reinstatement to its revocation (docs/lineage.md,
+    // "Verify and admission policies"): the model stays refused, on the side of caution. (Its
+    // reason authority now matches the reinstatement, so the tester, which prints only the
+    // first error, shows the policy's own message.)
+    bed.revoke(&model, "uid-1", State::Reinstated, &bed.key)
+        .await?;
+    let errors = decide(&bed, &policy, &model)?.context("admitted after the reinstatement")?;
+    ensure!(errors.contains("the model is revoked"), "{errors}");
     Ok(())
 }

@@ -114,7 +114,8 @@ fn the_shipped_policies_match_their_crds() -> Result<()> {
     for (policy, created) in [
         (
             CLUSTER_IMAGE_POLICY,
-            "clusterimagepolicy.policy.sigstore.dev/provenant-trained-models",
+            "clusterimagepolicy.policy.sigstore.dev/provenant-trained-models\n\
+             clusterimagepolicy.policy.sigstore.dev/provenant-not-revoked",
         ),
         (
             KYVERNO_POLICY,

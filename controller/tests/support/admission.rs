@@ -13,6 +13,10 @@ use provenant::api::TrainingRun;
 use provenant::config::ControllerConfig;
 use provenant::engine;
 use provenant::execute::placement::placement;
+use provenant::lineage::{LineageEntry, LineageIndex, Query};
+use provenant::provenance::revocation::{
+    Material, MaterialType, RevocationRef, RevocationStatement, State,
+};
 use provenant::provenance::statement::Statement;
 use provenant::provenance::{self, BuilderIdentity, LocalInvocation};
 use provenant::signing::CosignKey;
@@ -171,6 +175,48 @@ impl Bed {
             }
         }
         Ok(model)
+    }
+}
+
+/// `imagenet-subset` of the fixture run, declared with this digest.
+pub const DATASET: &str = "sha256:9b2f0a6e3c1d4b5a69788f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c";
+
+impl Bed {
+    /// Attaches to `model` (attested as [`Case::Attested`]) the controller's revocation of
+    /// [`DATASET`] (or, with [`State::Reinstated`], its withdrawal), signed with `key`, through
+    /// `engine::revocation` as the controller does; the path is the lineage index's.
+    pub async fn revoke(
+        &self,
+        model: &ModelRef,
+        uid: &str,
+        state: State,
+        key: &CosignKey,
+    ) -> Result<()> {
+        let statement = serde_json::to_value(controller_statement(&run_for(model, |_| {})?)?)?;
+        let index = LineageIndex::new([LineageEntry::from_statement(&statement)?]);
+        let hits = index.find(&Query::Dataset(DATASET.into()), true);
+        let hit = hits
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("the run used {DATASET}"))?;
+        let revocation = RevocationStatement::new(
+            hit,
+            state,
+            RevocationRef {
+                name: "poisoned-imagenet".into(),
+                uid: uid.into(),
+                reason: "label poisoning".into(),
+                advisory: Some("https://example.com/advisories/7".into()),
+            },
+            Material {
+                type_: MaterialType::Dataset,
+                digest: DATASET.into(),
+            },
+            provenance::DEFAULT_BUILDER_ID,
+            "2026-11-20T10:00:00Z",
+        );
+        let attestation = engine::revocation::sign(&revocation, key)?;
+        engine::revocation::attach(&attestation, &self.store).await?;
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use provenant::engine;
 use provenant::execute::placement::placement;
 use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::CosignKey;
-use provenant::storage::{Encoding, RegistryOptions, RegistryStore};
+use provenant::storage::{AttestationStore, Encoding, RegistryOptions, RegistryStore};
 use provenant_testbed::registry::{ModelRef, Registry};
 
 pub fn repo_root() -> PathBuf {
@@ -83,13 +83,31 @@ pub async fn attest_cluster_run(
     licenses: &[(&str, &str)],
     key: &CosignKey,
 ) {
+    let store = RegistryStore::new(RegistryOptions {
+        insecure_registries: vec![registry.host().to_string()],
+        ..RegistryOptions::default()
+    });
+    let output = (model.repository.as_str(), model.digest.as_str());
+    attest_into(&store, output, image, licenses, key).await;
+}
+
+/// As [`attest_cluster_run`], into any store (an OCI image layout, say): the model is
+/// `(repository, digest)`.
+pub async fn attest_into(
+    store: &dyn AttestationStore,
+    (repository, digest): (&str, &str),
+    image: &str,
+    licenses: &[(&str, &str)],
+    key: &CosignKey,
+) {
+    let model_digest = digest;
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/succeeded-run.yaml"
     ))
     .unwrap();
     let mut run: TrainingRun = serde_saphyr::from_str(&text).unwrap();
-    run.spec.output.repository = model.repository.clone();
+    run.spec.output.repository = repository.to_string();
     for dataset in &mut run.spec.datasets {
         dataset.license = licenses
             .iter()
@@ -98,9 +116,9 @@ pub async fn attest_cluster_run(
     }
     let status = run.status.as_mut().unwrap();
     status.outputs = vec![OutputRecord {
-        uri: format!("{}:v1@{}", model.repository, model.digest),
-        repository: model.repository.clone(),
-        digest: model.digest.clone(),
+        uri: format!("{repository}:v1@{model_digest}"),
+        repository: repository.to_string(),
+        digest: model_digest.to_string(),
         verified: true,
     }];
     let digest = "sha256:4f1c1a8e8f0a7c1d2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a";
@@ -113,11 +131,7 @@ pub async fn attest_cluster_run(
     let builder = BuilderIdentity::controller(provenance::DEFAULT_BUILDER_ID, None);
     let statement = provenance::statement_for_run(&run, &placement, &builder).unwrap();
     let record = engine::sign(&statement, key).unwrap();
-    let store = RegistryStore::new(RegistryOptions {
-        insecure_registries: vec![registry.host().to_string()],
-        ..RegistryOptions::default()
-    });
-    engine::attach(&record, &store, Encoding::Dsse)
+    engine::attach(&record, store, Encoding::Dsse)
         .await
         .unwrap();
 }

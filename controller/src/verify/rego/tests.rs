@@ -20,6 +20,9 @@ fn checked(statement: Option<Value>, failures: &[&str]) -> Checked {
         found_at: "test".into(),
         envelope_digest: format!("sha256:{}", "e".repeat(64)),
         failures: failures.iter().map(|f| f.to_string()).collect(),
+        kind: statement
+            .as_ref()
+            .map(|_| crate::verify::AttestationKind::Provenance),
         statement,
     }
 }
@@ -40,6 +43,8 @@ fn deny(policy: &RegoPolicy, deps: Value) -> Vec<String> {
         verified: true,
         content_failures: vec![],
         attestations: vec![],
+        revoked: vec![],
+        reinstated: 0,
         summary: None,
         model_signature: None,
     };
@@ -66,6 +71,8 @@ fn a_policy_reads_only_statements_whose_signature_verified() {
             checked(None, &["signature: invalid"]),
             checked(Some(statement(json!([]))), &[]),
         ],
+        revoked: vec![],
+        reinstated: 0,
         summary: None,
         model_signature: None,
     };
@@ -117,6 +124,8 @@ fn a_passing_policy_keeps_the_verdict() {
         verified: true,
         content_failures: vec![],
         attestations: vec![checked(Some(statement(json!([]))), &[])],
+        revoked: vec![],
+        reinstated: 0,
         summary: None,
         model_signature: None,
     };
@@ -216,6 +225,8 @@ fn a_policy_that_runs_too_long_is_an_error() {
         verified: true,
         content_failures: vec![],
         attestations: vec![checked(Some(s), &[])],
+        revoked: vec![],
+        reinstated: 0,
         summary: None,
         model_signature: None,
     };
