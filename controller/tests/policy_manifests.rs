@@ -1,7 +1,8 @@
 //! The shipped admission policies (config/policies/) have the shape of their CRDs: the real API
 //! server, with the CRDs of the pinned policy-controller and Kyverno installed, accepts each in a
 //! server-side dry run with strict field validation (and refuses a misspelled copy), so they
-//! cannot rot silently. What they decide is tested in admission_policies.rs.
+//! cannot rot silently; so is the ClusterRole kyverno-not-revoked.yaml ships for Kyverno. What
+//! they decide is tested in admission_policies.rs and admission_kyverno.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +19,10 @@ const CLUSTER_IMAGE_POLICY: &str = concat!(
 const KYVERNO_POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../config/policies/kyverno-cluster-policy.yaml"
+);
+const KYVERNO_NOT_REVOKED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/policies/kyverno-not-revoked.yaml"
 );
 
 /// The CRDs of the pinned policy-controller and Kyverno (copied by hack/tools.sh from their
@@ -120,6 +125,11 @@ fn the_shipped_policies_match_their_crds() -> Result<()> {
         (
             KYVERNO_POLICY,
             "clusterpolicy.kyverno.io/provenant-trained-models",
+        ),
+        (
+            KYVERNO_NOT_REVOKED,
+            "clusterrole.rbac.authorization.k8s.io/kyverno:provenant-materialrevocations\n\
+             clusterpolicy.kyverno.io/provenant-not-revoked",
         ),
     ] {
         let out = dry_run(policy)?;

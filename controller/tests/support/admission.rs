@@ -220,6 +220,13 @@ impl Bed {
     }
 }
 
+/// The lineage entry of the controller's statement for the fixture run producing `model`, the
+/// run changed by `edit` first: what the controller records for it.
+pub fn lineage_entry(model: &ModelRef, edit: impl FnOnce(&mut Value)) -> Result<LineageEntry> {
+    let statement = serde_json::to_value(controller_statement(&run_for(model, edit)?)?)?;
+    Ok(LineageEntry::from_statement(&statement)?)
+}
+
 /// The fixture run (two A100 workers; `imagenet-subset` declared with its digest,
 /// `augment-cache` only reported by the workload), its output being `model`; `edit` changes the
 /// run before the statement is built.
