@@ -119,5 +119,9 @@ async fn lineage_reads_the_controllers_records_in_the_cluster() {
         &env,
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no model from dataset"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no model from dataset"),
+        "{}",
+        text(&out)
+    );
 }

@@ -4,6 +4,7 @@
 //! "Lineage").
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,18 +76,57 @@ pub struct Upstream {
 /// Entry number and fact number within it.
 type At = (u32, u32);
 
+/// The maps are keyed by a 64-bit hash of the digest or name rather than by the string: no
+/// copy of every digest (a million at 100,000 runs), which made building the index a third of
+/// `provenant lineage`'s time (docs/benchmarks.md, "Lineage at scale"). Every lookup compares
+/// the strings of what it found, so a collision costs a comparison, never a wrong answer.
+type ByKey<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+
+/// The hasher of a key that already is a hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed (write_u64); fold anything else all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn key(kind: Option<Kind>, text: &str) -> u64 {
+    let mut h = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+    if let Some(kind) = kind {
+        h.write_u8(kind as u8);
+    }
+    h.write(text.as_bytes());
+    h.finish()
+}
+
 /// Every recorded run, indexed.
 #[derive(Debug, Default)]
 pub struct LineageIndex {
     entries: Vec<LineageEntry>,
-    by_digest: HashMap<String, Vec<At>>,
-    by_name: HashMap<(Kind, String), Vec<At>>,
-    producers: HashMap<String, Vec<u32>>,
+    /// Material digest → the facts with it.
+    by_digest: ByKey<Vec<At>>,
+    /// (kind, name) → the facts with it.
+    by_name: ByKey<Vec<At>>,
+    /// Model digest → the entries that produced it.
+    producers: ByKey<Vec<u32>>,
 }
 
 impl LineageIndex {
     pub fn new(entries: impl IntoIterator<Item = LineageEntry>) -> Self {
+        let entries = entries.into_iter();
         let mut index = LineageIndex::default();
+        index.entries.reserve(entries.size_hint().0);
         for entry in entries {
             index.insert(entry);
         }
@@ -99,7 +139,7 @@ impl LineageIndex {
         let duplicate = entry
             .models
             .first()
-            .and_then(|m| self.producers.get(&m.digest))
+            .and_then(|m| self.producers.get(&key(None, &m.digest)))
             .is_some_and(|ids| {
                 ids.iter().any(|&i| {
                     let e = &self.entries[i as usize];
@@ -114,17 +154,20 @@ impl LineageIndex {
         for (n, fact) in entry.materials.iter().enumerate() {
             let at = (id, n as u32);
             if let Some(digest) = &fact.digest {
-                self.by_digest.entry(digest.clone()).or_default().push(at);
+                self.by_digest
+                    .entry(key(None, digest))
+                    .or_default()
+                    .push(at);
             }
             if !fact.name.is_empty() {
                 self.by_name
-                    .entry((fact.kind, fact.name.clone()))
+                    .entry(key(Some(fact.kind), &fact.name))
                     .or_default()
                     .push(at);
             }
         }
         for model in &entry.models {
-            let ids = self.producers.entry(model.digest.clone()).or_default();
+            let ids = self.producers.entry(key(None, &model.digest)).or_default();
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -151,28 +194,35 @@ impl LineageIndex {
 
     /// The facts a query names directly.
     fn direct(&self, query: &Query) -> Vec<At> {
-        let (kind, key) = match query {
+        let (kind, name) = match query {
             Query::Dataset(k) => (Kind::Dataset, k),
             Query::Image(k) => (Kind::Image, k),
             Query::BaseModel(k) => (Kind::BaseModel, k),
             Query::Code(k) => (Kind::Code, k),
         };
-        let digest = if key.starts_with("sha256:") || kind == Kind::Code {
-            Some(key.to_ascii_lowercase())
+        let digest = if name.starts_with("sha256:") || kind == Kind::Code {
+            Some(name.to_ascii_lowercase())
         } else if kind == Kind::Image {
-            pinned_digest(key)
+            pinned_digest(name)
         } else {
             None
         };
         let found = match &digest {
-            Some(d) => self.by_digest.get(d),
-            None => self.by_name.get(&(kind, key.clone())),
+            Some(d) => self.by_digest.get(&key(None, d)),
+            None => self.by_name.get(&self::key(Some(kind), name)),
         };
         found
             .into_iter()
             .flatten()
             .copied()
-            .filter(|&at| self.fact(at).1.kind == kind)
+            .filter(|&at| {
+                let fact = self.fact(at).1;
+                fact.kind == kind
+                    && match &digest {
+                        Some(d) => fact.digest.as_ref() == Some(d),
+                        None => &fact.name == name,
+                    }
+            })
             .collect()
     }
 
@@ -211,9 +261,14 @@ impl LineageIndex {
         seen: &mut HashSet<&'a ModelRef>,
         queue: &mut VecDeque<Hit>,
     ) {
-        for &at in self.by_digest.get(&hit.model.digest).into_iter().flatten() {
+        for &at in self
+            .by_digest
+            .get(&key(None, &hit.model.digest))
+            .into_iter()
+            .flatten()
+        {
             let (entry, fact) = self.fact(at);
-            if fact.kind != Kind::BaseModel {
+            if fact.kind != Kind::BaseModel || fact.digest.as_ref() != Some(&hit.model.digest) {
                 continue;
             }
             for model in &entry.models {
@@ -239,7 +294,7 @@ impl LineageIndex {
     pub fn model_and_descendants(&self, digest: &str) -> Vec<Hit> {
         let mut hits: Vec<Hit> = self
             .producers
-            .get(digest)
+            .get(&key(None, digest))
             .into_iter()
             .flatten()
             .flat_map(|&i| self.entries[i as usize].models.iter())
@@ -274,9 +329,10 @@ impl LineageIndex {
         // The latest-finishing run when several recorded the same model (RFC 3339 UTC sorts).
         let entry = self
             .producers
-            .get(digest)?
+            .get(&key(None, digest))?
             .iter()
             .map(|&i| &self.entries[i as usize])
+            .filter(|e| e.models.iter().any(|m| m.digest == digest))
             .max_by(|a, b| a.finished_on.cmp(&b.finished_on))?;
         let model = entry.models.iter().find(|m| m.digest == digest)?.clone();
         let base = entry

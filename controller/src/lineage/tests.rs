@@ -196,3 +196,40 @@ fn the_same_statement_twice_is_one_entry() {
     let index = LineageIndex::new([e.clone(), e]);
     assert_eq!(index.len(), 1);
 }
+
+#[test]
+fn a_listed_page_gives_each_records_entry_and_says_which_it_could_not_read() {
+    let e = entry("u-1", '1', 'd', '5', None);
+    let body = json!({
+        "kind": "PartialObjectMetadataList",
+        "metadata": {"continue": "next-page"},
+        "items": [
+            {"metadata": {"name": "provenance-u-1", "managedFields": [{"manager": "x"}],
+                "labels": {"provenant.dev/run": "base", "provenant.dev/run-namespace": "ml", "other": "y"},
+                "annotations": {"provenant.dev/lineage": serde_json::to_string(&e).expect("json"),
+                                "provenant.dev/key-id": "k"}}},
+            {"metadata": {"name": "provenance-old", "labels": {"provenant.dev/run": "old"}}},
+            {"metadata": {"name": "provenance-bad", "labels": null, "annotations": {"provenant.dev/lineage": "{"}}},
+        ]
+    });
+    let bytes = serde_json::to_vec(&body).expect("json");
+    assert_eq!(records::next_page(&bytes), Ok(Some("next-page".into())));
+    let page = records::page(&bytes).expect("reads");
+    assert_eq!(page.next.as_deref(), Some("next-page"));
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].run.name, "base");
+    assert_eq!(page.entries[0].models, e.models);
+    assert_eq!(page.unannotated.len(), 1);
+    assert_eq!(page.unannotated[0].0, "provenance-old");
+    assert_eq!(page.unannotated[0].1["provenant.dev/run"], "old");
+    assert_eq!(page.unreadable.len(), 1);
+    assert!(
+        page.unreadable[0].1.contains("provenant.dev/lineage"),
+        "{:?}",
+        page.unreadable
+    );
+    let last =
+        serde_json::to_vec(&json!({"metadata": {"continue": ""}, "items": []})).expect("json");
+    assert_eq!(records::page(&last).expect("reads").next, None);
+    assert!(records::page(b"not json").is_err());
+}

@@ -57,6 +57,9 @@ pub enum Error {
         "the MaterialRevocation cache is not synced yet (is the CRD installed? kubectl apply -f crds/)"
     )]
     RevocationsNotSynced,
+    /// A listed page of provenance records could not be read (lineage).
+    #[error("cannot read the provenance records: {0}")]
+    Records(String),
 }
 
 impl Error {
@@ -70,6 +73,7 @@ impl Error {
             Error::Encode { .. } => "Encode",
             Error::Panicked { .. } => "Panic",
             Error::RevocationsNotSynced => "RevocationsNotSynced",
+            Error::Records(_) => "Records",
         }
     }
 
