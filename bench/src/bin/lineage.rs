@@ -5,13 +5,14 @@
 //! timed passes 30 % slower (a contended atomic on every allocation), so the heap is measured in
 //! a pass of its own, untimed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 use anyhow::Result;
 use clap::Parser;
 
-/// The system allocator, counting the bytes live.
+/// mimalloc, the allocator of the `provenant` binary (controller/src/main.rs), counting the bytes
+/// live while asked.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -23,25 +24,25 @@ fn add(bytes: usize, sign: isize) {
     }
 }
 
-// SAFETY: every call is forwarded to `System` unchanged; only a counter is kept beside it.
+// SAFETY: every call is forwarded to mimalloc unchanged; only a counter is kept beside it.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         add(layout.size(), 1);
         // SAFETY: the caller's contract for `alloc` is passed on as it is.
-        unsafe { System.alloc(layout) }
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         add(layout.size(), -1);
-        // SAFETY: `ptr` came from `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` came from mimalloc with this layout.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         add(new_size, 1);
         add(layout.size(), -1);
         // SAFETY: as for `dealloc` and `alloc`.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
