@@ -4,6 +4,9 @@
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+# .git is not copied (.dockerignore): pass the commit for provenant_build_info, e.g.
+# `docker build --build-arg PROVENANT_COMMIT=$(git rev-parse HEAD) .` (else "unknown").
+ARG PROVENANT_COMMIT=
 RUN cargo build --release --locked --bin provenant
 
 FROM gcr.io/distroless/cc-debian12:nonroot

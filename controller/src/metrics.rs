@@ -27,7 +27,12 @@ pub struct Metrics {
     pub provenance_backlog: IntGauge,
     pub revocations_active: IntGauge,
     pub revocation_attestations: IntCounterVec,
+    pub build_info: IntGaugeVec,
 }
+
+/// The commit the binary was built from (build.rs: `PROVENANT_COMMIT`, `git rev-parse HEAD`, or
+/// `unknown`).
+pub const COMMIT: &str = env!("PROVENANT_COMMIT");
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -121,7 +126,18 @@ impl Metrics {
                 "Revocation statements attached to models, by result (revoked, reinstated, failed)",
                 "result",
             ),
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "provenant_build_info",
+                    "Always 1; the labels say which build of provenant is running",
+                ),
+                &["version", "commit"],
+            )
+            .expect("static metric"),
         };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT])
+            .set(1);
         // Known label values are exported at 0 from the start, so alerts see the series before
         // the first event.
         for reason in ["Conflict", "KubeApi", "NoNamespace", "Panic"] {
@@ -133,7 +149,7 @@ impl Metrics {
         for result in ["revoked", "reinstated", "failed"] {
             m.revocation_attestations.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn Collector>; 12] = [
+        let collectors: [Box<dyn Collector>; 13] = [
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.reconcile_errors.clone()),
             Box::new(m.trainingruns.clone()),
@@ -146,12 +162,22 @@ impl Metrics {
             Box::new(m.provenance_backlog.clone()),
             Box::new(m.revocations_active.clone()),
             Box::new(m.revocation_attestations.clone()),
+            Box::new(m.build_info.clone()),
         ];
         for collector in collectors {
             m.registry
                 .register(collector)
                 .expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, process_virtual_memory_bytes, process_start_time_seconds, read from
+        // /proc at scrape time (the names every Prometheus client library exports).
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         m
     }
 
@@ -272,5 +298,41 @@ mod tests {
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn process_metrics_and_build_info_are_exported() {
+        let text = Metrics::new().render();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        #[cfg(target_os = "linux")]
+        {
+            assert!(value("process_resident_memory_bytes") > 1e6);
+            assert!(value("process_open_fds") >= 3.0);
+            assert!(value("process_cpu_seconds_total") >= 0.0);
+            let start = value("process_start_time_seconds");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64();
+            assert!(
+                start > now - 3600.0 && start <= now + 1.0,
+                "{start} vs {now}"
+            );
+        }
+        let info = format!(
+            "provenant_build_info{{commit=\"{COMMIT}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&info), "missing {info} in\n{text}");
+        // Built from a checkout: the commit is a full git id, not `unknown`.
+        assert!(
+            COMMIT.len() == 40 && COMMIT.bytes().all(|b| b.is_ascii_hexdigit())
+                || COMMIT == "unknown",
+            "{COMMIT}"
+        );
     }
 }
