@@ -3,6 +3,10 @@
 //! Pods and Services) and the MaterialRevocation controller beside it. Stops cleanly on SIGTERM /
 //! Ctrl-C.
 
+mod publishing;
+
+use publishing::{log_repository_policy, start_publisher};
+
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Client;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::runtime::events::{Recorder, Reporter};
@@ -22,12 +26,10 @@ use tracing::{error, info, warn};
 use crate::api::{MaterialRevocation, TrainingRun};
 use crate::client::{self, ClientError, RateLimit};
 use crate::config::{ConfigError, ControllerConfig};
-use crate::provenance::BuilderIdentity;
 use crate::reconcile::publish;
 use crate::reconcile::publisher::Publisher;
 use crate::reconcile::queue::ProvenanceQueue;
 use crate::reconcile::{self, Context, revocation};
-use crate::secrets::{self, RegistryCredentials, SigningKey};
 use crate::{labels, server};
 
 /// Options of `provenant controller`.
@@ -427,98 +429,6 @@ async fn run_controller_until(
     tokio::join!(reconcilers, revocations, provenance_workers, sweeper);
     state.set_runs(None);
     info!("stopped reconciling");
-}
-
-/// The publisher, when provenance is enabled: it watches the signing key (and registry credentials)
-/// Secrets in the controller's namespace for as long as the process runs, so a standby is ready to
-/// sign the moment it takes over.
-fn start_publisher(
-    client: &Client,
-    config: &ControllerConfig,
-    options: &Options,
-    state: &Arc<server::State>,
-) -> Option<Arc<Publisher>> {
-    let provenance = &config.provenance;
-    if !provenance.enabled {
-        info!("provenance disabled in the configuration");
-        return None;
-    }
-    let namespace = options.controller_namespace.clone();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let key = Arc::new(SigningKey::unavailable("not loaded yet"));
-    tokio::spawn(secrets::watch_signing_key(
-        secrets.clone(),
-        namespace.clone(),
-        provenance.signing_key_secret.clone(),
-        key.clone(),
-    ));
-    let credentials = Arc::new(RegistryCredentials::default());
-    if let Some(name) = &provenance.registry.credentials_secret {
-        tokio::spawn(secrets::watch_registry_credentials(
-            secrets.clone(),
-            namespace.clone(),
-            name.clone(),
-            credentials.clone(),
-        ));
-    }
-    let scoped = watch_scoped_credentials(config, &secrets, &namespace);
-    let metrics = state.metrics.clone();
-    let observer: crate::storage::Observer =
-        Arc::new(move |op: &str, elapsed: Duration, ok: bool| {
-            metrics.observe_registry(op, elapsed, ok)
-        });
-    Some(Arc::new(
-        Publisher::new(
-            key,
-            credentials,
-            BuilderIdentity::controller(&provenance.builder_id, provenance.cluster_name.as_deref()),
-            &provenance.registry,
-            Some(observer),
-        )
-        .with_scoped_credentials(scoped)
-        .with_encoding(provenance.encoding),
-    ))
-}
-
-// ----- repositoryPolicy (issue 14, point 2) -----
-
-/// Say once how the repository policy scopes the runs: without one, every namespace may publish
-/// anywhere with the controller's credentials.
-fn log_repository_policy(config: &ControllerConfig) {
-    let rules = &config.provenance.repository_policy;
-    if rules.is_empty() {
-        info!(
-            "no provenance.repositoryPolicy: single-tenant, a run in any namespace may publish to any repository with the controller's registry credentials"
-        );
-    } else {
-        info!(
-            rules = rules.len(),
-            scoped_credentials = config.scoped_credentials_secrets().len(),
-            "provenance.repositoryPolicy: runs may publish only under the repositories granted to their namespace"
-        );
-    }
-}
-
-/// Watch every Secret a `repositoryPolicy` rule names, each into its own credentials.
-fn watch_scoped_credentials(
-    config: &ControllerConfig,
-    secrets: &Api<Secret>,
-    namespace: &str,
-) -> std::collections::HashMap<String, Arc<RegistryCredentials>> {
-    config
-        .scoped_credentials_secrets()
-        .into_iter()
-        .map(|name| {
-            let credentials = Arc::new(RegistryCredentials::default());
-            tokio::spawn(secrets::watch_registry_credentials(
-                secrets.clone(),
-                namespace.to_string(),
-                name.clone(),
-                credentials.clone(),
-            ));
-            (name, credentials)
-        })
-        .collect()
 }
 
 /// Readiness: the TrainingRun API must be served. A missing CRD is reported, then re-checked, so
