@@ -5,6 +5,8 @@
 //! naming the flag. `revoke_cli.rs`: `provenant revoke`. docs/lineage.md shows what these tests
 //! print (`-- --nocapture`).
 
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
 #[path = "support/lineage_chain.rs"]
 mod chain;
 

@@ -4,6 +4,8 @@
 //! controller's namespace, read back with their run names; a record whose lineage cannot be read
 //! is reported, and other ConfigMaps are not records.
 
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
 #[path = "support/lineage_chain.rs"]
 mod chain;
 

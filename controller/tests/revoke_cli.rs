@@ -3,6 +3,8 @@
 //! https://provenant.dev/revocation/v1`, and not with another key), `provenant lineage` shows
 //! them on the affected models only, and a material nothing depends on is "nothing to revoke".
 
+#[path = "support/attest_cmd.rs"]
+mod attest_cmd;
 #[path = "support/lineage_chain.rs"]
 mod chain;
 

@@ -4,8 +4,8 @@
 //! attached to the model in a real registry or an OCI layout (the lineage CLI tests).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use provenant::api::{OutputRecord, TrainingRun};
 use provenant::config::ControllerConfig;
@@ -15,6 +15,10 @@ use provenant::provenance::{self, BuilderIdentity};
 use provenant::signing::CosignKey;
 use provenant::storage::{ArtifactStore, Encoding, LayoutStore, RegistryOptions, RegistryStore};
 use provenant_testbed::registry::Registry;
+
+// The test crate declares `mod attest_cmd` (support/attest_cmd.rs) beside this module.
+#[allow(unused_imports)] // each test crate uses some of them
+pub use crate::attest_cmd::{provenant, provenant_env, repo_root, text};
 
 pub const DATASET_D: &str =
     "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
@@ -183,45 +187,6 @@ impl Keys {
 
 pub fn path(p: &Path) -> String {
     p.display().to_string()
-}
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The CLI as a user runs it; the command and its output go to the test's output.
-pub fn provenant(args: &[&str]) -> Output {
-    provenant_env(args, &[])
-}
-
-pub fn provenant_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_provenant"));
-    command
-        .args(args)
-        .current_dir(repo_root())
-        .env("COSIGN_PASSWORD", "test");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().unwrap();
-    eprintln!(
-        "$ provenant {}\n{}$ echo $?\n{}\n",
-        args.join(" "),
-        text(&out),
-        out.status.code().unwrap_or(-1)
-    );
-    out
-}
-
-pub fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
