@@ -51,6 +51,10 @@ pub struct Options {
     pub provenance_workers: u16,
     /// The controller's namespace: the signing key and registry credentials Secrets.
     pub controller_namespace: String,
+    /// Label selector of the MaterialRevocations this install acts on; all when None. Two
+    /// installs in one cluster would otherwise both write each revocation's status, each from
+    /// its own records.
+    pub revocation_selector: Option<String>,
 }
 
 /// Where the leader Lease lives and who we are.
@@ -93,6 +97,12 @@ pub enum ControllerError {
     /// non-zero so that it is restarted.
     #[error("the {task} task stopped unexpectedly: {reason}")]
     TaskEnded { task: &'static str, reason: String },
+    #[error("--revocation-selector {selector:?} is refused by the API server: {source}")]
+    RevocationSelector {
+        selector: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("leader election with Lease {namespace}/{name} failed: {source}")]
     LeaderElection {
         namespace: String,
@@ -124,6 +134,7 @@ pub async fn run(
             source,
         })?;
     info!(api = %url, server_version = %version.git_version, namespace = options.namespace.as_deref().unwrap_or("<all>"), "connected to the Kubernetes API");
+    check_revocation_selector(&client, options.revocation_selector.as_deref()).await?;
 
     let state = Arc::new(server::State::default());
     let listener =
@@ -316,6 +327,44 @@ async fn run_controller(
     run_controller_until(client, config, publisher, options, state, halt).await;
 }
 
+fn revocation_watch(selector: Option<&str>) -> watcher::Config {
+    match selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    }
+}
+
+/// A malformed selector would otherwise only show as a watch retried forever: ask the API
+/// server once at start (it is the parser of record). Other errors (the CRD not installed yet)
+/// are left to the readiness check and the watch.
+async fn check_revocation_selector(
+    client: &Client,
+    selector: Option<&str>,
+) -> Result<(), ControllerError> {
+    let Some(selector) = selector else {
+        return Ok(());
+    };
+    let params = ListParams::default().labels(selector).limit(1);
+    match Api::<MaterialRevocation>::all(client.clone())
+        .list_metadata(&params)
+        .await
+    {
+        Err(source) if matches!(&source, kube::Error::Api(s) if s.code == 400) => {
+            Err(ControllerError::RevocationSelector {
+                selector: selector.to_string(),
+                source,
+            })
+        }
+        _ => {
+            info!(
+                selector,
+                "acting only on MaterialRevocations with these labels"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The kube-runtime Controller: TrainingRuns, plus the Pods and Services they own.
 async fn run_controller_until(
     client: Client,
@@ -361,7 +410,7 @@ async fn run_controller_until(
     });
     let revocations = Controller::new(
         Api::<MaterialRevocation>::all(client.clone()),
-        watcher::Config::default(),
+        revocation_watch(options.revocation_selector.as_deref()),
     )
     .reconcile_all_on(records)
     .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)));

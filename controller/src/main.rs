@@ -123,6 +123,11 @@ struct ControllerArgs {
     /// credentials) live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "provenant-system")]
     controller_namespace: String,
+    /// Act only on the MaterialRevocations with these labels (a Kubernetes label selector,
+    /// e.g. `provenant.dev/install=prod`); all of them if omitted. Set it when more than one
+    /// provenant install shares a cluster: each revocation must have exactly one.
+    #[arg(long, env = "PROVENANT_REVOCATION_SELECTOR")]
+    revocation_selector: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, default_value = "provenant-controller")]
     leader_election_lease: String,
@@ -257,6 +262,7 @@ fn run_controller(args: ControllerArgs) -> ExitCode {
         concurrency: args.concurrency,
         provenance_workers: args.provenance_workers,
         controller_namespace: args.controller_namespace,
+        revocation_selector: args.revocation_selector.filter(|s| !s.trim().is_empty()),
     };
     match runtime.block_on(controller::run(options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,3 +66,31 @@ async fn unreachable_api_is_a_clear_error() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_malformed_revocation_selector_is_refused_at_start() -> anyhow::Result<()> {
+    let cluster = Cluster::start().await?;
+    let out = tokio::process::Command::new(binary())
+        .args([
+            "controller",
+            "--health-addr=127.0.0.1:0",
+            "--log-format=text",
+            "--leader-elect=false",
+            "--revocation-selector=team in (a",
+        ])
+        .arg(format!("--namespace={}", cluster.namespace))
+        .arg(format!(
+            "--controller-namespace={}",
+            cluster.controller_namespace
+        ))
+        .env("KUBECONFIG", cluster.controller_kubeconfig())
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--revocation-selector \"team in (a\" is refused by the API server"),
+        "{stderr}"
+    );
+    Ok(())
+}

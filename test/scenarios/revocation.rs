@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use provenant::api::{MaterialRevocation, Phase, ProvenanceState, TrainingRun};
 use provenant::lineage::pinned_digest;
-use provenant_testbed::cluster::{Cluster, eventually};
+use provenant_testbed::cluster::{Cluster, REVOCATION_LABEL, eventually};
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::tools;
 use serde_json::{Value, json};
@@ -92,6 +92,7 @@ async fn trained(world: &World, run: TrainingRun) -> Result<String> {
 
 pub(crate) fn revocation(
     name: &str,
+    ns: &str,
     type_: &str,
     digest: &str,
     reason: &str,
@@ -99,7 +100,7 @@ pub(crate) fn revocation(
     Ok(serde_json::from_value(json!({
         "apiVersion": "provenant.dev/v1alpha1",
         "kind": "MaterialRevocation",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {REVOCATION_LABEL: ns}},
         "spec": {
             "material": {"type": type_, "digest": digest},
             "reason": reason,
@@ -236,14 +237,22 @@ async fn the_incident_drill() -> Result<()> {
     )
     .await?;
 
-    // The security team revokes the base run's dataset.
+    // The security team revokes the base run's dataset. A revocation outside this install's
+    // --revocation-selector (another install's) is left alone.
     let revocations: Api<MaterialRevocation> = Api::all(world.cluster.client.clone());
+    let foreign = format!("other-install-{ns}");
+    let mut unlabelled = revocation(&foreign, &ns, "Dataset", POISONED, "not ours")?;
+    unlabelled.metadata.labels = None;
+    revocations
+        .create(&PostParams::default(), &unlabelled)
+        .await?;
     let name = format!("poisoned-{ns}");
     let created = revocations
         .create(
             &PostParams::default(),
             &revocation(
                 &name,
+                &ns,
                 "Dataset",
                 POISONED,
                 "label-flipping poison in 0.3% of samples",
@@ -261,6 +270,14 @@ async fn the_incident_drill() -> Result<()> {
         started.elapsed()
     );
     let status = found.status.clone().unwrap();
+    let ignored = revocations.get(&foreign).await?;
+    assert!(
+        ignored.finalizers().is_empty() && ignored.status.is_none(),
+        "{ignored:?}"
+    );
+    revocations
+        .delete(&foreign, &DeleteParams::default())
+        .await?;
     let listed: Vec<&str> = status
         .affected_models
         .iter()
@@ -421,7 +438,13 @@ async fn the_incident_drill() -> Result<()> {
     revocations
         .create(
             &PostParams::default(),
-            &revocation(&image, "Image", OLD_IMAGE, "CVE-2024-0001 in the framework")?,
+            &revocation(
+                &image,
+                &ns,
+                "Image",
+                OLD_IMAGE,
+                "CVE-2024-0001 in the framework",
+            )?,
         )
         .await?;
     let found = wait_revocation(&revocations, &image, "the image's models", |r| {

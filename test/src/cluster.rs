@@ -24,6 +24,9 @@ pub fn crds_dir() -> PathBuf {
 
 /// The user [`Cluster::tenant`] acts as.
 pub const TENANT: &str = "tenant@example.com";
+/// The label a test puts on its MaterialRevocations (value: the test's namespace), the only
+/// ones its controller acts on (`--revocation-selector`).
+pub const REVOCATION_LABEL: &str = "scenario.provenant.dev/namespace";
 
 /// A cluster for one test.
 pub struct Cluster {
@@ -364,9 +367,19 @@ impl ControllerProcess {
         } else {
             Some(format!("--namespace={}", cluster.namespace))
         };
+        // Every test's controller watches all MaterialRevocations (cluster-scoped): without a
+        // selector, concurrent tests' controllers would all write each revocation's status.
+        let revocations =
+            (!extra.iter().any(|a| a.starts_with("--revocation-selector"))).then(|| {
+                format!(
+                    "--revocation-selector={REVOCATION_LABEL}={}",
+                    cluster.namespace
+                )
+            });
         let child = Command::new(binary)
             .arg("controller")
             .args(namespace)
+            .args(revocations)
             .arg(format!("--health-addr=127.0.0.1:{port}"))
             .arg(format!(
                 "--controller-namespace={}",
