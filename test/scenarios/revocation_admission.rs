@@ -73,7 +73,7 @@ async fn the_api_server_refuses_bad_revocations() -> Result<()> {
     let mut created = typed
         .create(
             &PostParams::default(),
-            &revocation(&name, &ns, "Model", &good, "x")?,
+            &revocation(&name, ns, "Model", &good, "x")?,
         )
         .await?;
     created.spec.reason = "another story".into();
