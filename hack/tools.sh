@@ -5,6 +5,8 @@
 #   cosign, oras                                       (hack/tools/go.mod)
 #   policy-tester (sigstore policy-controller cmd/tester) (hack/tools/policy-controller/go.mod)
 #   kyverno (the Kyverno CLI)                          (hack/tools/kyverno/go.mod)
+#   promtool (Prometheus)                              (hack/tools/prometheus/go.mod)
+#   helm                                               (hack/tools/helm/go.mod)
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
@@ -16,9 +18,10 @@ BIN="$PWD/bin"
 mkdir -p "$BIN"
 
 stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum \
-    policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum ../tools.sh \
+    policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum \
+    prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum ../tools.sh \
     | sha256sum | cut -d' ' -f1)"
-all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno
+all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno promtool helm
     crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml)
 if [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$stamp" ] && (cd "$BIN" && ls "${all[@]}" >/dev/null 2>&1); then
     exit 0
@@ -62,6 +65,12 @@ echo "tools: building policy-tester (policy-controller cmd/tester), kyverno (CLI
     github.com/sigstore/policy-controller/cmd/tester)
 (cd kyverno && go build -ldflags "-s -w" -o "$BIN/kyverno" \
     github.com/kyverno/kyverno/cmd/cli/kubectl-kyverno)
+# The monitoring rules and dashboard (config/prometheus, config/grafana) are checked by promtool,
+# the chart (charts/provenant) by helm, each in a module of its own.
+echo "tools: building promtool, helm" >&2
+(cd prometheus && go build -ldflags "-s -w" -o "$BIN/promtool" \
+    github.com/prometheus/prometheus/cmd/promtool)
+(cd helm && go build -ldflags "-s -w" -o "$BIN/helm" helm.sh/helm/v4/cmd/helm)
 # Their CRDs, from the same modules, for the server-side check of the shipped policies.
 mkdir -p "$BIN/crds"
 module_dir() { (cd "$1" && go list -m -f '{{.Dir}}' "$2"); }
