@@ -5,6 +5,9 @@
 mod admission;
 mod bundle_encoding;
 mod concurrent_writers;
+mod dashboard;
+#[path = "../../controller/tests/support/dashboard.rs"]
+mod dashboard_support;
 mod fairness;
 mod hostile_registry;
 mod install;
