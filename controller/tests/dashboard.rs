@@ -14,8 +14,11 @@ use serde_json::{Value, json};
 
 #[path = "support/dashboard.rs"]
 mod dashboard;
+#[path = "support/promql.rs"]
+mod promql;
 
-use dashboard::{DASHBOARD, Names, dashboard, names, panels, queries, substitute};
+use dashboard::{DASHBOARD, dashboard, panels, queries, substitute};
+use promql::{Names, names};
 
 const KUSTOMIZATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/grafana");
 
@@ -236,7 +239,7 @@ fn names_finds_metrics_and_labels_and_nothing_else() {
             &["instance", "version"],
         ),
         (
-            "time() - process_start_time_seconds and up or Inf",
+            "time() - process_start_time_seconds and up > Inf",
             &["process_start_time_seconds", "up"],
             &[],
         ),

@@ -12,7 +12,8 @@ use provenant::api::{Phase, ProvenanceState};
 use provenant_testbed::cluster::eventually;
 use provenant_testbed::registry_proxy::Mode;
 
-use crate::dashboard_support::{dashboard, exported, names, queries};
+use crate::dashboard_support::{dashboard, queries};
+use crate::promql::{exported, names};
 use crate::provenance::World;
 use crate::support::*;
 

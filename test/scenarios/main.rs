@@ -20,6 +20,8 @@ mod model_signing;
 mod model_signing_support;
 mod pod_errors;
 mod process;
+#[path = "../../controller/tests/support/promql.rs"]
+mod promql;
 mod provenance;
 mod revocation;
 mod revocation_admission;
