@@ -1,6 +1,8 @@
-//! The chart's objects are what the real API server accepts: the default render and the render
-//! with every optional object (but the Prometheus Operator ones, whose CRDs this cluster lacks)
-//! pass a server-side dry run with strict field validation, and a misspelled copy is refused.
+//! The chart on the real API server: the default render and the render with every optional
+//! object (but the Prometheus Operator ones, whose CRDs this cluster lacks) pass a server-side dry
+//! run with strict field validation (and a misspelled copy is refused); `helm install`, an upgrade
+//! that changes the configuration (and rolls the pods), a refused upgrade and `helm uninstall`
+//! work as docs/operations.md ("Install with Helm") says.
 
 #[path = "support/helm.rs"]
 mod helm;
@@ -9,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
-use helm::{FULL_VALUES, template};
+use helm::{CHART, FULL_VALUES, template};
+use serde_json::Value;
 
 const NAMESPACE: &str = "provenant-helm-dry-run";
 
@@ -36,8 +39,8 @@ fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
     kubectl(kubeconfig, &args)
 }
 
-#[test]
-fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
+/// The real cluster's kubeconfig, or None (skip) outside `make test`.
+fn cluster() -> Result<Option<PathBuf>> {
     let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
         ensure!(
             std::env::var_os("E2E_REQUIRE_REAL").is_none(),
@@ -46,6 +49,14 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
         eprintln!(
             "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
         );
+        return Ok(None);
+    };
+    Ok(Some(kubeconfig))
+}
+
+#[test]
+fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
+    let Some(kubeconfig) = cluster()? else {
         return Ok(());
     };
     // Namespaced objects are dry-run in a namespace that exists (Helm's --create-namespace).
@@ -131,5 +142,118 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
         &kubeconfig,
         &["delete", "namespace", NAMESPACE, "--wait=false"],
     )?;
+    Ok(())
+}
+
+/// `helm ARGS --kubeconfig KUBECONFIG`.
+fn helm_on(kubeconfig: &Path, args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    args.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    helm::helm(&args)
+}
+
+fn get(kubeconfig: &Path, namespace: &str, what: &str) -> Result<Value> {
+    let out = kubectl(kubeconfig, &["get", "-n", namespace, what, "-o", "json"])?;
+    ensure!(
+        out.status.success(),
+        "kubectl get {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn install_upgrade_and_uninstall() -> Result<()> {
+    let Some(kubeconfig) = cluster()? else {
+        return Ok(());
+    };
+    let (release, ns) = ("helm-install", "provenant-helm-install");
+    let deployment = "deployment/helm-install-provenant-controller";
+    let succeeded = |out: &Output, what: &str| -> Result<String> {
+        ensure!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // --skip-crds: the other tests of the suite install crds/ into this cluster themselves (the
+    // chart's copy is the same file, helm_chart.rs).
+    let install = [
+        "install",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--create-namespace",
+        "--skip-crds",
+    ];
+    let notes = succeeded(&helm_on(&kubeconfig, &install), "helm install")?;
+    ensure!(
+        notes.contains(&format!(
+            "provenant keys generate --secret provenant-signing-key --namespace {ns}"
+        )),
+        "{notes}"
+    );
+    let before = get(&kubeconfig, ns, deployment)?;
+    let checksum =
+        |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone();
+
+    // A configuration change reaches the ConfigMap and rolls the pods.
+    let upgrade = [
+        "upgrade",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "config.provenance.encoding=both",
+    ];
+    succeeded(&helm_on(&kubeconfig, &upgrade), "helm upgrade")?;
+    let config = get(&kubeconfig, ns, "configmap/helm-install-provenant-config")?;
+    let config = provenant::config::ControllerConfig::from_yaml(
+        config["data"]["config.yaml"].as_str().unwrap(),
+        "the upgraded ConfigMap",
+    )?;
+    ensure!(config.provenance.encoding == provenant::storage::Encoding::Both);
+    let after = get(&kubeconfig, ns, deployment)?;
+    ensure!(
+        checksum(&before) != checksum(&after),
+        "the pod template did not change"
+    );
+    ensure!(after["metadata"]["generation"].as_i64() > before["metadata"]["generation"].as_i64());
+
+    // Bad values change nothing.
+    let bad = [
+        "upgrade",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "replicas=-1",
+    ];
+    let out = helm_on(&kubeconfig, &bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("/replicas"),
+        "{stderr}"
+    );
+    let unchanged = get(&kubeconfig, ns, deployment)?;
+    ensure!(unchanged["metadata"]["generation"] == after["metadata"]["generation"]);
+
+    succeeded(
+        &helm_on(&kubeconfig, &["uninstall", release, "-n", ns]),
+        "helm uninstall",
+    )?;
+    let gone = ["get", "clusterrole", "helm-install-provenant-controller"];
+    let out = kubectl(&kubeconfig, &gone)?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "helm uninstall left the ClusterRole"
+    );
+    kubectl(&kubeconfig, &["delete", "namespace", ns, "--wait=false"])?;
     Ok(())
 }
