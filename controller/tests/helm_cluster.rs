@@ -9,6 +9,7 @@ mod helm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use helm::{CHART, FULL_VALUES, template};
@@ -54,6 +55,52 @@ fn cluster() -> Result<Option<PathBuf>> {
     Ok(Some(kubeconfig))
 }
 
+/// Installs the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (copied by
+/// hack/tools.sh into hack/tools/bin/crds) if they are there; false (with a message) if not.
+fn monitoring_crds(kubeconfig: &Path) -> Result<bool> {
+    let crds = provenant_testbed::tools::bin_dir().join("crds");
+    let files = [
+        "monitoring.coreos.com_servicemonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
+    ];
+    if !files.iter().all(|f| crds.join(f).is_file()) {
+        eprintln!(
+            "the ServiceMonitor and PrometheusRule are not dry-run: no Prometheus Operator CRDs in {}",
+            crds.display()
+        );
+        return Ok(false);
+    }
+    for file in files {
+        let file = crds.join(file);
+        // Server-side: other tests apply the same CRDs to this cluster.
+        let args = ["apply", "--server-side", "--force-conflicts", "-f"];
+        let out = kubectl(kubeconfig, &[&args[..], &[file.to_str().unwrap()]].concat())?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Polled: `kubectl wait` fails instead of waiting while a new CRD has no conditions yet.
+    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+    for name in ["servicemonitors", "prometheusrules"] {
+        let crd = format!("crd/{name}.monitoring.coreos.com");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = kubectl(kubeconfig, &["get", &crd, "-o", jsonpath])?;
+            if out.status.success() && out.stdout == b"True" {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{crd} not established after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(true)
+}
+
 #[test]
 fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
     let Some(kubeconfig) = cluster()? else {
@@ -67,12 +114,17 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
         "{stderr}"
     );
     let dir = tempfile::tempdir()?;
-    let no_monitoring = [
-        "--set",
-        "monitoring.serviceMonitor.enabled=false",
-        "--set",
-        "monitoring.prometheusRule.enabled=false",
-    ];
+    let monitoring = monitoring_crds(&kubeconfig)?;
+    let no_monitoring: &[&str] = if monitoring {
+        &[]
+    } else {
+        &[
+            "--set",
+            "monitoring.serviceMonitor.enabled=false",
+            "--set",
+            "monitoring.prometheusRule.enabled=false",
+        ]
+    };
     for (release, values, expected) in [
         (
             "dry-default",
@@ -104,7 +156,12 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
             ],
         ),
     ] {
-        let rendered = template(release, NAMESPACE, values, &no_monitoring)
+        let mut expected = expected;
+        if monitoring && release == "dry-full" {
+            expected.push("servicemonitor.monitoring.coreos.com/dry-full-provenant-controller");
+            expected.push("prometheusrule.monitoring.coreos.com/dry-full-provenant-alerts");
+        }
+        let rendered = template(release, NAMESPACE, values, no_monitoring)
             .map_err(|e| anyhow::anyhow!("helm template: {e}"))?;
         let file = dir.path().join(format!("{release}.yaml"));
         std::fs::write(&file, &rendered)?;
