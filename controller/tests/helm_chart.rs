@@ -8,9 +8,12 @@ mod helm;
 
 use std::process::Command;
 
-use helm::{CHART, FULL_VALUES, ROOT, find, helm, kustomize_default, objects, one, template};
+use helm::{
+    CHART, FULL_VALUES, ROOT, differences, drop_empty, find, helm, key, kustomize_default, objects,
+    one, remove, template,
+};
 use provenant::config::ControllerConfig;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 fn default_chart() -> Vec<Value> {
     let text = template("provenant", "provenant-system", None, &["--include-crds"]).unwrap();
@@ -48,29 +51,6 @@ fn lint_strict_passes_with_default_and_every_optional_value() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// Removes `key` from the map at `value` (if it is one); true if it was there.
-fn remove(value: &mut Value, key: &str) -> bool {
-    value
-        .as_object_mut()
-        .is_some_and(|m| m.remove(key).is_some())
-}
-
-/// Removes the map at `parent[key]` if it is empty.
-fn drop_empty(parent: &mut Value, key: &str) {
-    if parent[key].as_object().is_some_and(Map::is_empty) {
-        remove(parent, key);
-    }
-}
-
-fn key(o: &Value) -> String {
-    format!(
-        "{} {}/{}",
-        o["kind"].as_str().unwrap_or("?"),
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("?")
-    )
 }
 
 /// The intended differences between the chart with default values and config/default: each
@@ -254,30 +234,6 @@ fn default_values_render_what_config_default_renders() {
             key(expected),
             paths.join("\n")
         );
-    }
-}
-
-/// The paths where `a` and `b` differ, each with both values.
-fn differences(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                let (x, y) = (
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                );
-                differences(x, y, format!("{path}/{k}"), out);
-            }
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            for (i, (x, y)) in x.iter().zip(y).enumerate() {
-                differences(x, y, format!("{path}/{i}"), out);
-            }
-        }
-        // kustomize writes the CRDs' `minimum: 1.0` as 1: the same number.
-        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
-        _ if a != b => out.push(format!("{path}: chart {a}, expected {b}")),
-        _ => {}
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/provenant");
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -133,4 +133,51 @@ pub fn one<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .iter()
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// Removes `key` from the map at `value` (if it is one); true if it was there.
+pub fn remove(value: &mut Value, key: &str) -> bool {
+    value
+        .as_object_mut()
+        .is_some_and(|m| m.remove(key).is_some())
+}
+
+/// Removes the map at `parent[key]` if it is empty.
+pub fn drop_empty(parent: &mut Value, key: &str) {
+    if parent[key].as_object().is_some_and(Map::is_empty) {
+        remove(parent, key);
+    }
+}
+
+pub fn key(o: &Value) -> String {
+    format!(
+        "{} {}/{}",
+        o["kind"].as_str().unwrap_or("?"),
+        o["metadata"]["namespace"].as_str().unwrap_or(""),
+        o["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+/// The paths where `a` and `b` differ, each with both values.
+pub fn differences(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                let (x, y) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                differences(x, y, format!("{path}/{k}"), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                differences(x, y, format!("{path}/{i}"), out);
+            }
+        }
+        // kustomize writes the CRDs' `minimum: 1.0` as 1: the same number.
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
+        _ if a != b => out.push(format!("{path}: chart {a}, expected {b}")),
+        _ => {}
+    }
 }
