@@ -1,0 +1,316 @@
+//! The chart on the real API server: the default render and the render with every optional
+//! object (but the Prometheus Operator ones, whose CRDs this cluster lacks) pass a server-side dry
+//! run with strict field validation (and a misspelled copy is refused); `helm install`, an upgrade
+//! that changes the configuration (and rolls the pods), a refused upgrade and `helm uninstall`
+//! work as docs/operations.md ("Install with Helm") says.
+
+#[path = "support/helm.rs"]
+mod helm;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use helm::{CHART, FULL_VALUES, template};
+use serde_json::Value;
+
+const NAMESPACE: &str = "provenant-helm-dry-run";
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
+    Command::new(provenant_testbed::tools::path("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")
+}
+
+fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
+    let file = file.to_str().unwrap();
+    let args = [
+        "create",
+        "--dry-run=server",
+        "--validate=strict",
+        "-o",
+        "name",
+        "-f",
+        file,
+    ];
+    kubectl(kubeconfig, &args)
+}
+
+/// The real cluster's kubeconfig, or None (skip) outside `make test`.
+fn cluster() -> Result<Option<PathBuf>> {
+    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
+        ensure!(
+            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
+            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
+        );
+        eprintln!(
+            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
+        );
+        return Ok(None);
+    };
+    Ok(Some(kubeconfig))
+}
+
+/// Installs the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (copied by
+/// hack/tools.sh into hack/tools/bin/crds) if they are there; false (with a message) if not.
+fn monitoring_crds(kubeconfig: &Path) -> Result<bool> {
+    let crds = provenant_testbed::tools::bin_dir().join("crds");
+    let files = [
+        "monitoring.coreos.com_servicemonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
+    ];
+    if !files.iter().all(|f| crds.join(f).is_file()) {
+        eprintln!(
+            "the ServiceMonitor and PrometheusRule are not dry-run: no Prometheus Operator CRDs in {}",
+            crds.display()
+        );
+        return Ok(false);
+    }
+    for file in files {
+        let file = crds.join(file);
+        // Server-side: other tests apply the same CRDs to this cluster.
+        let args = ["apply", "--server-side", "--force-conflicts", "-f"];
+        let out = kubectl(kubeconfig, &[&args[..], &[file.to_str().unwrap()]].concat())?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Polled: `kubectl wait` fails instead of waiting while a new CRD has no conditions yet.
+    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+    for name in ["servicemonitors", "prometheusrules"] {
+        let crd = format!("crd/{name}.monitoring.coreos.com");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = kubectl(kubeconfig, &["get", &crd, "-o", jsonpath])?;
+            if out.status.success() && out.stdout == b"True" {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{crd} not established after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
+    let Some(kubeconfig) = cluster()? else {
+        return Ok(());
+    };
+    // Namespaced objects are dry-run in a namespace that exists (Helm's --create-namespace).
+    let out = kubectl(&kubeconfig, &["create", "namespace", NAMESPACE])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() || stderr.contains("AlreadyExists"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir()?;
+    let monitoring = monitoring_crds(&kubeconfig)?;
+    let no_monitoring: &[&str] = if monitoring {
+        &[]
+    } else {
+        &[
+            "--set",
+            "monitoring.serviceMonitor.enabled=false",
+            "--set",
+            "monitoring.prometheusRule.enabled=false",
+        ]
+    };
+    for (release, values, expected) in [
+        (
+            "dry-default",
+            None,
+            vec![
+                "serviceaccount/dry-default-provenant-controller",
+                "configmap/dry-default-provenant-config",
+                "clusterrole.rbac.authorization.k8s.io/dry-default-provenant-controller",
+                "clusterrole.rbac.authorization.k8s.io/dry-default-provenant-edit",
+                "clusterrole.rbac.authorization.k8s.io/dry-default-provenant-view",
+                "clusterrole.rbac.authorization.k8s.io/dry-default-provenant-revoker",
+                "clusterrolebinding.rbac.authorization.k8s.io/dry-default-provenant-controller",
+                "role.rbac.authorization.k8s.io/dry-default-provenant-controller",
+                "role.rbac.authorization.k8s.io/dry-default-provenant-lineage-reader",
+                "rolebinding.rbac.authorization.k8s.io/dry-default-provenant-controller",
+                "service/dry-default-provenant-controller-metrics",
+                "deployment.apps/dry-default-provenant-controller",
+                "poddisruptionbudget.policy/dry-default-provenant-controller",
+            ],
+        ),
+        (
+            "dry-full",
+            Some(FULL_VALUES),
+            vec![
+                "deployment.apps/dry-full-provenant-controller",
+                "poddisruptionbudget.policy/dry-full-provenant-controller",
+                "networkpolicy.networking.k8s.io/dry-full-provenant-controller",
+                "role.rbac.authorization.k8s.io/dry-full-provenant-controller",
+            ],
+        ),
+    ] {
+        let mut expected = expected;
+        if monitoring && release == "dry-full" {
+            expected.push("servicemonitor.monitoring.coreos.com/dry-full-provenant-controller");
+            expected.push("prometheusrule.monitoring.coreos.com/dry-full-provenant-alerts");
+        }
+        let rendered = template(release, NAMESPACE, values, no_monitoring)
+            .map_err(|e| anyhow::anyhow!("helm template: {e}"))?;
+        let file = dir.path().join(format!("{release}.yaml"));
+        std::fs::write(&file, &rendered)?;
+        let out = dry_run(&kubeconfig, &file)?;
+        let created = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "{release}: the API server refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for name in expected {
+            ensure!(
+                created.lines().any(|l| l == name),
+                "{release}: {name} not created; created:\n{created}"
+            );
+        }
+        // The check can fail: a misspelled field is refused.
+        ensure!(rendered.contains("\n      serviceAccountName:"));
+        let misspelled = dir.path().join("misspelled.yaml");
+        let text = rendered.replacen(
+            "\n      serviceAccountName:",
+            "\n      serviceAccount_Name:",
+            1,
+        );
+        std::fs::write(&misspelled, text)?;
+        let out = dry_run(&kubeconfig, &misspelled)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("unknown field"),
+            "{release}: a misspelled copy was accepted: {stderr}"
+        );
+    }
+    // Best effort: on a long-lived E2E_KUBECONFIG cluster, leave nothing behind.
+    kubectl(
+        &kubeconfig,
+        &["delete", "namespace", NAMESPACE, "--wait=false"],
+    )?;
+    Ok(())
+}
+
+/// `helm ARGS --kubeconfig KUBECONFIG`.
+fn helm_on(kubeconfig: &Path, args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    args.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    helm::helm(&args)
+}
+
+fn get(kubeconfig: &Path, namespace: &str, what: &str) -> Result<Value> {
+    let out = kubectl(kubeconfig, &["get", "-n", namespace, what, "-o", "json"])?;
+    ensure!(
+        out.status.success(),
+        "kubectl get {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn install_upgrade_and_uninstall() -> Result<()> {
+    let Some(kubeconfig) = cluster()? else {
+        return Ok(());
+    };
+    let (release, ns) = ("helm-install", "provenant-helm-install");
+    let deployment = "deployment/helm-install-provenant-controller";
+    let succeeded = |out: &Output, what: &str| -> Result<String> {
+        ensure!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // --skip-crds: the other tests of the suite install crds/ into this cluster themselves (the
+    // chart's copy is the same file, helm_chart.rs).
+    let install = [
+        "install",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--create-namespace",
+        "--skip-crds",
+    ];
+    let notes = succeeded(&helm_on(&kubeconfig, &install), "helm install")?;
+    ensure!(
+        notes.contains(&format!(
+            "provenant keys generate --secret provenant-signing-key --namespace {ns}"
+        )),
+        "{notes}"
+    );
+    let before = get(&kubeconfig, ns, deployment)?;
+    let checksum =
+        |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone();
+
+    // A configuration change reaches the ConfigMap and rolls the pods.
+    let upgrade = [
+        "upgrade",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "config.provenance.encoding=both",
+    ];
+    succeeded(&helm_on(&kubeconfig, &upgrade), "helm upgrade")?;
+    let config = get(&kubeconfig, ns, "configmap/helm-install-provenant-config")?;
+    let config = provenant::config::ControllerConfig::from_yaml(
+        config["data"]["config.yaml"].as_str().unwrap(),
+        "the upgraded ConfigMap",
+    )?;
+    ensure!(config.provenance.encoding == provenant::storage::Encoding::Both);
+    let after = get(&kubeconfig, ns, deployment)?;
+    ensure!(
+        checksum(&before) != checksum(&after),
+        "the pod template did not change"
+    );
+    ensure!(after["metadata"]["generation"].as_i64() > before["metadata"]["generation"].as_i64());
+
+    // Bad values change nothing.
+    let bad = [
+        "upgrade",
+        release,
+        CHART,
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "replicas=-1",
+    ];
+    let out = helm_on(&kubeconfig, &bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("/replicas"),
+        "{stderr}"
+    );
+    let unchanged = get(&kubeconfig, ns, deployment)?;
+    ensure!(unchanged["metadata"]["generation"] == after["metadata"]["generation"]);
+
+    succeeded(
+        &helm_on(&kubeconfig, &["uninstall", release, "-n", ns]),
+        "helm uninstall",
+    )?;
+    let gone = ["get", "clusterrole", "helm-install-provenant-controller"];
+    let out = kubectl(&kubeconfig, &gone)?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "helm uninstall left the ClusterRole"
+    );
+    kubectl(&kubeconfig, &["delete", "namespace", ns, "--wait=false"])?;
+    Ok(())
+}
