@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/debug/provenant
 CRD_FILE := crds/trainingruns.provenant.dev.yaml
 # The pinned Go tools (hack/tools): kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras,
-# policy-tester, kyverno.
+# policy-tester, kyverno, promtool, helm.
 TOOLS_BIN := hack/tools/bin
 KUBECTL ?= $(TOOLS_BIN)/kubectl
 
@@ -22,7 +22,8 @@ build-debug:
 	$(CARGO) build --bin provenant
 
 ## tools: build the pinned Go tools into hack/tools/bin (first time ~10 min, then cached):
-## kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras, policy-tester, kyverno
+## kube-apiserver, kube-controller-manager, kubectl, etcd, cosign, oras, policy-tester, kyverno,
+## promtool, helm
 tools:
 	bash hack/tools.sh
 
@@ -67,9 +68,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the API types
+## crds: regenerate crds/ (and the Helm chart's copy) from the API types
 crds: build-debug
 	$(BIN) crds > $(CRD_FILE)
+	cp $(CRD_FILE) charts/provenant/crds/
 
 ## demo: the main job on embedded defaults, no cluster and no registry (hack/demo.sh)
 demo: build-debug
