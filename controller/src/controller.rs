@@ -245,7 +245,10 @@ async fn lead_and_reconcile(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
     let Some(election) = options.leader_election.clone() else {
+        // The only instance: it leads for as long as it runs.
+        state.metrics.leader.set(1);
         run_controller(client, config, publisher, &options, state.clone(), stop).await;
+        state.metrics.leader.set(0);
         return Ok(());
     };
     let lease_error = |source| ControllerError::LeaderElection {
@@ -271,6 +274,7 @@ async fn lead_and_reconcile(
             _ = stop.wait_for(|s| *s) => break,
         }
         info!(identity = %election.identity, "became the leader");
+        state.metrics.leader.set(1);
         let (lost_tx, lost_rx) = watch::channel(false);
         let mut leading_watch = leading.clone();
         let watch_loss = tokio::spawn(async move {
@@ -298,6 +302,7 @@ async fn lead_and_reconcile(
             }
         }
         watch_loss.abort();
+        state.metrics.leader.set(0);
         if *stop.borrow() {
             break;
         }

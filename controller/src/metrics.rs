@@ -10,6 +10,34 @@ use prometheus::{
 };
 
 use crate::api::{Phase, ProvenanceState, TrainingRun};
+use crate::storage::op;
+
+/// The `reason` label values of `provenant_reconcile_errors_total`, one per way a pass fails
+/// (`reconcile::Error::metric_label`, `RevocationError::metric_label`). All are exported at 0 from
+/// the start.
+pub mod reason {
+    /// HTTP 409, or a pass that read a stale cache: routine under load.
+    pub const CONFLICT: &str = "Conflict";
+    pub const KUBE_API: &str = "KubeApi";
+    pub const NO_NAMESPACE: &str = "NoNamespace";
+    pub const ENCODE: &str = "Encode";
+    pub const PANIC: &str = "Panic";
+    pub const REVOCATIONS_NOT_SYNCED: &str = "RevocationsNotSynced";
+    pub const RECORDS: &str = "Records";
+    pub const FINALIZER: &str = "Finalizer";
+    pub const REVOCATION_ATTEST: &str = "RevocationAttest";
+    pub const ALL: [&str; 9] = [
+        CONFLICT,
+        KUBE_API,
+        NO_NAMESPACE,
+        ENCODE,
+        PANIC,
+        REVOCATIONS_NOT_SYNCED,
+        RECORDS,
+        FINALIZER,
+        REVOCATION_ATTEST,
+    ];
+}
 
 /// The controller's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -28,6 +56,8 @@ pub struct Metrics {
     pub revocations_active: IntGauge,
     pub revocation_attestations: IntCounterVec,
     pub build_info: IntGaugeVec,
+    /// 1 while this replica holds the leader Lease (or runs without election), else 0.
+    pub leader: IntGauge,
 }
 
 /// The commit the binary was built from (build.rs: `PROVENANT_COMMIT`, `git rev-parse HEAD`, or
@@ -134,22 +164,32 @@ impl Metrics {
                 &["version", "commit"],
             )
             .expect("static metric"),
+            leader: IntGauge::new(
+                "provenant_leader",
+                "1 while this replica leads (holds the Lease, or runs without leader election)",
+            )
+            .expect("static metric"),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT])
             .set(1);
-        // Known label values are exported at 0 from the start, so alerts see the series before
-        // the first event.
-        for reason in ["Conflict", "KubeApi", "NoNamespace", "Panic"] {
+        // Every label value is known and bounded, so each series is exported (at 0) from the
+        // start: a `rate()` alert and a dashboard see the series before the first event.
+        for reason in reason::ALL {
             m.reconcile_errors.with_label_values(&[reason]);
         }
+        for op in op::ALL {
+            m.registry_errors.with_label_values(&[op]);
+            m.registry_request_duration.with_label_values(&[op]);
+        }
+        m.count_phases(std::iter::empty());
         for result in ["attached", "failed"] {
             m.attestations.with_label_values(&[result]);
         }
         for result in ["revoked", "reinstated", "failed"] {
             m.revocation_attestations.with_label_values(&[result]);
         }
-        let collectors: [Box<dyn Collector>; 13] = [
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.reconcile_errors.clone()),
             Box::new(m.trainingruns.clone()),
@@ -163,6 +203,7 @@ impl Metrics {
             Box::new(m.revocations_active.clone()),
             Box::new(m.revocation_attestations.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.leader.clone()),
         ];
         for collector in collectors {
             m.registry
@@ -297,6 +338,63 @@ mod tests {
             "provenant_revocation_attestations_total{result=\"revoked\"} 0",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+    }
+
+    /// The `provenant_*` families of docs/operations.md's Metrics table.
+    fn documented_families() -> Vec<String> {
+        let doc = include_str!("../../docs/operations.md");
+        let table = doc
+            .split_once("\n### Metrics\n")
+            .and_then(|(_, rest)| rest.split("\n#").next())
+            .expect("docs/operations.md has a ### Metrics section");
+        table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `provenant_"))
+            .map(|l| {
+                let name = l.split(['`', '{']).next().unwrap_or_default();
+                format!("provenant_{name}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_family_and_label_value_is_exported_from_the_start() {
+        let text = Metrics::new().render();
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE provenant_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let documented = documented_families();
+        assert!(documented.len() >= 14, "{documented:?}");
+        for family in &documented {
+            let name = family.trim_start_matches("provenant_");
+            assert!(exported.contains(&name), "{family} not in\n{text}");
+        }
+        for name in &exported {
+            let family = format!("provenant_{name}");
+            assert!(documented.contains(&family), "{family} is not documented");
+        }
+        for reason in reason::ALL {
+            let series = format!("provenant_reconcile_errors_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        for op in op::ALL {
+            for series in [
+                format!("provenant_registry_errors_total{{op=\"{op}\"}} 0"),
+                format!("provenant_registry_request_duration_seconds_count{{op=\"{op}\"}} 0"),
+            ] {
+                assert!(text.contains(&series), "missing {series}");
+            }
+        }
+        for series in [
+            "provenant_attestations_total{result=\"failed\"} 0",
+            "provenant_revocation_attestations_total{result=\"failed\"} 0",
+            "provenant_trainingruns{phase=\"Running\"} 0",
+            "provenant_leader 0",
+        ] {
+            assert!(text.contains(series), "missing {series}");
         }
     }
 

@@ -477,6 +477,11 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
     })
     .await?;
     let standby = start_controller(&cluster, "standby").await?;
+    leads(&leader, 1.0).await?;
+    assert_eq!(
+        metric(&standby.metrics().await?, "provenant_leader"),
+        Some(0.0)
+    );
     create(&cluster, &run("one", json!({"replicas": 2}))).await?;
     wait_phase(&cluster, "one", Phase::Succeeded).await?;
     assert!(
@@ -501,8 +506,25 @@ async fn only_the_leader_acts_and_a_standby_takes_over() -> Result<()> {
     create(&cluster, &run("two", json!({"replicas": 2}))).await?;
     wait_phase(&cluster, "two", Phase::Succeeded).await?;
     assert!(standby.log_text().contains("became the leader"));
+    leads(&standby, 1.0).await?;
     sim.shutdown().await?;
     Ok(())
+}
+
+/// Waits until the controller's `provenant_leader` gauge reads `value` (set as the Lease is
+/// gained or lost, so it may trail the log by an instant).
+async fn leads(controller: &ControllerProcess, value: f64) -> Result<()> {
+    eventually(
+        TIMEOUT,
+        &format!("provenant_leader {value}"),
+        || async move {
+            Ok(
+                (metric(&controller.metrics().await?, "provenant_leader") == Some(value))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
 }
 
 #[tokio::test]

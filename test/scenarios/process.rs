@@ -15,9 +15,28 @@ async fn controller_connects_serves_health_and_stops_on_sigterm() -> anyhow::Res
         ControllerProcess::start(binary(), &cluster, "solo", &["--log-format=json"])?;
     controller.wait_ready(Duration::from_secs(30)).await?;
     assert_eq!(controller.get("/healthz").await?, (200, "ok".to_string()));
+    // Every family of docs/operations.md's Metrics table is served from the start, before any
+    // event (dashboards and `rate()` alerts need the series).
     let metrics = controller.metrics().await?;
+    let doc = include_str!("../../docs/operations.md");
+    let table = doc
+        .split_once("\n### Metrics\n")
+        .and_then(|(_, rest)| rest.split("\n#").next())
+        .expect("a ### Metrics section");
+    let families: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split(['`', '{']).next())
+        .filter(|name| name.starts_with("provenant_"))
+        .collect();
+    assert!(families.len() >= 14, "{families:?}");
+    for family in families {
+        assert!(
+            metrics.contains(&format!("\n# TYPE {family} ")),
+            "{family} not served:\n{metrics}"
+        );
+    }
     assert!(
-        metrics.contains("provenant_workers_observed_total"),
+        metrics.contains("provenant_reconcile_errors_total{reason=\"KubeApi\"} 0"),
         "{metrics}"
     );
 

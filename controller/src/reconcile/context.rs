@@ -9,7 +9,7 @@ use super::publisher::Publisher;
 use super::queue::ProvenanceQueue;
 use super::revocation::Watched;
 use crate::config::ControllerConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, reason};
 
 /// Field manager of every write provenant makes.
 pub const FIELD_MANAGER: &str = "provenant";
@@ -66,14 +66,14 @@ impl Error {
     /// The `reason` label of `provenant_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { .. } if self.is_conflict() => "Conflict",
-            Error::Stale => "Conflict",
-            Error::Kube { .. } => "KubeApi",
-            Error::NoNamespace => "NoNamespace",
-            Error::Encode { .. } => "Encode",
-            Error::Panicked { .. } => "Panic",
-            Error::RevocationsNotSynced => "RevocationsNotSynced",
-            Error::Records(_) => "Records",
+            Error::Kube { .. } if self.is_conflict() => reason::CONFLICT,
+            Error::Stale => reason::CONFLICT,
+            Error::Kube { .. } => reason::KUBE_API,
+            Error::NoNamespace => reason::NO_NAMESPACE,
+            Error::Encode { .. } => reason::ENCODE,
+            Error::Panicked { .. } => reason::PANIC,
+            Error::RevocationsNotSynced => reason::REVOCATIONS_NOT_SYNCED,
+            Error::Records(_) => reason::RECORDS,
         }
     }
 

@@ -35,6 +35,7 @@ use super::context::{Context, Error};
 use super::publish::record;
 use crate::api::{AffectedRun, MaterialRevocation, TrainingRunSpec};
 use crate::lineage::{Hit, LineageIndex, ModelRef};
+use crate::metrics::reason;
 use crate::provenance::revocation::{Material, RevocationRef, State};
 use crate::repository_policy;
 use attest::{Attached, AttestError};
@@ -125,8 +126,8 @@ impl RevocationError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             RevocationError::Kube(e) => e.metric_label(),
-            RevocationError::Finalizer(_) => "Finalizer",
-            RevocationError::Attest { .. } => "RevocationAttest",
+            RevocationError::Finalizer(_) => reason::FINALIZER,
+            RevocationError::Attest { .. } => reason::REVOCATION_ATTEST,
         }
     }
 }
