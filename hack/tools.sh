@@ -7,6 +7,7 @@
 #   kyverno (the Kyverno CLI)                          (hack/tools/kyverno/go.mod)
 #   promtool (Prometheus)                              (hack/tools/prometheus/go.mod)
 #   helm                                               (hack/tools/helm/go.mod)
+#   crds/: the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (hack/tools/prometheus-operator)
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
@@ -19,10 +20,12 @@ mkdir -p "$BIN"
 
 stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum \
     policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum \
-    prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum ../tools.sh \
+    prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum \
+    prometheus-operator/go.mod prometheus-operator/go.sum ../tools.sh \
     | sha256sum | cut -d' ' -f1)"
 all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno promtool helm
-    crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml)
+    crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml
+    crds/monitoring.coreos.com_servicemonitors.yaml crds/monitoring.coreos.com_prometheusrules.yaml)
 if [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$stamp" ] && (cd "$BIN" && ls "${all[@]}" >/dev/null 2>&1); then
     exit 0
 fi
@@ -76,6 +79,12 @@ mkdir -p "$BIN/crds"
 module_dir() { (cd "$1" && go list -m -f '{{.Dir}}' "$2"); }
 install -m 0644 "$(module_dir policy-controller github.com/sigstore/policy-controller)/config/300-clusterimagepolicy.yaml" \
     "$(module_dir kyverno github.com/kyverno/kyverno)/config/crds/kyverno/kyverno.io_clusterpolicies.yaml" "$BIN/crds/"
+# The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, for the server-side check of
+# config/prometheus (controller/tests/monitoring_rules.rs); the module is downloaded, not built.
+(cd prometheus-operator && go mod download github.com/prometheus-operator/prometheus-operator)
+po_crds="$(module_dir prometheus-operator github.com/prometheus-operator/prometheus-operator)/example/prometheus-operator-crd"
+install -m 0644 "$po_crds/monitoring.coreos.com_servicemonitors.yaml" \
+    "$po_crds/monitoring.coreos.com_prometheusrules.yaml" "$BIN/crds/"
 
 echo "$stamp" >"$BIN/.stamp"
 echo "tools: built in $(($(date +%s) - start)) s into $BIN" >&2
