@@ -46,6 +46,7 @@ def train_model(
     """
     import collections
     import hashlib
+    import json
     import os
     import re
     import time
@@ -156,8 +157,12 @@ def train_model(
         run = api.create_namespaced_custom_object(group, version, ns, plural, body)
     except ApiException as e:
         if e.status != 409 or not name:
+            try:  # The API server's Status names the refused field and why.
+                detail = json.loads(e.body)["message"]
+            except (TypeError, ValueError, KeyError):
+                detail = e.body or e.reason
             raise TrainingRunFailed(
-                f"creating TrainingRun {ns}/{name or generate_name}: HTTP {e.status}: {e.body}"
+                f"creating TrainingRun {ns}/{name or generate_name}: HTTP {e.status}: {detail}"
             ) from None
         # A retried step: take over the run this task created before, never someone else's.
         run = api.get_namespaced_custom_object(group, version, ns, plural, name)

@@ -223,5 +223,15 @@ async fn kfp_component_returns_the_signed_model_and_fails_cleanly() -> Result<()
     }
     assert_eq!(printed["uri"], json!(""));
     assert_eq!(printed["metadata"], json!({}));
+
+    // A parameter the API server refuses: the step fails with its message, naming the field.
+    let mut invalid = kwargs.clone();
+    invalid["run_name"] = json!("bad-seed");
+    invalid["seed"] = json!(-1);
+    let (ok, printed) = component(&runner, &invalid).await?;
+    assert!(!ok, "{printed:#}");
+    let text = printed["error"]["message"].as_str().unwrap_or_default();
+    let refusal = format!("creating TrainingRun {ns}/bad-seed: HTTP 422: ");
+    assert!(text.starts_with(&refusal) && text.contains("spec.seed"), "{text}");
     Ok(())
 }
