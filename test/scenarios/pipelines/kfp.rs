@@ -232,6 +232,9 @@ async fn kfp_component_returns_the_signed_model_and_fails_cleanly() -> Result<()
     assert!(!ok, "{printed:#}");
     let text = printed["error"]["message"].as_str().unwrap_or_default();
     let refusal = format!("creating TrainingRun {ns}/bad-seed: HTTP 422: ");
-    assert!(text.starts_with(&refusal) && text.contains("spec.seed"), "{text}");
+    assert!(
+        text.starts_with(&refusal) && text.contains("spec.seed"),
+        "{text}"
+    );
     Ok(())
 }
