@@ -165,11 +165,14 @@ def train_model(
                 f"creating TrainingRun {ns}/{name or generate_name}: HTTP {e.status}: {detail}"
             ) from None
         # A retried step: take over the run this task created before, never someone else's.
+        # Anyone who may create runs here can read the name and annotation off this one, so the
+        # spec must be exactly ours too (numbers compare by value, as the API server stores them).
         run = api.get_namespaced_custom_object(group, version, ns, plural, name)
         owner = (run["metadata"].get("annotations") or {}).get(created_by)
-        if not pipeline_run_id or owner != pipeline_run_id:
+        if not pipeline_run_id or owner != pipeline_run_id or run.get("spec") != spec:
             raise TrainingRunFailed(
-                f"TrainingRun {ns}/{name} already exists and was not created by this pipeline run"
+                f"TrainingRun {ns}/{name} already exists and is not this step's: created by "
+                "another pipeline run or with another spec"
             ) from None
     name = run["metadata"]["name"]
     where = f"{ns}/{name}"

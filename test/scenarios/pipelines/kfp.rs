@@ -208,6 +208,25 @@ async fn kfp_component_returns_the_signed_model_and_fails_cleanly() -> Result<()
         .await?;
     assert_eq!(runs.items.len(), 1);
 
+    // A run planted under the name with this pipeline run's annotation but another spec (anyone
+    // with `edit` here may create runs) is not taken for the step's own.
+    let mut planted = run.clone();
+    planted.metadata = serde_json::from_value(json!({"name": "planted", "annotations": {
+        "pipelines.provenant.dev/kfp-run-id": kwargs["pipeline_run_id"],
+    }}))?;
+    planted.spec.seed = 8;
+    planted.status = None;
+    create(&world.cluster, &planted).await?;
+    let mut adopting = kwargs.clone();
+    adopting["run_name"] = json!("planted");
+    let (ok, printed) = component(&runner, &adopting).await?;
+    assert!(!ok, "{printed:#}");
+    let text = printed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("already exists and is not this step's"),
+        "{text}"
+    );
+
     // A run that fails: the step fails with the run, its reason and message; no artifact.
     let mut failing = kwargs.clone();
     failing["run_name"] = json!("broken-kfp");
