@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use provenant::api::TrainingRun;
+use provenant::api::{Phase, TrainingRun};
 use provenant_testbed::tools;
 use serde_json::json;
 
-use super::{kubelet, real_world, repo_file, tenant_kubeconfig, text};
+use super::{BROKEN, kubelet, real_world, repo_file, tenant_kubeconfig, text};
 use crate::provenance::{MODEL_REPO, World};
 use crate::support::*;
 
@@ -45,11 +45,11 @@ async fn the_kubectl_wait_recipe_gets_the_digest() -> Result<()> {
     // The recipe's run.yaml, with this test's registry.
     let dir = world.cluster.dir().join("recipe");
     std::fs::create_dir_all(&dir)?;
-    let run = run(
+    let recipe_run = run(
         "bert",
         json!({"output": {"repository": world.repository()}, "seed": 42}),
     );
-    std::fs::write(dir.join("run.yaml"), serde_json::to_string(&run)?)?;
+    std::fs::write(dir.join("run.yaml"), serde_json::to_string(&recipe_run)?)?;
 
     let session = documented_session("## The `kubectl wait` recipe")?;
     assert!(session.len() >= 4, "{session:?}");
@@ -77,10 +77,35 @@ async fn the_kubectl_wait_recipe_gets_the_digest() -> Result<()> {
             assert_eq!(last, documented.join("\n"), "{command}");
         }
     }
-    let run = world.cluster.api::<TrainingRun>().get("bert").await?;
-    let digest = World::model_digest(&run);
+    let bert = world.cluster.api::<TrainingRun>().get("bert").await?;
+    let digest = World::model_digest(&bert);
     assert_eq!(last, format!("{}@{digest}", world.repository()));
     let pushed = world.registry.resolve(MODEL_REPO, "bert").await?;
     assert_eq!(pushed.as_deref(), Some(digest.as_str()));
+
+    // A failed run never reaches Succeeded: the first wait ends at its timeout, as documented.
+    let broken = format!("{BROKEN}recipe");
+    let failing = run(
+        &broken,
+        json!({"output": {"repository": world.repository()}}),
+    );
+    create(&world.cluster, &failing).await?;
+    wait_phase(&world.cluster, &broken, Phase::Failed).await?;
+    let (first_wait, _) = &session[1];
+    let command = first_wait
+        .replace("trainingrun/bert", &format!("trainingrun/{broken}"))
+        .replace("--timeout=6h", "--timeout=2s");
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &command])
+        .env("PATH", &path)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(1), "{command}: {}", text(&out));
+    assert!(
+        text(&out).contains("timed out waiting for the condition"),
+        "{}",
+        text(&out)
+    );
     Ok(())
 }
