@@ -18,6 +18,7 @@ mod lifecycle;
 mod model_signing;
 #[path = "../../controller/tests/support/model_signing.rs"]
 mod model_signing_support;
+mod pipelines;
 mod pod_errors;
 mod process;
 #[path = "../../controller/tests/support/promql.rs"]
