@@ -8,6 +8,7 @@
 #   promtool (Prometheus)                              (hack/tools/prometheus/go.mod)
 #   helm                                               (hack/tools/helm/go.mod)
 #   crds/: the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (hack/tools/prometheus-operator)
+#   crds/argoproj.io_workflows.yaml: Argo Workflows' Workflow CRD (hack/tools/argo; downloaded, not built)
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
 # Skips the build when the binaries were built from the current go.mod/go.sum (a stamp file);
 # otherwise Go's build cache (GOCACHE) makes a rebuild after a small change cheap. A first build
@@ -21,11 +22,12 @@ mkdir -p "$BIN"
 stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum \
     policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum \
     prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum \
-    prometheus-operator/go.mod prometheus-operator/go.sum ../tools.sh \
+    prometheus-operator/go.mod prometheus-operator/go.sum argo/go.mod argo/go.sum ../tools.sh \
     | sha256sum | cut -d' ' -f1)"
 all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno promtool helm
     crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml
-    crds/monitoring.coreos.com_servicemonitors.yaml crds/monitoring.coreos.com_prometheusrules.yaml)
+    crds/monitoring.coreos.com_servicemonitors.yaml crds/monitoring.coreos.com_prometheusrules.yaml
+    crds/argoproj.io_workflows.yaml)
 if [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$stamp" ] && (cd "$BIN" && ls "${all[@]}" >/dev/null 2>&1); then
     exit 0
 fi
@@ -85,6 +87,10 @@ install -m 0644 "$(module_dir policy-controller github.com/sigstore/policy-contr
 po_crds="$(module_dir prometheus-operator github.com/prometheus-operator/prometheus-operator)/example/prometheus-operator-crd"
 install -m 0644 "$po_crds/monitoring.coreos.com_servicemonitors.yaml" \
     "$po_crds/monitoring.coreos.com_prometheusrules.yaml" "$BIN/crds/"
+# Argo Workflows' Workflow CRD, for the server-side check of config/samples/pipelines
+# (test/scenarios/pipelines/argo.rs). Only v4 is served; its Go code is never built here.
+(cd argo && go mod download github.com/argoproj/argo-workflows/v4)
+install -m 0644 "$(module_dir argo github.com/argoproj/argo-workflows/v4)/manifests/base/crds/full/argoproj.io_workflows.yaml" "$BIN/crds/"
 
 echo "$stamp" >"$BIN/.stamp"
 echo "tools: built in $(($(date +%s) - start)) s into $BIN" >&2
