@@ -55,10 +55,14 @@ check-crds: build-debug
 	fi
 	@echo "crds/ matches the code"
 
-## check-manifests: config/default must render with kustomize
+## check-manifests: config/default and the monitoring add-ons must render with kustomize
 check-manifests: tools
 	@$(KUBECTL) kustomize config/default > target/rendered-default.yaml
 	@echo "config/default renders ($$(grep -c '^kind:' target/rendered-default.yaml) objects)"
+	@for d in prometheus grafana; do \
+		$(KUBECTL) kustomize config/$$d > target/rendered-$$d.yaml || exit 1; \
+		echo "config/$$d renders ($$(grep -c '^kind:' target/rendered-$$d.yaml) objects)"; \
+	done
 
 ## lint: formatting and clippy, warnings are errors
 lint:
