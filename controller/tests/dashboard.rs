@@ -4,6 +4,9 @@
 //! sidecar finds by its label. That its metric names are the ones a running controller exports:
 //! test/scenarios/dashboard.rs.
 
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
+
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -325,14 +328,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
 /// as the sidecar finds it: by its label.
 #[test]
 fn apply_k_installs_a_configmap_the_sidecar_finds() -> Result<()> {
-    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
-        ensure!(
-            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
-            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
-        );
-        eprintln!(
-            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
-        );
+    let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;

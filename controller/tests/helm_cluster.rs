@@ -7,24 +7,18 @@
 #[path = "support/helm.rs"]
 mod helm;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
 
-use anyhow::{Context, Result, ensure};
+use std::path::Path;
+use std::process::Output;
+
+use anyhow::{Result, ensure};
 use helm::{CHART, FULL_VALUES, template};
+use real_cluster::kubectl;
 use serde_json::Value;
 
 const NAMESPACE: &str = "provenant-helm-dry-run";
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
-    Command::new(provenant_testbed::tools::path("kubectl")?)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .context("running kubectl")
-}
 
 fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
     let file = file.to_str().unwrap();
@@ -38,21 +32,6 @@ fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
         file,
     ];
     kubectl(kubeconfig, &args)
-}
-
-/// The real cluster's kubeconfig, or None (skip) outside `make test`.
-fn cluster() -> Result<Option<PathBuf>> {
-    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
-        ensure!(
-            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
-            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
-        );
-        eprintln!(
-            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
-        );
-        return Ok(None);
-    };
-    Ok(Some(kubeconfig))
 }
 
 /// Installs the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (copied by
@@ -81,29 +60,15 @@ fn monitoring_crds(kubeconfig: &Path) -> Result<bool> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Polled: `kubectl wait` fails instead of waiting while a new CRD has no conditions yet.
-    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
     for name in ["servicemonitors", "prometheusrules"] {
-        let crd = format!("crd/{name}.monitoring.coreos.com");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = kubectl(kubeconfig, &["get", &crd, "-o", jsonpath])?;
-            if out.status.success() && out.stdout == b"True" {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{crd} not established after 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        real_cluster::established(kubeconfig, &format!("{name}.monitoring.coreos.com"))?;
     }
     Ok(true)
 }
 
 #[test]
 fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
-    let Some(kubeconfig) = cluster()? else {
+    let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
     // Namespaced objects are dry-run in a namespace that exists (Helm's --create-namespace).
@@ -221,7 +186,7 @@ fn get(kubeconfig: &Path, namespace: &str, what: &str) -> Result<Value> {
 
 #[test]
 fn install_upgrade_and_uninstall() -> Result<()> {
-    let Some(kubeconfig) = cluster()? else {
+    let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
     let (release, ns) = ("helm-install", "provenant-helm-install");

@@ -5,10 +5,12 @@
 //! controller's Service, and the real API server with the Prometheus Operator's CRDs accepts both
 //! objects (server-side dry run, strict field validation).
 
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use provenant_testbed::tools;
@@ -328,33 +330,9 @@ const CRDS: [(&str, &str); 2] = [
     ),
 ];
 
-fn established(kubeconfig: &Path, name: &str) -> Result<()> {
-    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = kubectl(Some(kubeconfig), &["get", "crd", name, "-o", jsonpath])?;
-        if out.status.success() && out.stdout == b"True" {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "CRD {name} not established after 120 s: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn the_api_server_accepts_the_monitoring_objects() -> Result<()> {
-    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
-        ensure!(
-            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
-            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
-        );
-        eprintln!(
-            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
-        );
+    let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
     for (name, file) in CRDS {
@@ -369,7 +347,7 @@ fn the_api_server_accepts_the_monitoring_objects() -> Result<()> {
             args.join(" "),
             text(&out)
         );
-        established(&kubeconfig, name)?;
+        real_cluster::established(&kubeconfig, name)?;
     }
     // A namespace of this test's own (a dry run in a namespace that does not exist is refused).
     let namespace = format!("monitoring-dry-run-{}", std::process::id());

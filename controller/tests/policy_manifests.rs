@@ -4,12 +4,12 @@
 //! cannot rot silently; so is the ClusterRole kyverno-not-revoked.yaml ships for Kyverno. What
 //! they decide is tested in admission_policies.rs and admission_kyverno.rs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
 
 use anyhow::{Context, Result, ensure};
 use provenant_testbed::tools;
+use real_cluster::kubectl;
 use serde_json::{Value, json};
 
 const CLUSTER_IMAGE_POLICY: &str = concat!(
@@ -38,44 +38,9 @@ const CRDS: [(&str, &str); 2] = [
     ),
 ];
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<std::process::Output> {
-    Command::new(tools::path("kubectl")?)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .context("running kubectl")
-}
-
-/// Waits until the API server serves the CRD `name`. (`kubectl wait --for condition=Established`
-/// fails instead of waiting while the new CRD has no conditions yet.)
-fn established(kubeconfig: &Path, name: &str) -> Result<()> {
-    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = kubectl(kubeconfig, &["get", "crd", name, "-o", jsonpath])?;
-        if out.status.success() && out.stdout == b"True" {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "CRD {name} not established after 120 s: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn the_shipped_policies_match_their_crds() -> Result<()> {
-    let Some(kubeconfig) = std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from) else {
-        ensure!(
-            std::env::var_os("E2E_REQUIRE_REAL").is_none(),
-            "E2E_REQUIRE_REAL is set but E2E_KUBECONFIG is not: no real cluster to run on"
-        );
-        eprintln!(
-            "skipped: this test needs a real API server (E2E_KUBECONFIG; `make test` starts one)"
-        );
+    let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
@@ -100,7 +65,7 @@ fn the_shipped_policies_match_their_crds() -> Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
-        established(&kubeconfig, name)?;
+        real_cluster::established(&kubeconfig, name)?;
     }
     let dry_run = |file: &str| -> Result<std::process::Output> {
         kubectl(
