@@ -175,11 +175,32 @@ def train_model(
                 "another pipeline run or with another spec"
             ) from None
     name = run["metadata"]["name"]
+    uid = run["metadata"]["uid"]
     where = f"{ns}/{name}"
     print(f"TrainingRun {where} created; waiting for its model and provenance", flush=True)
 
+    def ours(obj):
+        # Checked on every read: anyone with `edit` here may change the spec until the run's
+        # first pod (the CRD freezes it only once status.startTime is set), or delete the run
+        # and create another under its name; the model of either is not this step's.
+        if obj["metadata"].get("uid") != uid:
+            raise TrainingRunFailed(
+                f"TrainingRun {where} was deleted and created again while this step waited"
+            )
+        if obj.get("spec") != spec:
+            raise TrainingRunFailed(
+                f"TrainingRun {where}: its spec was changed after this step created it, so its "
+                "model is not the one this step asked for"
+            )
+        return obj
+
+    # Retried with a growing pause until the deadline: a restarting API server, a dropped
+    # connection, throttling (429) and server errors (5xx). Anything else fails the step.
+    retryable = (429, 500, 502, 503, 504)
+    pause = 1
     deadline = time.monotonic() + timeout_seconds
-    while not done(run, where):
+    stale = False  # the watch's resourceVersion expired (410 Gone): read the run again first
+    while stale or not done(ours(run), where):
         remaining = int(deadline - time.monotonic())
         if remaining <= 0:
             status = run.get("status") or {}
@@ -187,35 +208,48 @@ def train_model(
                 f"TrainingRun {where} not done after {timeout_seconds}s: phase "
                 f"{status.get('phase')}, provenance {(status.get('provenance') or {}).get('state')}"
             )
-        watcher = watch.Watch()
-        stream = watcher.stream(
-            api.list_namespaced_custom_object,
-            group,
-            version,
-            ns,
-            plural,
-            field_selector=f"metadata.name={name}",
-            resource_version=run["metadata"]["resourceVersion"],
-            timeout_seconds=min(remaining, 300),
-            # A connection that goes silent must not hold the step past its timeout.
-            _request_timeout=min(remaining, 300) + 30,
-        )
         try:
+            if stale:
+                run = api.get_namespaced_custom_object(group, version, ns, plural, name)
+                stale = False
+                continue
+            watcher = watch.Watch()
+            stream = watcher.stream(
+                api.list_namespaced_custom_object,
+                group,
+                version,
+                ns,
+                plural,
+                field_selector=f"metadata.name={name}",
+                resource_version=run["metadata"]["resourceVersion"],
+                timeout_seconds=min(remaining, 300),
+                # A connection that goes silent must not hold the step past its timeout.
+                _request_timeout=min(remaining, 300) + 30,
+            )
             for event in stream:
                 if event["type"] == "DELETED":
                     raise TrainingRunFailed(f"TrainingRun {where} was deleted while waiting")
                 if event["type"] in ("ADDED", "MODIFIED"):
-                    run = event["object"]
+                    run = ours(event["object"])
                     if done(run, where):
                         watcher.stop()
+            pause = 1
+            continue
         except ApiException as e:
-            # The watch's resourceVersion expired (410 Gone): read the run again and go on.
-            if e.status != 410:
+            if e.status == 410:
+                stale = True
+                continue
+            if e.status == 404:
+                raise TrainingRunFailed(f"TrainingRun {where} was deleted while waiting") from None
+            if e.status not in retryable:
                 raise
-            run = api.get_namespaced_custom_object(group, version, ns, plural, name)
+            problem = f"HTTP {e.status} {e.reason}"
         except urllib3.exceptions.HTTPError as e:
-            # A dropped or silent connection: watch again from the last version seen.
-            print(f"watching TrainingRun {where}: {e}; watching again", flush=True)
+            problem = str(e)
+        wait = min(pause, max(deadline - time.monotonic(), 0))
+        print(f"watching TrainingRun {where}: {problem}; again in {wait:.0f}s", flush=True)
+        time.sleep(wait)
+        pause = min(pause * 2, 30)
 
     status = run["status"]
     outputs = status.get("outputs") or []

@@ -116,7 +116,7 @@ async fn kfp_component_returns_the_signed_model_and_fails_cleanly() -> Result<()
         return Ok(());
     };
     let _sim = kubelet(&world).await?;
-    let _controller = world.controller("a").await?;
+    let controller = world.controller("a").await?;
     let runner = pipeline_runner(&world.cluster).await?;
     let ns = world.cluster.namespace.clone();
 
@@ -255,5 +255,37 @@ async fn kfp_component_returns_the_signed_model_and_fails_cleanly() -> Result<()
         text.starts_with(&refusal) && text.contains("spec.seed"),
         "{text}"
     );
+
+    // A spec changed while the step waits (anyone with `edit` may, until the first pod; with the
+    // controller stopped the run stays unstarted): the step fails instead of handing on a model
+    // trained from someone else's spec.
+    controller.kill()?;
+    let mut edited = kwargs.clone();
+    edited["run_name"] = json!("edited");
+    let step = {
+        let runner = runner.clone();
+        tokio::spawn(async move { component(&runner, &edited).await })
+    };
+    let runs = world.cluster.api::<TrainingRun>();
+    eventually(Duration::from_secs(60), "the step's run", || {
+        let runs = runs.clone();
+        async move { Ok(runs.get_opt("edited").await?.map(|_| ())) }
+    })
+    .await?;
+    runs.patch(
+        "edited",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"seed": 9}})),
+    )
+    .await?;
+    let (ok, printed) = step.await??;
+    assert!(!ok, "{printed:#}");
+    assert_eq!(printed["error"]["type"], json!("TrainingRunFailed"));
+    let text = printed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("TrainingRun {ns}/edited: its spec was changed")),
+        "{text}"
+    );
+    assert_eq!(printed["uri"], json!(""));
     Ok(())
 }
