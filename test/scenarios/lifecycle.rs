@@ -225,7 +225,12 @@ async fn four_gpu_workers_are_scheduled_observed_and_recorded() -> Result<()> {
         Some(0.0),
         "{text}"
     );
-    assert!(text.contains("provenant_reconcile_errors_total"), "{text}");
+    // Every reason's series exists from the start; a healthy run panics no reconcile.
+    assert_eq!(
+        metric(&text, "provenant_reconcile_errors_total{reason=\"Panic\"}"),
+        Some(0.0),
+        "{text}"
+    );
 
     // Every log line of a reconcile names the run.
     let log = controller.log_text();

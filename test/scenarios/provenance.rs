@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::PostParams;
 use provenant::api::{Phase, ProvenanceState, TrainingRun};
+use provenant::lineage::pinned_digest;
 use provenant_testbed::cluster::{Cluster, ControllerProcess, eventually};
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::registry::{ModelRef, Registry};
@@ -956,4 +957,46 @@ async fn refusals_conflicts_and_lost_records_get_their_reasons() -> Result<()> {
     );
     sim.shutdown().await?;
     Ok(())
+}
+
+/// Runs whose name starts with this fail under [`own_models_kubelet`]: their worker exits 3.
+pub(crate) const BROKEN: &str = "broken-";
+
+/// A kubelet whose workers push a model tagged with their run's name and report it, having run
+/// the image digest their spec pinned; runs named [`BROKEN`]`*` fail (exit 3).
+pub(crate) async fn own_models_kubelet(world: &World) -> Result<KubeletSim> {
+    let registry = world.registry.clone();
+    let repository = world.repository();
+    let scenario = Scenario::new()
+        .namespace(&world.cluster.namespace)
+        .nodes(1, |i| SimNode::new(format!("cpu-{i}")))
+        .outcome_fn(move |pod| {
+            let run = pod.labels().get("provenant.dev/run").cloned();
+            let run = run.unwrap_or_default();
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.as_deref())
+                .and_then(pinned_digest)
+                .unwrap_or_else(|| IMAGE_DIGEST.to_string());
+            if run.starts_with(BROKEN) {
+                return PodOutcome::fail(3)
+                    .after(Duration::from_millis(100))
+                    .image_digest("trainer", &image);
+            }
+            let (registry, repository) = (registry.clone(), repository.clone());
+            PodOutcome::succeed()
+                .after(Duration::from_millis(100))
+                .image_digest("trainer", &image)
+                .before_exit(move |_pod| {
+                    let (registry, repository, run) =
+                        (registry.clone(), repository.clone(), run.clone());
+                    async move {
+                        let weights = format!("weights of {run}");
+                        push_and_report(&registry, &repository, &run, &weights, json!({})).await
+                    }
+                })
+        });
+    KubeletSim::start(world.cluster.client.clone(), scenario).await
 }

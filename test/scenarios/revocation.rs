@@ -18,13 +18,11 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use provenant::api::{MaterialRevocation, Phase, ProvenanceState, TrainingRun};
-use provenant::lineage::pinned_digest;
 use provenant_testbed::cluster::{Cluster, REVOCATION_LABEL, eventually};
-use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::tools;
 use serde_json::{Value, json};
 
-use crate::provenance::{MODEL_REPO, World, push_and_report};
+use crate::provenance::{MODEL_REPO, World, own_models_kubelet as kubelet};
 use crate::support::*;
 
 const POISONED: &str = "sha256:d00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00dd00d";
@@ -33,43 +31,6 @@ const OTHER: &str = "sha256:0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e
 /// The training image with the vulnerable framework version (the unrelated run's).
 const OLD_IMAGE: &str = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
 const PREDICATE: &str = "https://provenant.dev/revocation/v1";
-
-/// A kubelet whose workers push a model of their own (named after their run) and report it; the
-/// image digest they ran is the one their spec pinned.
-async fn kubelet(world: &World) -> Result<KubeletSim> {
-    let registry = world.registry.clone();
-    let repository = world.repository();
-    let scenario = Scenario::new()
-        .namespace(&world.cluster.namespace)
-        .nodes(1, |i| SimNode::new(format!("cpu-{i}")))
-        .outcome_fn(move |pod| {
-            let run = pod
-                .labels()
-                .get("provenant.dev/run")
-                .cloned()
-                .unwrap_or_default();
-            let image = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.as_deref())
-                .and_then(pinned_digest)
-                .unwrap_or_else(|| IMAGE_DIGEST.to_string());
-            let (registry, repository) = (registry.clone(), repository.clone());
-            PodOutcome::succeed()
-                .after(Duration::from_millis(100))
-                .image_digest("trainer", &image)
-                .before_exit(move |_pod| {
-                    let (registry, repository, run) =
-                        (registry.clone(), repository.clone(), run.clone());
-                    async move {
-                        let weights = format!("weights of {run}");
-                        push_and_report(&registry, &repository, &run, &weights, json!({})).await
-                    }
-                })
-        });
-    KubeletSim::start(world.cluster.client.clone(), scenario).await
-}
 
 /// A run of `world`'s repository with `spec` merged in.
 fn training(world: &World, name: &str, spec: Value) -> TrainingRun {

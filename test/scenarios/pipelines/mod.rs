@@ -13,19 +13,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use kube::Client;
 use kube::config::{AuthInfo, Kubeconfig, NamedAuthInfo};
-use kube::{Client, ResourceExt};
-use provenant::lineage::pinned_digest;
 use provenant_testbed::cluster::{Cluster, TENANT};
-use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::tools;
-use serde_json::json;
 
-use crate::provenance::{World, push_and_report};
-use crate::support::*;
-
-/// Runs whose name starts with this fail: their worker exits 3.
-pub(crate) const BROKEN: &str = "broken-";
+use crate::provenance::World;
+pub(crate) use crate::provenance::{BROKEN, own_models_kubelet as kubelet};
 
 pub(crate) fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -42,44 +36,6 @@ pub(crate) async fn real_world() -> Result<Option<World>> {
     }
     eprintln!("skipped: this scenario needs a real API server (E2E_KUBECONFIG)");
     Ok(None)
-}
-
-/// Workers push a model tagged with their run's name and report it; `broken-*` runs fail.
-pub(crate) async fn kubelet(world: &World) -> Result<KubeletSim> {
-    let registry = world.registry.clone();
-    let repository = world.repository();
-    let scenario = Scenario::new()
-        .namespace(&world.cluster.namespace)
-        .nodes(1, |i| SimNode::new(format!("cpu-{i}")))
-        .outcome_fn(move |pod| {
-            let run = pod.labels().get("provenant.dev/run").cloned();
-            let run = run.unwrap_or_default();
-            let image = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.as_deref())
-                .and_then(pinned_digest)
-                .unwrap_or_else(|| IMAGE_DIGEST.to_string());
-            if run.starts_with(BROKEN) {
-                return PodOutcome::fail(3)
-                    .after(Duration::from_millis(100))
-                    .image_digest("trainer", &image);
-            }
-            let (registry, repository) = (registry.clone(), repository.clone());
-            PodOutcome::succeed()
-                .after(Duration::from_millis(100))
-                .image_digest("trainer", &image)
-                .before_exit(move |_pod| {
-                    let (registry, repository, run) =
-                        (registry.clone(), repository.clone(), run.clone());
-                    async move {
-                        let weights = format!("weights of {run}");
-                        push_and_report(&registry, &repository, &run, &weights, json!({})).await
-                    }
-                })
-        });
-    KubeletSim::start(world.cluster.client.clone(), scenario).await
 }
 
 /// The admin kubeconfig of the cluster with `user` as the credentials and the test namespace as
