@@ -20,52 +20,6 @@ use serde_json::Value;
 
 const NAMESPACE: &str = "provenant-helm-dry-run";
 
-fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
-    let file = file.to_str().unwrap();
-    let args = [
-        "create",
-        "--dry-run=server",
-        "--validate=strict",
-        "-o",
-        "name",
-        "-f",
-        file,
-    ];
-    kubectl(kubeconfig, &args)
-}
-
-/// Installs the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (copied by
-/// hack/tools.sh into hack/tools/bin/crds) if they are there; false (with a message) if not.
-fn monitoring_crds(kubeconfig: &Path) -> Result<bool> {
-    let crds = provenant_testbed::tools::bin_dir().join("crds");
-    let files = [
-        "monitoring.coreos.com_servicemonitors.yaml",
-        "monitoring.coreos.com_prometheusrules.yaml",
-    ];
-    if !files.iter().all(|f| crds.join(f).is_file()) {
-        eprintln!(
-            "the ServiceMonitor and PrometheusRule are not dry-run: no Prometheus Operator CRDs in {}",
-            crds.display()
-        );
-        return Ok(false);
-    }
-    for file in files {
-        let file = crds.join(file);
-        // Server-side: other tests apply the same CRDs to this cluster.
-        let args = ["apply", "--server-side", "--force-conflicts", "-f"];
-        let out = kubectl(kubeconfig, &[&args[..], &[file.to_str().unwrap()]].concat())?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for name in ["servicemonitors", "prometheusrules"] {
-        real_cluster::established(kubeconfig, &format!("{name}.monitoring.coreos.com"))?;
-    }
-    Ok(true)
-}
-
 #[test]
 fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
     let Some(kubeconfig) = real_cluster::kubeconfig()? else {
@@ -79,17 +33,7 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
         "{stderr}"
     );
     let dir = tempfile::tempdir()?;
-    let monitoring = monitoring_crds(&kubeconfig)?;
-    let no_monitoring: &[&str] = if monitoring {
-        &[]
-    } else {
-        &[
-            "--set",
-            "monitoring.serviceMonitor.enabled=false",
-            "--set",
-            "monitoring.prometheusRule.enabled=false",
-        ]
-    };
+    real_cluster::install_monitoring_crds(&kubeconfig)?;
     for (release, values, expected) in [
         (
             "dry-default",
@@ -122,15 +66,15 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
         ),
     ] {
         let mut expected = expected;
-        if monitoring && release == "dry-full" {
+        if release == "dry-full" {
             expected.push("servicemonitor.monitoring.coreos.com/dry-full-provenant-controller");
             expected.push("prometheusrule.monitoring.coreos.com/dry-full-provenant-alerts");
         }
-        let rendered = template(release, NAMESPACE, values, no_monitoring)
+        let rendered = template(release, NAMESPACE, values, &[])
             .map_err(|e| anyhow::anyhow!("helm template: {e}"))?;
         let file = dir.path().join(format!("{release}.yaml"));
         std::fs::write(&file, &rendered)?;
-        let out = dry_run(&kubeconfig, &file)?;
+        let out = real_cluster::dry_run(&kubeconfig, &file)?;
         let created = String::from_utf8_lossy(&out.stdout);
         ensure!(
             out.status.success(),
@@ -152,7 +96,7 @@ fn rendered_objects_pass_a_server_dry_run() -> Result<()> {
             1,
         );
         std::fs::write(&misspelled, text)?;
-        let out = dry_run(&kubeconfig, &misspelled)?;
+        let out = real_cluster::dry_run(&kubeconfig, &misspelled)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
             !out.status.success() && stderr.contains("unknown field"),

@@ -318,37 +318,12 @@ fn the_service_monitor_selects_the_controller_service() -> Result<()> {
     Ok(())
 }
 
-/// The Prometheus Operator's CRDs (hack/tools/prometheus-operator, copied by hack/tools.sh).
-const CRDS: [(&str, &str); 2] = [
-    (
-        "servicemonitors.monitoring.coreos.com",
-        "monitoring.coreos.com_servicemonitors.yaml",
-    ),
-    (
-        "prometheusrules.monitoring.coreos.com",
-        "monitoring.coreos.com_prometheusrules.yaml",
-    ),
-];
-
 #[test]
 fn the_api_server_accepts_the_monitoring_objects() -> Result<()> {
     let Some(kubeconfig) = real_cluster::kubeconfig()? else {
         return Ok(());
     };
-    for (name, file) in CRDS {
-        let path = tools::bin_dir().join("crds").join(file);
-        ensure!(path.is_file(), "{}: run `make tools`", path.display());
-        let path = path.to_str().context("CRD path")?;
-        let args = ["apply", "--server-side", "--force-conflicts", "-f", path];
-        let out = kubectl(Some(&kubeconfig), &args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            text(&out)
-        );
-        real_cluster::established(&kubeconfig, name)?;
-    }
+    real_cluster::install_monitoring_crds(&kubeconfig)?;
     // A namespace of this test's own (a dry run in a namespace that does not exist is refused).
     let namespace = format!("monitoring-dry-run-{}", std::process::id());
     let out = kubectl(Some(&kubeconfig), &["create", "namespace", &namespace])?;
@@ -367,18 +342,7 @@ fn dry_runs(kubeconfig: &Path, namespace: &str) -> Result<()> {
         let path = dir.path().join("objects.json");
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
         std::fs::write(&path, serde_json::to_vec(&list)?)?;
-        kubectl(
-            Some(kubeconfig),
-            &[
-                "create",
-                "--dry-run=server",
-                "--validate=strict",
-                "-o",
-                "name",
-                "-f",
-                path.to_str().context("path")?,
-            ],
-        )
+        real_cluster::dry_run(kubeconfig, &path)
     };
     let mut objects = kustomize("prometheus")?;
     for object in &mut objects {

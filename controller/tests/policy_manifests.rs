@@ -9,7 +9,6 @@ mod real_cluster;
 
 use anyhow::{Context, Result, ensure};
 use provenant_testbed::tools;
-use real_cluster::kubectl;
 use serde_json::{Value, json};
 
 const CLUSTER_IMAGE_POLICY: &str = concat!(
@@ -55,32 +54,9 @@ fn the_shipped_policies_match_their_crds() -> Result<()> {
         crd["spec"]["conversion"] = json!({"strategy": "None"});
         let patched = dir.path().join(file);
         std::fs::write(&patched, serde_json::to_vec(&crd)?)?;
-        // Server-side: Kyverno's CRD (1.4 MB) is too large for client-side apply's annotation.
-        let patched = patched.to_str().unwrap();
-        let args = ["apply", "--server-side", "--force-conflicts", "-f", patched];
-        let out = kubectl(&kubeconfig, &args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        real_cluster::established(&kubeconfig, name)?;
+        real_cluster::install_crd(&kubeconfig, name, &patched)?;
     }
-    let dry_run = |file: &str| -> Result<std::process::Output> {
-        kubectl(
-            &kubeconfig,
-            &[
-                "create",
-                "--dry-run=server",
-                "--validate=strict",
-                "-o",
-                "name",
-                "-f",
-                file,
-            ],
-        )
-    };
+    let dry_run = |file: &str| real_cluster::dry_run(&kubeconfig, std::path::Path::new(file));
     for (policy, created) in [
         (
             CLUSTER_IMAGE_POLICY,

@@ -54,3 +54,48 @@ pub fn established(kubeconfig: &Path, name: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Applies the CRD in `file` server-side and waits until `name` is served. Server-side: other
+/// tests apply the same CRDs to this cluster, and Kyverno's (1.4 MB) is too large for client-side
+/// apply's annotation.
+pub fn install_crd(kubeconfig: &Path, name: &str, file: &Path) -> Result<()> {
+    let path = file.to_str().context("CRD path")?;
+    let args = ["apply", "--server-side", "--force-conflicts", "-f", path];
+    let out = kubectl(kubeconfig, &args)?;
+    ensure!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    established(kubeconfig, name)
+}
+
+/// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (hack/tools/prometheus-operator,
+/// copied into hack/tools/bin/crds by hack/tools.sh), installed.
+pub fn install_monitoring_crds(kubeconfig: &Path) -> Result<()> {
+    for kind in ["servicemonitors", "prometheusrules"] {
+        let file = tools::bin_dir()
+            .join("crds")
+            .join(format!("monitoring.coreos.com_{kind}.yaml"));
+        ensure!(file.is_file(), "{}: run `make tools`", file.display());
+        install_crd(kubeconfig, &format!("{kind}.monitoring.coreos.com"), &file)?;
+    }
+    Ok(())
+}
+
+/// `kubectl create --dry-run=server --validate=strict` of `file`: the API server's admission and
+/// schema checks, nothing stored; stdout lists the objects as `kind/name`.
+pub fn dry_run(kubeconfig: &Path, file: &Path) -> Result<Output> {
+    let file = file.to_str().context("manifest path")?;
+    let args = [
+        "create",
+        "--dry-run=server",
+        "--validate=strict",
+        "-o",
+        "name",
+        "-f",
+        file,
+    ];
+    kubectl(kubeconfig, &args)
+}
