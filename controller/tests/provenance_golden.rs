@@ -272,6 +272,9 @@ fn expected_statement() -> Value {
                 "externalParameters": expected_external_parameters(),
                 "internalParameters": {
                     "namespace": "ml-team",
+                    // The default framework (pytorch) on two workers: what every worker got, and
+                    // the variables holding each worker's rank.
+                    "rendezvous": expected_rendezvous(),
                     "serviceAccountName": "default",
                     // The default nvidia-a100-80gb profile's, merged with the spec's nodeSelector.
                     "scheduling": {
@@ -331,6 +334,20 @@ fn expected_statement() -> Value {
                 ]
             }
         }
+    })
+}
+
+/// `internalParameters.rendezvous` of the fixture: pytorch, two workers.
+fn expected_rendezvous() -> Value {
+    let master = "resnet50-finetune-0.resnet50-finetune";
+    json!({
+        "framework": "pytorch",
+        "environment": {
+            "LOCAL_RANK": "0", "MASTER_ADDR": master, "MASTER_PORT": "29500", "NNODES": "2",
+            "PET_MASTER_ADDR": master, "PET_MASTER_PORT": "29500", "PET_NNODES": "2",
+            "WORLD_SIZE": "2"
+        },
+        "rankEnvironment": ["RANK", "NODE_RANK", "PET_NODE_RANK"]
     })
 }
 
@@ -796,6 +813,7 @@ fn absent_optional_fields_are_omitted() {
     assert_eq!(
         definition["internalParameters"],
         json!({"namespace": "ml-team", "serviceAccountName": "default", "scheduling": {},
+               "rendezvous": expected_rendezvous(),
                "workerSecurity": expected_worker_security()})
     );
     assert!(definition.get("resolvedDependencies").is_none(), "{s}");

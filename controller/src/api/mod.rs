@@ -27,9 +27,31 @@ pub const MAX_REPLICAS: i32 = 1024;
 /// Environment variables provenant sets on every worker; a spec may not set them (nor anything
 /// else starting with `PROVENANT_`), or the recorded rank, world size, seed and hyperparameters
 /// would not be what the workload saw.
-pub const RESERVED_ENV: [&str; 4] = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
+/// Every name `spec.framework` or a multi-host TPU slice may make provenant set
+/// (execute/rendezvous.rs), whatever the run's framework.
+pub const RESERVED_ENV: [&str; 16] = [
+    "RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "LOCAL_RANK",
+    "NNODES",
+    "NODE_RANK",
+    "PET_NNODES",
+    "PET_NODE_RANK",
+    "PET_MASTER_ADDR",
+    "PET_MASTER_PORT",
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+    "TPU_WORKER_ID",
+    "TPU_WORKER_HOSTNAMES",
+];
 /// Prefix of the environment variables provenant owns (`PROVENANT_SEED`, ...).
 pub const RESERVED_ENV_PREFIX: &str = "PROVENANT_";
+
+/// The CEL form of [`RESERVED_ENV`] (a unit test keeps them in step).
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_RANK', 'NNODES', 'NODE_RANK', 'PET_NNODES', 'PET_NODE_RANK', 'PET_MASTER_ADDR', 'PET_MASTER_PORT', 'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'TPU_WORKER_ID', 'TPU_WORKER_HOSTNAMES']) && !e.name.startsWith('PROVENANT_'))";
 
 /// `sha256:<64 lowercase hex>`, the only digest form provenant records.
 pub const DIGEST_PATTERN: &str = "^sha256:[a-f0-9]{64}$";
@@ -89,14 +111,25 @@ pub struct TrainingRunSpec {
     #[schemars(length(max = 256), inner(length(max = 4096)))]
     pub args: Vec<String>,
 
-    /// Extra environment of the training container. `RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
-    /// `MASTER_PORT` and every `PROVENANT_*` variable are set by provenant and may not be given
-    /// here.
+    /// Distributed-training environment provenant gives every worker: `pytorch` (the default:
+    /// `MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `NNODES`, `NODE_RANK`,
+    /// `PET_*`), `jax` (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`) or
+    /// `none`. Multi-host TPU runs also get `TPU_WORKER_ID` and `TPU_WORKER_HOSTNAMES` whatever
+    /// the framework. Recorded in the provenance (`internalParameters.rendezvous`).
+    #[serde(default, skip_serializing_if = "Framework::is_default")]
+    pub framework: Framework,
+
+    /// Extra environment of the training container. Every `PROVENANT_*` variable and every name
+    /// provenant may set for `framework` (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK,
+    /// NNODES, NODE_RANK, PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT,
+    /// JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, TPU_WORKER_ID,
+    /// TPU_WORKER_HOSTNAMES) are set by provenant and may not be given here, whatever the
+    /// framework.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     #[x_kube(
-        validation = Rule::new("self.all(e, !(e.name in ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']) && !e.name.startsWith('PROVENANT_'))")
-            .message("RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and PROVENANT_* variables are set by provenant and cannot be overridden"),
+        validation = Rule::new(RESERVED_ENV_RULE)
+            .message("RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK, NNODES, NODE_RANK, PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT, JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, TPU_WORKER_ID, TPU_WORKER_HOSTNAMES and PROVENANT_* variables are set by provenant and cannot be overridden"),
     )]
     pub env: Vec<EnvVar>,
 
@@ -153,6 +186,11 @@ pub struct TrainingRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64))]
     pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Labels, annotations, affinity and topology spread constraints added to every worker pod
+    /// (a subset of a pod template). Recorded in the provenance (`internalParameters.scheduling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 
     /// Extra tolerations for the workers, added to the accelerator profile's tolerations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -577,14 +615,32 @@ impl ProvenanceStatus {
 pub mod compact;
 mod materials;
 pub mod numbers;
+mod pod_template;
 mod pods;
 pub mod revocation;
 pub mod validation;
 pub mod volumes;
 
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
+pub use pod_template::{
+    Framework, MetadataKind, PodTemplate, PodTemplateMetadata, PodTemplatePlacement, reserved_key,
+};
 pub use pods::{CreatedPod, images};
 pub use revocation::{
     AffectedModel, AffectedRun, MaterialRevocation, MaterialRevocationSpec,
     MaterialRevocationStatus, MaterialType, PathStep, RevokedMaterial,
 };
+
+#[cfg(test)]
+mod reserved_env_tests {
+    use super::*;
+
+    #[test]
+    fn the_cel_rule_refuses_exactly_the_reserved_names() {
+        let quoted: Vec<String> = RESERVED_ENV.iter().map(|n| format!("'{n}'")).collect();
+        assert!(
+            RESERVED_ENV_RULE.contains(&format!("[{}]", quoted.join(", "))),
+            "RESERVED_ENV_RULE is out of step with RESERVED_ENV"
+        );
+    }
+}

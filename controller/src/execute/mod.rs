@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
+    Container, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -12,11 +12,14 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::TrainingRun;
 pub mod placement;
+pub mod pod_template;
+pub mod rendezvous;
 pub mod security;
 
 use crate::config::ControllerConfig;
 use crate::labels;
 pub use placement::{AcceleratorError, Placement, placement};
+pub use rendezvous::{Rendezvous, rendezvous, worker_hostname};
 pub use security::{VolumeNotAllowed, WorkerSecurity, check_volumes, worker_security};
 
 /// What to create for a run.
@@ -45,6 +48,14 @@ pub enum PlanError {
         "spec.resources: {resource} comes from spec.accelerator; remove it from spec.resources"
     )]
     ResourceConflict { resource: String },
+    #[error("{field}: {key:?} cannot be given: {reason}")]
+    ReservedPodKey {
+        field: &'static str,
+        key: String,
+        reason: &'static str,
+    },
+    #[error("spec.env: {name} is set by provenant and cannot be overridden")]
+    ReservedEnv { name: String },
     #[error("the run has no {0} yet (not read from the API server?)")]
     MissingMetadata(&'static str),
 }
@@ -57,6 +68,7 @@ impl PlanError {
             PlanError::Accelerator(_) => "InvalidAcceleratorTopology",
             PlanError::NodeSelectorConflict { .. } => "NodeSelectorConflict",
             PlanError::ResourceConflict { .. } => "ResourceConflict",
+            PlanError::ReservedPodKey { .. } | PlanError::ReservedEnv { .. } => "InvalidRun",
             PlanError::MissingMetadata(_) => "InvalidRun",
         }
     }
@@ -91,6 +103,8 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
         .controller_owner_ref(&())
         .ok_or(PlanError::MissingMetadata("uid"))?;
     let placement = placement(config, run.spec.accelerator.as_ref())?;
+    pod_template::check(run.spec.pod_template.as_ref())?;
+    check_env(&run.spec.env)?;
     let security = worker_security(&run.spec);
     let node_selector = merged_node_selector(&placement, run.spec.node_selector.as_ref())?;
     let resources = merged_resources(&placement, run.spec.resources.as_ref())?;
@@ -99,12 +113,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
 
     let replicas = run.spec.replicas.max(1);
     let distributed = replicas > 1;
-    let master_addr = if distributed {
-        // rank 0's stable DNS name through the headless Service (hostname.subdomain).
-        format!("{}.{}", worker_pod_name(&name, 0), name)
-    } else {
-        "localhost".to_string()
-    };
+    let rendezvous = rendezvous(&name, replicas, run.spec.framework, &placement);
     let hyperparameters =
         serde_json::to_string(&run.spec.hyperparameters.clone().unwrap_or_default())
             .unwrap_or_else(|_| "{}".to_string());
@@ -115,14 +124,8 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
             let mut pod_labels = worker_selector(run);
             pod_labels.insert(labels::RANK.into(), rank.to_string());
             pod_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
-            let mut env = vec![
-                env_var(labels::env::RANK, rank.to_string()),
-                env_var(labels::env::WORLD_SIZE, replicas.to_string()),
-                env_var(labels::env::MASTER_ADDR, master_addr.clone()),
-                env_var(
-                    labels::env::MASTER_PORT,
-                    labels::RENDEZVOUS_PORT.to_string(),
-                ),
+            let mut env = rendezvous.env(rank);
+            env.extend([
                 env_var(labels::env::SEED, run.spec.seed.to_string()),
                 env_var(labels::env::HYPERPARAMETERS, hyperparameters.clone()),
                 env_var(
@@ -131,9 +134,9 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                 ),
                 env_var(labels::env::RUN_NAME, name.clone()),
                 env_var(labels::env::REPORT_PATH, labels::REPORT_PATH.to_string()),
-            ];
+            ]);
             env.extend(run.spec.env.iter().cloned());
-            Pod {
+            let mut pod = Pod {
                 metadata: ObjectMeta {
                     name: Some(pod_name.clone()),
                     namespace: Some(namespace.clone()),
@@ -144,7 +147,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                 spec: Some(PodSpec {
                     // A worker that fails fails the run; Kubernetes must not retry it behind our back.
                     restart_policy: Some("Never".into()),
-                    hostname: distributed.then(|| pod_name.clone()),
+                    hostname: distributed.then(|| worker_hostname(&name, rank)),
                     subdomain: distributed.then(|| name.clone()),
                     service_account_name: run.spec.service_account_name.clone(),
                     automount_service_account_token: Some(security.automount_service_account_token),
@@ -172,11 +175,14 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                     ..Default::default()
                 }),
                 status: None,
-            }
+            };
+            pod_template::apply(run.spec.pod_template.as_ref(), &mut pod);
+            pod
         })
         .collect();
 
-    let service = distributed.then(|| rendezvous_service(run, &name, &namespace, owner.clone()));
+    let service =
+        distributed.then(|| rendezvous_service(run, &name, &namespace, owner.clone(), &rendezvous));
     Ok(WorkerPlan { pods, service })
 }
 
@@ -185,6 +191,7 @@ fn rendezvous_service(
     name: &str,
     namespace: &str,
     owner: OwnerReference,
+    rendezvous: &Rendezvous,
 ) -> Service {
     let mut svc_labels = worker_selector(run);
     svc_labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
@@ -201,14 +208,24 @@ fn rendezvous_service(
             selector: Some(worker_selector(run)),
             // Workers rendezvous before any of them is ready.
             publish_not_ready_addresses: Some(true),
-            ports: Some(vec![ServicePort {
-                name: Some("rendezvous".into()),
-                port: labels::RENDEZVOUS_PORT,
-                ..Default::default()
-            }]),
+            ports: Some(vec![rendezvous.service_port()]),
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The CRD refuses these names; a run stored before a name was reserved is refused here, or the
+/// workload would see its own value instead of the recorded one (the last duplicate wins).
+fn check_env(env: &[EnvVar]) -> Result<(), PlanError> {
+    match env.iter().find(|e| {
+        crate::api::RESERVED_ENV.contains(&e.name.as_str())
+            || e.name.starts_with(crate::api::RESERVED_ENV_PREFIX)
+    }) {
+        Some(e) => Err(PlanError::ReservedEnv {
+            name: e.name.clone(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -420,6 +437,71 @@ mod tests {
             selector["cloud.google.com/gke-tpu-accelerator"],
             "tpu-v5-lite-podslice"
         );
+    }
+
+    #[test]
+    fn pod_template_and_jax_tpu_environment_reach_every_worker() {
+        let r = run(&format!(
+            "{BASE}replicas: 4\nframework: jax\naccelerator: {{type: tpu-v5e, count: 4, topology: 4x4}}\n\
+             podTemplate:\n  metadata:\n    labels: {{team: llm}}\n    annotations: {{gke-gcsfuse/volumes: 'true'}}\n\
+             \x20 spec:\n    topologySpreadConstraints: [{{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule}}]\n"
+        ));
+        let plan = plan(&r, &ControllerConfig::defaults()).unwrap();
+        for (rank, pod) in plan.pods.iter().enumerate() {
+            let labels = pod.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["team"], "llm");
+            assert_eq!(labels[labels::RANK], rank.to_string());
+            let annotations = pod.metadata.annotations.as_ref().unwrap();
+            assert_eq!(annotations["gke-gcsfuse/volumes"], "true");
+            let spec = pod.spec.as_ref().unwrap();
+            assert_eq!(spec.topology_spread_constraints.as_ref().unwrap().len(), 1);
+            assert_eq!(
+                spec.hostname.as_deref(),
+                Some(format!("bert-{rank}").as_str())
+            );
+            let env = env_of(pod);
+            assert_eq!(env["JAX_PROCESS_ID"], rank.to_string());
+            assert_eq!(env["TPU_WORKER_ID"], rank.to_string());
+            assert_eq!(env["JAX_COORDINATOR_ADDRESS"], "bert-0.bert:8476");
+            assert!(!env.contains_key("RANK") && !env.contains_key("MASTER_ADDR"));
+        }
+        let ports = plan.service.unwrap().spec.unwrap().ports.unwrap();
+        assert_eq!(ports[0].port, rendezvous::JAX_COORDINATOR_PORT);
+    }
+
+    #[test]
+    fn reserved_pod_keys_and_env_names_are_refused_naming_field_and_key() {
+        for (extra, field, key) in [
+            (
+                "podTemplate: {metadata: {labels: {provenant.dev/rank: '9'}}}",
+                "spec.podTemplate.metadata.labels",
+                "provenant.dev/rank",
+            ),
+            (
+                "podTemplate: {metadata: {annotations: {kueue.x-k8s.io/pod-group-total-count: '1'}}}",
+                "spec.podTemplate.metadata.annotations",
+                "use spec.queueName",
+            ),
+            (
+                "podTemplate: {metadata: {annotations: {container.apparmor.security.beta.kubernetes.io/trainer: unconfined}}}",
+                "spec.podTemplate.metadata.annotations",
+                "workerSecurity",
+            ),
+            (
+                "env: [{name: TPU_WORKER_ID, value: '3'}]",
+                "spec.env",
+                "TPU_WORKER_ID",
+            ),
+        ] {
+            let err = plan(
+                &run(&format!("{BASE}{extra}\n")),
+                &ControllerConfig::defaults(),
+            )
+            .unwrap_err();
+            assert_eq!(err.reason(), "InvalidRun");
+            let text = err.to_string();
+            assert!(text.starts_with(field) && text.contains(key), "{text}");
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,7 +26,8 @@ use crate::api::{
     AcceleratorRequest, BaseModelRef, CodeRef, DatasetMaterial, DatasetRef, OutputSpec, Source,
     TrainingRunSpec,
 };
-use crate::execute::{WorkerSecurity, placement::Placement, worker_security};
+use crate::api::{PodTemplate, PodTemplateMetadata, PodTemplatePlacement};
+use crate::execute::{WorkerSecurity, placement::Placement, rendezvous, worker_security};
 
 mod worker;
 pub(super) use worker::worker_annotations;
@@ -249,9 +252,21 @@ pub(super) fn dataset_annotations(
 #[serde(rename_all = "camelCase")]
 struct ClusterParameters<'a> {
     namespace: &'a str,
+    rendezvous: RendezvousRecord<'a>,
     scheduling: Scheduling<'a>,
     service_account_name: &'a str,
     worker_security: WorkerSecurity,
+}
+
+/// The distributed-training environment provenant set on the workers (execute/rendezvous.rs).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RendezvousRecord<'a> {
+    /// Variables with the same value on every worker.
+    environment: BTreeMap<&'static str, &'a str>,
+    framework: &'static str,
+    /// Variables set to the worker's rank.
+    rank_environment: &'a [&'static str],
 }
 
 /// The scheduling constraints actually applied to the worker pods.
@@ -260,12 +275,22 @@ struct ClusterParameters<'a> {
 struct Scheduling<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator_resource: Option<AcceleratorResource<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    affinity: Option<&'a Affinity>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     node_selector: BTreeMap<&'a str, &'a str>,
+    /// `spec.podTemplate.metadata.annotations`, added to provenant's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_annotations: Option<&'a BTreeMap<String, String>>,
+    /// `spec.podTemplate.metadata.labels`, added to provenant's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_labels: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<&'a ResourceRequirements>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tolerations: Vec<&'a Toleration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topology_spread_constraints: Option<&'a [TopologySpreadConstraint]>,
 }
 
 #[derive(Serialize)]
@@ -277,9 +302,23 @@ struct AcceleratorResource<'a> {
 
 pub(super) fn cluster_parameters(
     spec: &TrainingRunSpec,
+    name: &str,
     namespace: &str,
     placement: &Placement,
 ) -> serde_json::Result<Object> {
+    let PodTemplate {
+        metadata,
+        spec: pod_spec,
+    } = spec.pod_template.clone().unwrap_or_default();
+    let PodTemplateMetadata {
+        labels: pod_labels,
+        annotations: pod_annotations,
+    } = metadata.unwrap_or_default();
+    let PodTemplatePlacement {
+        affinity,
+        topology_spread_constraints,
+    } = pod_spec.unwrap_or_default();
+    let rendezvous = rendezvous(name, spec.replicas, spec.framework, placement);
     // The profile's node selector merged with the run's own (the run's wins).
     let node_selector = placement
         .node_selector
@@ -295,6 +334,11 @@ pub(super) fn cluster_parameters(
         .collect();
     Object::of(&ClusterParameters {
         namespace,
+        rendezvous: RendezvousRecord {
+            environment: rendezvous.shared_map(),
+            framework: rendezvous.framework.as_str(),
+            rank_environment: &rendezvous.per_rank,
+        },
         scheduling: Scheduling {
             accelerator_resource: placement.resource.as_ref().map(|(name, count)| {
                 AcceleratorResource {
@@ -302,9 +346,15 @@ pub(super) fn cluster_parameters(
                     name,
                 }
             }),
+            affinity: affinity.as_ref(),
             node_selector,
+            pod_annotations: pod_annotations.as_ref().filter(|m| !m.is_empty()),
+            pod_labels: pod_labels.as_ref().filter(|m| !m.is_empty()),
             resources: spec.resources.as_ref(),
             tolerations,
+            topology_spread_constraints: topology_spread_constraints
+                .as_deref()
+                .filter(|c| !c.is_empty()),
         },
         service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
         worker_security: worker_security(spec),
@@ -375,7 +425,18 @@ mod tests {
             "nodeSelector": {"pool": "tpu"},
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}],
             "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "1"}, "claims": [{"name": "gpu", "request": "r"}]},
-            "serviceAccountName": "trainer"
+            "serviceAccountName": "trainer",
+            "framework": "jax",
+            "podTemplate": {
+                "metadata": {"labels": {"team": "nlp", "a": "b"}, "annotations": {"gke-gcsfuse/volumes": "true"}},
+                "spec": {
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"provenant.dev/run": "run"}}}
+                    ]}},
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {"matchLabels": {"provenant.dev/run": "run"}}}]
+                }
+            }
         }))
         .expect("a full spec")
     }
@@ -389,7 +450,17 @@ mod tests {
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             resource: Some(("google.com/tpu".into(), 4)),
         };
-        assert_sorted(&cluster_parameters(&spec, "ns", &placement).expect("writes"));
+        let cluster = cluster_parameters(&spec, "run", "ns", &placement).expect("writes");
+        assert_sorted(&cluster);
+        let scheduling = &cluster.to_map().expect("an object")["scheduling"];
+        for key in [
+            "affinity",
+            "podAnnotations",
+            "podLabels",
+            "topologySpreadConstraints",
+        ] {
+            assert!(scheduling.get(key).is_some(), "scheduling.{key} missing");
+        }
         let local = LocalInvocation {
             host: json!({"hostname": "h", "arch": "x86_64", "cpus": 2}),
             working_directory: "/w".into(),

@@ -149,6 +149,11 @@ pub fn statement_for_run(
         .namespace
         .clone()
         .ok_or(ProvenanceError::Missing("namespace"))?;
+    let name = run
+        .metadata
+        .name
+        .clone()
+        .ok_or(ProvenanceError::Missing("name"))?;
     Ok(Statement {
         type_: STATEMENT_TYPE.into(),
         subject,
@@ -157,7 +162,7 @@ pub fn statement_for_run(
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
-                internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
+                internal_parameters: internal_parameters(&run.spec, &name, &namespace, placement)?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
@@ -278,12 +283,13 @@ pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceE
 /// What the controller decided around the run: where and as whom it ran.
 pub fn internal_parameters(
     spec: &TrainingRunSpec,
+    name: &str,
     namespace: &str,
     placement: &Placement,
 ) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
-        fields::cluster_parameters(spec, namespace, placement),
+        fields::cluster_parameters(spec, name, namespace, placement),
     )
 }
 

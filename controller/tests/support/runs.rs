@@ -203,6 +203,12 @@ pub fn refused() -> Vec<Refused> {
         "MASTER_ADDR",
         "PROVENANT_SEED",
         "PROVENANT_ANYTHING",
+        "LOCAL_RANK",
+        "PET_NNODES",
+        "JAX_PROCESS_ID",
+        "JAX_COORDINATOR_ADDRESS",
+        "TPU_WORKER_ID",
+        "TPU_WORKER_HOSTNAMES",
     ] {
         out.push(refused_case(
             with(format!("env {name}"), |o| {
@@ -213,6 +219,90 @@ pub fn refused() -> Vec<Refused> {
             &["cannot be overridden"],
         ));
     }
+    for (kind, key, hints) in [
+        ("labels", "provenant.dev/rank", &["set by provenant"][..]),
+        (
+            "annotations",
+            "provenant.dev/run-uid",
+            &["set by provenant"][..],
+        ),
+        ("labels", "team.provenant.dev/x", &["set by provenant"][..]),
+        (
+            "labels",
+            "kueue.x-k8s.io/queue-name",
+            &["use spec.queueName"][..],
+        ),
+        (
+            "labels",
+            "kueue.x-k8s.io/pod-group-name",
+            &["use spec.queueName"][..],
+        ),
+        (
+            "annotations",
+            "kueue.x-k8s.io/pod-group-total-count",
+            &["use spec.queueName"][..],
+        ),
+        (
+            "labels",
+            "app.kubernetes.io/managed-by",
+            &["set by provenant"][..],
+        ),
+        (
+            "annotations",
+            "container.apparmor.security.beta.kubernetes.io/trainer",
+            &["workerSecurity"][..],
+        ),
+        (
+            "annotations",
+            "seccomp.security.alpha.kubernetes.io/pod",
+            &["workerSecurity"][..],
+        ),
+        (
+            "annotations",
+            "container.seccomp.security.alpha.kubernetes.io/trainer",
+            &["workerSecurity"][..],
+        ),
+        (
+            "annotations",
+            "io.kubernetes.cri-o.Devices",
+            &["workerSecurity"][..],
+        ),
+        (
+            "annotations",
+            "io.katacontainers.config.hypervisor.kernel_params",
+            &["workerSecurity"][..],
+        ),
+    ] {
+        let field = if kind == "labels" {
+            "spec.podTemplate.metadata.labels"
+        } else {
+            "spec.podTemplate.metadata.annotations"
+        };
+        out.push(refused_case(
+            with(format!("podTemplate {kind} {key}"), |o| {
+                o["spec"]["podTemplate"] =
+                    json!({"metadata": {kind: {"team": "nlp", key: "unconfined"}}})
+            }),
+            field,
+            hints,
+        ));
+    }
+    out.push(refused_case(
+        with("65 podTemplate labels", |o| {
+            let labels: serde_json::Map<String, Value> =
+                (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+            o["spec"]["podTemplate"] = json!({"metadata": {"labels": labels}})
+        }),
+        "spec.podTemplate.metadata.labels",
+        &[],
+    ));
+    out.push(refused_case(
+        with("framework tensorflow", |o| {
+            o["spec"]["framework"] = json!("tensorflow")
+        }),
+        "spec.framework",
+        &[],
+    ));
     out.push(refused_case(
         with(
             "duplicate dataset names",
@@ -318,6 +408,33 @@ pub fn accepted() -> Vec<Accepted> {
             o["spec"]["datasets"][0]["license"] = json!(good)
         }));
     }
+    for framework in ["pytorch", "jax", "none"] {
+        push(with(format!("framework {framework}"), |o| {
+            o["spec"]["framework"] = json!(framework)
+        }));
+    }
+    push(with(
+        "64 podTemplate labels and annotations, the GCS FUSE annotation, affinity, spread",
+        |o| {
+            let mut labels: serde_json::Map<String, Value> =
+                (0..64).map(|i| (format!("l{i}"), json!("v"))).collect();
+            labels.insert("l0".into(), json!("x".repeat(63)));
+            let mut annotations = labels.clone();
+            annotations.insert("gke-gcsfuse/volumes".into(), json!("true"));
+            annotations.remove("l63");
+            o["spec"]["podTemplate"] = json!({
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}},
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {"matchLabels": {"provenant.dev/run": "churn-logreg"}}}]
+                }
+            })
+        },
+    ));
     push(with("env MY_RANK", |o| {
         o["spec"]["env"] = json!([{"name": "MY_RANK", "value": "1"}])
     }));
