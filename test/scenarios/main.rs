@@ -9,6 +9,7 @@ mod dashboard;
 #[path = "../../controller/tests/support/dashboard.rs"]
 mod dashboard_support;
 mod fairness;
+mod frameworks;
 mod hostile_registry;
 mod install;
 mod interop;
