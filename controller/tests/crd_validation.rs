@@ -111,7 +111,7 @@ fn committed_crd_matches_the_code() {
     );
 }
 
-/// Every rule compiles and carries a message (the cost budget is the real server's to judge:
+/// Every rule compiles and carries a message or message expression (the cost budget is the real server's to judge:
 /// test/scenarios/admission.rs installs the CRD there).
 #[test]
 fn cel_rules_compile_and_have_messages() {
@@ -128,7 +128,11 @@ fn cel_rules_compile_and_have_messages() {
                 compiled.compilation_errors()
             );
             for rule in rules {
-                let message = rule["message"].as_str().unwrap_or_default();
+                // A message, or an expression computing it (naming the offending key).
+                let message = rule["message"]
+                    .as_str()
+                    .or(rule["messageExpression"].as_str())
+                    .unwrap_or_default();
                 assert!(!message.is_empty(), "{path}: rule {rule} has no message");
                 found.push(rule["rule"].as_str().unwrap().to_string());
             }

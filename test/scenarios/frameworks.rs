@@ -573,20 +573,20 @@ async fn reserved_pod_keys_and_rendezvous_names_are_refused_by_the_api_server() 
             "label",
             json!({"podTemplate": {"metadata": {"labels": {"provenant.dev/rank": "0"}}}}),
             "spec.podTemplate.metadata.labels",
-            "provenant.dev/",
+            "provenant.dev/rank: keys under provenant.dev/",
         ),
         (
             "kueue",
             json!({"podTemplate": {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}}}}),
             "spec.podTemplate.metadata.labels",
-            "use spec.queueName",
+            "kueue.x-k8s.io/queue-name: set by provenant from spec.queueName",
         ),
         (
             "apparmor",
             json!({"podTemplate": {"metadata": {"annotations": {
                 "container.apparmor.security.beta.kubernetes.io/trainer": "unconfined"}}}}),
             "spec.podTemplate.metadata.annotations",
-            "workerSecurity",
+            "container.apparmor.security.beta.kubernetes.io/trainer: AppArmor",
         ),
         (
             "env",

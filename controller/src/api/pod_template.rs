@@ -58,13 +58,41 @@ pub struct PodTemplate {
 }
 
 // The CEL below only uses startsWith, `in` and one anchored regex over at most 64 keys, which the
-// API server's cost estimator accepts (test/scenarios/admission.rs installs the CRD on it).
-// Keep it in step with `reserved_key`.
-const RESERVED_KEYS_RULE: &str =
-    "self.all(k, !(k.startsWith('provenant.dev/') || k.matches('^[^/]*[.]provenant[.]dev/')))";
-const KUEUE_KEYS_RULE: &str = "self.all(k, !(k in ['kueue.x-k8s.io/queue-name', 'kueue.x-k8s.io/pod-group-name', 'kueue.x-k8s.io/pod-group-total-count']))";
-const MANAGED_BY_RULE: &str = "self.all(k, k != 'app.kubernetes.io/managed-by')";
-const SECURITY_ANNOTATIONS_RULE: &str = "self.all(k, !(k.startsWith('container.apparmor.security.beta.kubernetes.io/') || k.startsWith('seccomp.security.alpha.kubernetes.io/') || k.startsWith('container.seccomp.security.alpha.kubernetes.io/') || k.startsWith('io.kubernetes.cri-o.') || k.startsWith('io.kubernetes.cri.') || k.startsWith('io.katacontainers.')))";
+// API server's cost estimator accepts (test/scenarios/admission.rs installs the CRD on it). Each
+// condition is written once and used twice: the rule refuses any key it holds for, the message
+// names the first such key. Keep them in step with `reserved_key`.
+macro_rules! provenant_key {
+    () => {
+        "k.startsWith('provenant.dev/') || k.matches('^[^/]*[.]provenant[.]dev/')"
+    };
+}
+macro_rules! kueue_key {
+    () => {
+        "k in ['kueue.x-k8s.io/queue-name', 'kueue.x-k8s.io/pod-group-name', 'kueue.x-k8s.io/pod-group-total-count']"
+    };
+}
+macro_rules! managed_by_key {
+    () => {
+        "k == 'app.kubernetes.io/managed-by'"
+    };
+}
+macro_rules! security_key {
+    () => {
+        "k.startsWith('container.apparmor.security.beta.kubernetes.io/') || k.startsWith('seccomp.security.alpha.kubernetes.io/') || k.startsWith('container.seccomp.security.alpha.kubernetes.io/') || k.startsWith('io.kubernetes.cri-o.') || k.startsWith('io.kubernetes.cri.') || k.startsWith('io.katacontainers.')"
+    };
+}
+/// `self.all(k, !(<condition>))`.
+macro_rules! refuse {
+    ($condition:expr) => {
+        concat!("self.all(k, !(", $condition, "))")
+    };
+}
+/// A message expression naming the first key `<condition>` holds for, then `$why`.
+macro_rules! naming {
+    ($condition:expr, $why:literal) => {
+        Message::Expression(concat!("self.filter(k, ", $condition, ")[0] + ': ", $why, "'").into())
+    };
+}
 
 /// Labels and annotations of the worker pods.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -77,9 +105,9 @@ pub struct PodTemplateMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64), transform = bounded_values::<63>)]
     #[x_kube(
-        validation = Rule::new(RESERVED_KEYS_RULE).message("keys under provenant.dev/ (or a subdomain of it) are set by provenant and cannot be given here"),
-        validation = Rule::new(KUEUE_KEYS_RULE).message("Kueue's queue-name, pod-group-name and pod-group-total-count are set by provenant: use spec.queueName"),
-        validation = Rule::new(MANAGED_BY_RULE).message("app.kubernetes.io/managed-by is set by provenant and cannot be given here"),
+        validation = Rule::new(refuse!(provenant_key!())).message(naming!(provenant_key!(), "keys under provenant.dev/ (or a subdomain of it) are set by provenant and cannot be given here")),
+        validation = Rule::new(refuse!(kueue_key!())).message(naming!(kueue_key!(), "set by provenant from spec.queueName: use spec.queueName")),
+        validation = Rule::new(refuse!(managed_by_key!())).message(naming!(managed_by_key!(), "set by provenant and cannot be given here")),
     )]
     pub labels: Option<BTreeMap<String, String>>,
 
@@ -91,9 +119,9 @@ pub struct PodTemplateMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64), transform = bounded_values::<8192>)]
     #[x_kube(
-        validation = Rule::new(RESERVED_KEYS_RULE).message("keys under provenant.dev/ (or a subdomain of it) are set by provenant and cannot be given here"),
-        validation = Rule::new(KUEUE_KEYS_RULE).message("Kueue's queue-name, pod-group-name and pod-group-total-count are set by provenant: use spec.queueName"),
-        validation = Rule::new(SECURITY_ANNOTATIONS_RULE).message("AppArmor, seccomp and container runtime (io.kubernetes.cri-o., io.kubernetes.cri., io.katacontainers.) annotations would change the workers' isolation behind the recorded workerSecurity and cannot be given here"),
+        validation = Rule::new(refuse!(provenant_key!())).message(naming!(provenant_key!(), "keys under provenant.dev/ (or a subdomain of it) are set by provenant and cannot be given here")),
+        validation = Rule::new(refuse!(kueue_key!())).message(naming!(kueue_key!(), "set by provenant from spec.queueName: use spec.queueName")),
+        validation = Rule::new(refuse!(security_key!())).message(naming!(security_key!(), "AppArmor, seccomp and container runtime annotations would change the isolation of the workers behind the recorded workerSecurity and cannot be given here")),
     )]
     pub annotations: Option<BTreeMap<String, String>>,
 }
