@@ -291,16 +291,17 @@ async fn train(run: &TrainingRun, options: &Options) -> Result<Training, LocalEr
     let hyperparameters = serde_json::to_string(&spec.hyperparameters.clone().unwrap_or_default())
         .map_err(|e| LocalError::Material(format!("spec.hyperparameters: {e}")))?;
     let name = run.metadata.name.clone().unwrap_or_else(|| "local".into());
+    // One worker of the run's framework, as a single-replica run in a cluster gets it.
+    let rendezvous =
+        crate::execute::rendezvous(&name, 1, spec.framework, &Default::default()).env(0);
     let mut command = tokio::process::Command::new(&spec.command[0]);
     command
         .args(&spec.command[1..])
         .args(&spec.args)
-        .env(labels::env::RANK, "0")
-        .env(labels::env::WORLD_SIZE, "1")
-        .env(labels::env::MASTER_ADDR, "localhost")
-        .env(
-            labels::env::MASTER_PORT,
-            labels::RENDEZVOUS_PORT.to_string(),
+        .envs(
+            rendezvous
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default())),
         )
         .env(labels::env::SEED, spec.seed.to_string())
         .env(labels::env::HYPERPARAMETERS, &hyperparameters)
