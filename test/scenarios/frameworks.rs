@@ -273,7 +273,7 @@ impl Runtime {
     }
 }
 
-/// Four v5e hosts of a 4x4 slice (4 chips each), a spot one, and an A100 node.
+/// Four v5e hosts of a 4x4 slice (4 chips each), a spot one, and two A100 nodes.
 async fn kubelet(world: &World) -> Result<KubeletSim> {
     let runtime = Runtime {
         client: world.cluster.client.clone(),
@@ -288,7 +288,9 @@ async fn kubelet(world: &World) -> Result<KubeletSim> {
         // First, so that a worker that ignored the sample's affinity would land on it.
         .node(tpu("tpu-spot".into()).label("cloud.google.com/gke-spot", "true"))
         .nodes(4, |i| tpu(format!("tpu-{i}")))
-        .node(SimNode::nvidia("a100", "NVIDIA-A100-SXM4-80GB", 8))
+        .nodes(2, |i| {
+            SimNode::nvidia(format!("a100-{i}"), "NVIDIA-A100-SXM4-80GB", 8)
+        })
         .outcome_fn(move |_| {
             let runtime = runtime.clone();
             PodOutcome::succeed()
@@ -519,6 +521,33 @@ async fn the_gpu_sample_runs_as_written_with_pytorch() -> Result<()> {
         "topologySpreadConstraints",
     ] {
         assert!(internal["scheduling"].get(key).is_none(), "{key}");
+    }
+
+    // The same sample on two workers (data-parallel): torch rendezvous at rank 0 through the
+    // headless Service.
+    let mut ddp = sample(&world, GPU_SAMPLE)?;
+    ddp.metadata.name = Some("resnet50-ddp".into());
+    ddp.spec.replicas = 2;
+    create(&world.cluster, &ddp).await?;
+    succeeded(&world, "resnet50-ddp").await?;
+    let master = "resnet50-ddp-0.resnet50-ddp";
+    for (rank, pod) in workers(&world, "resnet50-ddp").await? {
+        let env = rendezvous_env(&pod);
+        let r = rank.to_string();
+        for (name, value) in [
+            ("RANK", r.as_str()),
+            ("NODE_RANK", &r),
+            ("PET_NODE_RANK", &r),
+            ("WORLD_SIZE", "2"),
+            ("NNODES", "2"),
+            ("PET_NNODES", "2"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", master),
+            ("PET_MASTER_ADDR", master),
+            ("MASTER_PORT", "29500"),
+        ] {
+            assert_eq!(env[name], value, "worker {rank}: {name}");
+        }
     }
     sim.shutdown().await?;
     Ok(())
