@@ -157,7 +157,7 @@ pub fn statement_for_run(
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
-                internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
+                internal_parameters: internal_parameters(&run.spec, status, &namespace, placement)?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
@@ -278,12 +278,13 @@ pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceE
 /// What the controller decided around the run: where and as whom it ran.
 pub fn internal_parameters(
     spec: &TrainingRunSpec,
+    status: &TrainingRunStatus,
     namespace: &str,
     placement: &Placement,
 ) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
-        fields::cluster_parameters(spec, namespace, placement),
+        fields::cluster_parameters(spec, status, namespace, placement),
     )
 }
 
