@@ -13,6 +13,11 @@ pub const MAX_SUSPENSIONS: usize = 100;
 /// Upper bound on `status.attempts`: every restart and every suspension of a started run ends one.
 pub const MAX_ATTEMPTS: usize = MAX_RESTARTS as usize + 1 + MAX_SUSPENSIONS;
 
+/// Most worker pods a run may create over all its attempts: every one is recorded in the status
+/// (`workerPods`, `workers`), which must stay within etcd's 1.5 MiB request limit (two attempts of
+/// 1,024 GPU workers take ~1.2 MB). A restart or resume past it fails the run instead.
+pub const MAX_RECORDED_PODS: i32 = 2 * super::MAX_REPLICAS;
+
 /// Attempt reason of a suspended attempt (not counted against `maxRestarts`).
 pub const SUSPENDED: &str = "Suspended";
 

@@ -616,7 +616,8 @@ pub mod validation;
 pub mod volumes;
 
 pub use failure::{
-    Attempt, FailurePolicy, MAX_ATTEMPTS, MAX_RESTARTS, MAX_SUSPENSIONS, SUSPENDED, Suspension,
+    Attempt, FailurePolicy, MAX_ATTEMPTS, MAX_RECORDED_PODS, MAX_RESTARTS, MAX_SUSPENSIONS,
+    SUSPENDED, Suspension,
 };
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
 pub use pods::{CreatedPod, images};

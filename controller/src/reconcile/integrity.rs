@@ -297,4 +297,44 @@ mod tests {
         });
         assert_eq!(lost(&status, &only_rank1), None);
     }
+
+    /// After a restart the first attempt's workers (kept, terminated) are still the run's, and a
+    /// worker of an ended attempt that goes is not lost; attempt 1's are judged as usual.
+    #[test]
+    fn earlier_attempts_workers_pass_and_only_the_running_attempt_can_lose_one() {
+        use crate::api::Attempt;
+        let first = plan();
+        let second = crate::execute::attempt::for_attempt(first.clone(), 1, None);
+        let mut status = status(&[("bert-0", "u0"), ("bert-1", "u1")]);
+        status.attempts = vec![
+            Attempt {
+                index: 0,
+                end_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                )),
+                pods: vec!["bert-0".into(), "bert-1".into()],
+                ..Default::default()
+            },
+            Attempt {
+                index: 1,
+                pods: vec!["bert-a1-0".into(), "bert-a1-1".into()],
+                ..Default::default()
+            },
+        ];
+        let mut a1 = second.pods[0].clone();
+        a1.metadata.uid = Some("v0".into());
+        status.worker_pods.push(CreatedPod::of(&a1));
+        let both = pods(vec![live(&first, 0, "u0"), a1.clone()]);
+        assert_eq!(check(&second, PINNED, &both, &status), None);
+        // bert-1 (attempt 0) is gone: its attempt is over. bert-a1-0 gone would be lost.
+        assert_eq!(lost(&status, &both), None);
+        let (reason, message) = lost(&status, &pods(vec![live(&first, 0, "u0")])).expect("lost");
+        assert_eq!(reason, "WorkerLost");
+        assert!(message.contains("bert-a1-0 (UID v0)"), "{message}");
+        // A pod under a later attempt's name the controller did not create: tampering.
+        let mut forged = second.pods[1].clone();
+        forged.metadata.uid = Some("tenant".into());
+        let (reason, _) = check(&second, PINNED, &pods(vec![forged]), &status).expect("refused");
+        assert_eq!(reason, "WorkerTampered");
+    }
 }

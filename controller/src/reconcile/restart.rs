@@ -20,8 +20,8 @@ use super::decide::{
     Decision, MATERIALS_RECORDED, Reason, SUCCEEDED, Settings, Transition, is_terminated, upsert,
 };
 use crate::api::{
-    Attempt, MAX_SUSPENSIONS, Phase, SUSPENDED, Suspension, TrainingRun, TrainingRunStatus,
-    WorkerRecord,
+    Attempt, MAX_RECORDED_PODS, MAX_SUSPENSIONS, Phase, SUSPENDED, Suspension, TrainingRun,
+    TrainingRunStatus, WorkerRecord,
 };
 use crate::execute::attempt::{of_pod, pod_name};
 
@@ -240,8 +240,13 @@ pub fn interrupt(
             return None;
         }
         let used = restarts_used(status);
-        if used >= policy.max_restarts {
-            if policy.max_restarts > 0 {
+        let room = room_for_another(run, status);
+        if used >= policy.max_restarts || !room {
+            if !room && used < policy.max_restarts {
+                message.push_str(&format!(
+                    "; not restarted: another attempt would take the run past {MAX_RECORDED_PODS} worker pods, the most its status can record"
+                ));
+            } else if policy.max_restarts > 0 {
                 message.push_str(&format!(
                     "; no restart left: {} attempts, spec.failurePolicy.maxRestarts is {}",
                     k + 1,
@@ -291,6 +296,15 @@ pub fn interrupt(
     if !run.spec.suspend {
         return None;
     }
+    if !room_for_another(run, status) {
+        *failure = Some((
+            "TooManySuspensions".into(),
+            format!(
+                "suspended, the run could not resume: another attempt would take it past {MAX_RECORDED_PODS} worker pods, the most its status can record; create a new TrainingRun"
+            ),
+        ));
+        return None;
+    }
     if status.suspensions.len() >= MAX_SUSPENSIONS {
         *failure = Some((
             "TooManySuspensions".into(),
@@ -320,6 +334,12 @@ pub fn interrupt(
         requeue: None,
         status: std::mem::take(status),
     })
+}
+
+/// Another attempt's pods still fit the status ([`MAX_RECORDED_PODS`]).
+fn room_for_another(run: &TrainingRun, status: &TrainingRunStatus) -> bool {
+    status.worker_pods.len() as i64 + i64::from(run.spec.replicas.max(1))
+        <= i64::from(MAX_RECORDED_PODS)
 }
 
 /// Between attempts (none runs): suspended, or waiting for the last attempt's workers to stop.

@@ -410,3 +410,17 @@ fn suspensions_are_bounded() {
     assert_eq!(d.status.phase, Some(Phase::Failed));
     assert_eq!(condition(&d, "Succeeded").1, "TooManySuspensions");
 }
+
+#[test]
+fn no_attempt_past_what_the_status_can_record() {
+    let mut big = restarts(5);
+    big.spec.replicas = 1024;
+    let created: Vec<String> = (0..2048).map(|i| format!("r-x{i}")).collect();
+    let created: Vec<&str> = created.iter().map(String::as_str).collect();
+    let mut status = started(&big, &created);
+    status.workers.push(worker("r-1", 0, 1, "Failed", 3));
+    let d = decide_with(&big, status, &pods(&[]), None, None, at(10));
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let (_, _, message) = condition(&d, "Succeeded");
+    assert!(message.contains("past 2048 worker pods"), "{message}");
+}
