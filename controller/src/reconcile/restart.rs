@@ -222,6 +222,11 @@ pub fn interrupt(
     let old = status.phase.unwrap_or_default();
     let now = Time(settings.now);
     let policy = run.spec.failure_policy.clone().unwrap_or_default();
+    // Suspending deletes the workers: if the pass that did so could not record it (a conflict),
+    // the next one finds them gone, which is the suspension, not a lost worker.
+    if run.spec.suspend && failure.as_ref().is_some_and(|(r, _)| r == "WorkerLost") {
+        *failure = None;
+    }
     if let Some((reason, message)) = failure.as_mut() {
         if reason != "WorkerFailed" && reason != "WorkerLost" {
             return None;

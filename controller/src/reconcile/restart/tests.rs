@@ -424,3 +424,20 @@ fn no_attempt_past_what_the_status_can_record() {
     let (_, _, message) = condition(&d, "Succeeded");
     assert!(message.contains("past 2048 worker pods"), "{message}");
 }
+
+/// The pass that suspended the run deleted its workers but could not write the status (a
+/// conflict): the next pass finds them gone, and suspends; nothing is lost or restarted.
+#[test]
+fn workers_gone_while_suspending_are_the_suspension() {
+    let mut run = restarts(0);
+    let status = started(&run, &["r-0", "r-1"]);
+    run.spec.suspend = true;
+    let lost = Some((
+        "WorkerLost".to_string(),
+        "worker pod r-0 was deleted".to_string(),
+    ));
+    let d = decide_with(&run, status, &pods(&[]), None, lost, at(10));
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    assert_eq!(d.status.attempts[0].reason.as_deref(), Some(SUSPENDED));
+    assert_eq!(restarts_used(&d.status), 0);
+}
