@@ -321,14 +321,22 @@ async fn restarts_stop_at_a_non_retriable_code_and_after_max_restarts() -> Resul
         .collect();
     assert_eq!(reasons, vec![Some("WorkerFailed"), Some("WorkerFailed")]);
     assert!(status.workers.iter().any(|w| w.attempt == 1));
-    // The worker still running when attempt 0 ended was stopped, and is recorded as such.
+    // The worker still running when attempt 0 ended was stopped, and is recorded as such (as
+    // last seen), and attempt 0 ended for the worker that failed, not for the one stopped.
     let stopped = status
         .workers
         .iter()
         .find(|w| w.pod_name == "flaky-0")
         .context("flaky-0")?;
-    assert_eq!(stopped.reason.as_deref(), Some("Stopped"));
-    assert_eq!(stopped.attempt, 0);
+    assert_eq!(
+        (stopped.reason.as_deref(), stopped.attempt),
+        (Some("Stopped"), 0)
+    );
+    let why = status.attempts[0].message.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("worker flaky-1 (rank 1) failed: exit code 3"),
+        "{why}"
+    );
     let ended = status.attempts[0].end_time.clone().context("end")?.0;
     let next = status.attempts[1].start_time.clone().context("start")?.0;
     assert!(

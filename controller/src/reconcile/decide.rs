@@ -238,10 +238,11 @@ fn phase_of_workers(
     // A failed worker is the run's failure whatever its termination message says: a crashing
     // trainer often leaves an error text there, not a report. The refused report stays in
     // workers[].reportError and is named in the message.
-    if let Some(w) = workers
+    // The first to fail (a worker killed because another failed ends later, with 137).
+    let failed = workers
         .iter()
-        .find(|w| w.phase.as_deref() == Some("Failed"))
-    {
+        .filter(|w| w.phase.as_deref() == Some("Failed"));
+    if let Some(w) = failed.min_by_key(|w| w.finished_at.as_ref().map(|t| t.0)) {
         let mut message = format!(
             "worker {} (rank {}) failed: exit code {}, reason {}, on node {}",
             w.pod_name,

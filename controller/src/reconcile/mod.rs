@@ -252,18 +252,19 @@ async fn act(
     run: &TrainingRun,
     namespace: &str,
     decision: Decision,
-    pass: Pass,
+    mut pass: Pass,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    if decision.stop_workers {
-        // Stop what still runs: a distributed job cannot go on without a worker, and the
-        // accelerators are expensive. Recorded workers stay in the status.
-        let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-        let pods = match pass.pods {
-            Some(pods) => pods,
-            None => workers::list(&pods_api, run).await?,
-        };
-        workers::stop(&pods_api, &pods).await;
+    // A run that ends stops its workers first: a distributed job cannot go on without a worker,
+    // and the accelerators are expensive. A run that goes on (a restart, a suspension) stops them
+    // only once the attempt's end is recorded: a pass whose write fails then stops nothing, and
+    // the next one decides again from what it finds (not from workers it killed itself).
+    let ends = matches!(
+        decision.status.phase,
+        Some(Phase::Succeeded | Phase::Failed)
+    );
+    if decision.stop_workers && ends {
+        stop(run, namespace, pass.pods.take(), ctx).await?;
     }
     let version = match status::write_status_at(
         run,
@@ -295,6 +296,9 @@ async fn act(
         }
         other => other?,
     };
+    if decision.stop_workers && !ends {
+        stop(run, namespace, pass.pods.take(), ctx).await?;
+    }
 
     // Counted and logged once recorded: a failed status write observes the same workers again.
     ctx.metrics
@@ -323,6 +327,23 @@ async fn act(
     Ok(decision
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Stop the run's workers still running (`pods`, or listed now). Recorded workers stay in the
+/// status.
+async fn stop(
+    run: &TrainingRun,
+    namespace: &str,
+    pods: Option<std::collections::BTreeMap<String, Pod>>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = match pods {
+        Some(pods) => pods,
+        None => workers::list(&pods_api, run).await?,
+    };
+    workers::stop(&pods_api, &pods).await;
+    Ok(())
 }
 
 /// A run that has finished: hand it to the provenance workers while it owes its provenance,

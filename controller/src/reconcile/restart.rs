@@ -231,10 +231,12 @@ pub fn interrupt(
         if reason != "WorkerFailed" && reason != "WorkerLost" {
             return None;
         }
+        // The worker the failure names (the first to fail: decide::phase_of_workers).
         let failed = status
             .workers
             .iter()
-            .find(|w| w.attempt == k && w.phase.as_deref() == Some("Failed"))
+            .filter(|w| w.attempt == k && w.phase.as_deref() == Some("Failed"))
+            .min_by_key(|w| w.finished_at.as_ref().map(|t| t.0))
             .cloned();
         if let Some(code) = failed.as_ref().and_then(|w| w.exit_code)
             && policy.non_retriable(code)

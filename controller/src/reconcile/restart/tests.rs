@@ -441,3 +441,28 @@ fn workers_gone_while_suspending_are_the_suspension() {
     assert_eq!(d.status.attempts[0].reason.as_deref(), Some(SUSPENDED));
     assert_eq!(restarts_used(&d.status), 0);
 }
+
+/// Tampering and refusals reach the run through `decide::refuse`, never a restart; and a failure
+/// that is not a worker's (a refused report) is not restarted either.
+#[test]
+fn tampering_and_refused_reports_are_never_restarted() {
+    let run = restarts(5);
+    let status = started(&run, &["r-0", "r-1"]);
+    let refusal = (
+        "WorkerTampered".to_string(),
+        "pod r-0 was replaced".to_string(),
+    );
+    let d = crate::reconcile::decide::refuse(&run, status.clone(), refusal, at(10));
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(
+        d.status.attempts[0].reason.as_deref(),
+        Some("WorkerTampered")
+    );
+    let mut s = status.clone();
+    let mut failure = Some(("InvalidWorkloadReport".to_string(), "bad".to_string()));
+    assert!(interrupt(&run, &mut s, &pods(&[]), &mut failure, at(10)).is_none());
+    assert_eq!(
+        failure.map(|f| f.0).as_deref(),
+        Some("InvalidWorkloadReport")
+    );
+}
