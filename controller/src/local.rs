@@ -437,6 +437,7 @@ fn recorded_status(
         start_time: Some(Time(training.started)),
         completion_time: Some(Time(training.finished)),
         workers: vec![WorkerRecord {
+            attempt: 0,
             pod_name: "local".into(),
             rank: 0,
             node_name: Some(host_facts.hostname.clone()),

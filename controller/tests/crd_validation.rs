@@ -91,6 +91,28 @@ fn spec_is_immutable_once_started() {
         "{err}"
     );
 
+    // Every other field too, a new one included (failurePolicy: added, changed or removed).
+    let mut with_policy = old.clone();
+    with_policy["spec"]["failurePolicy"] = json!({"maxRestarts": 1});
+    let mut more = with_policy.clone();
+    more["spec"]["failurePolicy"]["maxRestarts"] = json!(2);
+    for (before, after) in [
+        (&old, &with_policy),
+        (&with_policy, &more),
+        (&with_policy, &old),
+    ] {
+        refused_by(&admission, &started(after), Some(&started(before)));
+    }
+    // spec.suspend alone stays changeable: a running run is suspended and resumed.
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    admission
+        .check(&started(&suspended), Some(&started_old))
+        .unwrap();
+    admission
+        .check(&started_old, Some(&started(&suspended)))
+        .unwrap();
+
     // Status-only changes after the start are the controller's business and stay allowed.
     let mut status_update = started_old.clone();
     status_update["status"]["phase"] = json!("Running");

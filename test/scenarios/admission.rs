@@ -172,5 +172,18 @@ async fn the_spec_is_immutable_on_the_api_server_once_started() -> Result<()> {
             .any(|(f, m)| f == "spec" && m.contains("immutable")),
         "{refusal}"
     );
+    // The field-by-field rule passes the server's cost budget (the CRD was installed) and
+    // leaves spec.suspend, and only it, changeable.
+    for suspend in [true, false] {
+        merge_patch(&cluster, name, None, json!({"spec": {"suspend": suspend}}))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    }
+    let policy = json!({"spec": {"suspend": true, "failurePolicy": {"maxRestarts": 3}}});
+    let refusal = merge_patch(&cluster, name, None, policy)
+        .await?
+        .err()
+        .context("a started run's failurePolicy changed")?;
+    assert!(refusal.contains("immutable"), "{refusal}");
     Ok(())
 }

@@ -692,3 +692,62 @@ async fn survives_watch_restarts_and_expired_resource_versions() -> Result<()> {
     cluster.wait_phase("after", "Succeeded").await?;
     sim.shutdown().await
 }
+
+#[tokio::test]
+async fn a_preempted_or_evicted_pod_fails_marked_as_a_disruption() -> Result<()> {
+    let cluster = Cluster::new().await?;
+    let sim = cluster
+        .sim(
+            Scenario::new()
+                .node(SimNode::new("spot-0").label("cloud.google.com/gke-spot", "true"))
+                .pod(
+                    "spot",
+                    PodOutcome::preempted().after(Duration::from_millis(200)),
+                )
+                .pod("pressed", PodOutcome::evicted()),
+        )
+        .await?;
+    cluster
+        .create(pod("spot", "ghcr.io/acme/trainer:v1"))
+        .await?;
+    cluster
+        .create(pod("pressed", "ghcr.io/acme/trainer:v1"))
+        .await?;
+    for (name, reason, message) in [
+        (
+            "spot",
+            "Terminated",
+            "Pod was terminated in response to imminent node shutdown.",
+        ),
+        (
+            "pressed",
+            "Evicted",
+            "The node was low on resource: memory.",
+        ),
+    ] {
+        let p = cluster.wait_phase(name, "Failed").await?;
+        let status = p.status.clone().expect("status");
+        assert_eq!(
+            (status.reason.as_deref(), status.message.as_deref()),
+            (Some(reason), Some(message)),
+            "{name}"
+        );
+        let disruption = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .expect("a DisruptionTarget condition");
+        assert_eq!(
+            (disruption.status.as_str(), disruption.reason.as_deref()),
+            ("True", Some("TerminationByKubelet"))
+        );
+        let t = terminated(&p);
+        assert_eq!(t["exitCode"].as_i64(), Some(137), "{name}");
+        // It ran before it was ended (a started container, an image digest).
+        assert!(t["startedAt"].is_string(), "{name}: {t}");
+    }
+    // Ended, not deleted: the pod stays for its owner to observe.
+    assert_eq!(phase_of(&cluster.pods().get("spot").await?), "Failed");
+    sim.shutdown().await
+}

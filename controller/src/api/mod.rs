@@ -82,8 +82,8 @@ pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn(name = "Accelerator", type_ = "string", json_path = ".spec.accelerator.type"),
     printcolumn(name = "Provenance", type_ = "string", json_path = ".status.provenance.state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.startTime) || self.spec == oldSelf.spec")
-        .message("spec is immutable once the run has started (status.startTime is set); create a new TrainingRun instead")
+    validation = Rule::new(immutable::rule())
+        .message("spec is immutable once the run has started (status.startTime is set), all but spec.suspend; create a new TrainingRun instead")
         .field_path(".spec")
         .reason(Reason::FieldValueForbidden),
     validation = Rule::new("size(self.metadata.name) <= 48 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
@@ -138,6 +138,11 @@ pub struct TrainingRunSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub replicas: i32,
+
+    /// What a failed worker does to the run: restart all the workers as a new attempt (up to
+    /// `maxRestarts` times), or fail it. Omitted: the first failure fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
 
     /// Accelerators per worker. Omit it for a CPU-only run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +241,18 @@ pub struct TrainingRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
+
+    /// Suspend the run: while true no worker pod exists. A run created suspended gets no pods
+    /// and no `status.startTime` until resumed; suspending a running run stops its workers (the
+    /// attempt ends `Suspended`, not counted against `failurePolicy.maxRestarts`) and resuming
+    /// starts all of them again as a new attempt. The only field that may change once the run
+    /// has started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_replicas() -> i32 {
@@ -410,6 +427,17 @@ pub struct TrainingRunStatus {
     #[schemars(with = "compact::Workers")]
     pub workers: Vec<WorkerRecord>,
 
+    /// Every attempt of the run, in order: a failed worker restarts all of them as a new attempt
+    /// (`spec.failurePolicy`), suspending ends one (`spec.suspend`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ATTEMPTS))]
+    pub attempts: Vec<Attempt>,
+
+    /// Every time the run was suspended (`spec.suspend`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SUSPENSIONS))]
+    pub suspensions: Vec<Suspension>,
+
     /// The run's materials, merged from the spec, the pods and the workload reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub materials: Option<Materials>,
@@ -443,6 +471,9 @@ pub struct WorkerRecord {
     pub pod_name: String,
     /// Rank of the worker (0-based).
     pub rank: i32,
+    /// The attempt the worker belongs to (`status.attempts[].index`; absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: i32,
     /// Node the worker ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -613,6 +644,8 @@ impl ProvenanceStatus {
 }
 
 pub mod compact;
+mod failure;
+pub mod immutable;
 mod materials;
 pub mod numbers;
 mod pod_template;
@@ -621,6 +654,10 @@ pub mod revocation;
 pub mod validation;
 pub mod volumes;
 
+pub use failure::{
+    Attempt, FailurePolicy, MAX_ATTEMPTS, MAX_RECORDED_PODS, MAX_RESTARTS, MAX_SUSPENSIONS,
+    SUSPENDED, Suspension,
+};
 pub use materials::{DatasetMaterial, ImageMaterial, Materials, OutputRecord};
 pub use pod_template::{
     Framework, MetadataKind, PodTemplate, PodTemplateMetadata, PodTemplatePlacement, reserved_key,

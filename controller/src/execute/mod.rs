@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::TrainingRun;
+pub mod attempt;
 pub mod placement;
 pub mod pod_template;
 pub mod rendezvous;

@@ -114,6 +114,8 @@ pub fn worker_record(pod: &Pod, node: Option<&Node>, resource: Option<&str>) -> 
     WorkerRecord {
         pod_name: name,
         rank,
+        // From the pod name, by the caller (labels can be edited, names cannot).
+        attempt: 0,
         node_name: spec.and_then(|s| s.node_name.clone()),
         phase: status.and_then(|s| s.phase.clone()),
         exit_code: terminated.map(|t| t.exit_code),

@@ -23,12 +23,13 @@ use serde_json::Value;
 use super::LocalInvocation;
 use super::statement::{JsonMap, Object};
 use crate::api::{
-    AcceleratorRequest, BaseModelRef, CodeRef, DatasetMaterial, DatasetRef, OutputSpec, Source,
-    TrainingRunSpec,
+    AcceleratorRequest, BaseModelRef, CodeRef, DatasetMaterial, DatasetRef, FailurePolicy,
+    OutputSpec, Source, TrainingRunSpec, TrainingRunStatus,
 };
 use crate::api::{PodTemplate, PodTemplateMetadata, PodTemplatePlacement};
 use crate::execute::{WorkerSecurity, placement::Placement, rendezvous, worker_security};
 
+mod attempts;
 mod worker;
 pub(super) use worker::worker_annotations;
 
@@ -53,6 +54,8 @@ struct ExternalParameters<'a> {
     /// Values as written; `valueFrom` is recorded as the reference, never resolved.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     env: &'a [EnvVar],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_policy: Option<&'a FailurePolicy>,
     /// The object as given, `{}` when none.
     hyperparameters: Cow<'a, JsonMap>,
     image: &'a str,
@@ -154,6 +157,7 @@ pub(super) fn external_parameters(spec: &TrainingRunSpec) -> serde_json::Result<
         command: &spec.command,
         datasets,
         env: &spec.env,
+        failure_policy: spec.failure_policy.as_ref(),
         hyperparameters: spec
             .hyperparameters
             .as_ref()
@@ -251,10 +255,14 @@ pub(super) fn dataset_annotations(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ClusterParameters<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<attempts::AttemptParameter<'a>>,
     namespace: &'a str,
     rendezvous: RendezvousRecord<'a>,
     scheduling: Scheduling<'a>,
     service_account_name: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    suspensions: Vec<attempts::SuspensionParameter>,
     worker_security: WorkerSecurity,
 }
 
@@ -303,6 +311,7 @@ struct AcceleratorResource<'a> {
 pub(super) fn cluster_parameters(
     spec: &TrainingRunSpec,
     name: &str,
+    status: &TrainingRunStatus,
     namespace: &str,
     placement: &Placement,
 ) -> serde_json::Result<Object> {
@@ -333,6 +342,7 @@ pub(super) fn cluster_parameters(
         .chain(spec.tolerations.iter().flatten())
         .collect();
     Object::of(&ClusterParameters {
+        attempts: attempts::attempts(status),
         namespace,
         rendezvous: RendezvousRecord {
             environment: rendezvous.shared_map(),
@@ -357,6 +367,7 @@ pub(super) fn cluster_parameters(
                 .filter(|c| !c.is_empty()),
         },
         service_account_name: spec.service_account_name.as_deref().unwrap_or("default"),
+        suspensions: attempts::suspensions(status),
         worker_security: worker_security(spec),
     })
 }
@@ -422,6 +433,7 @@ mod tests {
             "code": {"uri": "https://git/x", "revision": "abc"},
             "output": {"repository": "reg.io/models/m"},
             "activeDeadlineSeconds": 60,
+            "failurePolicy": {"maxRestarts": 2, "nonRetriableExitCodes": [42]},
             "nodeSelector": {"pool": "tpu"},
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}],
             "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "1"}, "claims": [{"name": "gpu", "request": "r"}]},
@@ -450,9 +462,21 @@ mod tests {
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             resource: Some(("google.com/tpu".into(), 4)),
         };
-        let cluster = cluster_parameters(&spec, "run", "ns", &placement).expect("writes");
-        assert_sorted(&cluster);
-        let scheduling = &cluster.to_map().expect("an object")["scheduling"];
+        let status: TrainingRunStatus = serde_json::from_value(json!({
+            "attempts": [
+                {"index": 0, "startTime": "2026-11-20T10:00:00Z", "endTime": "2026-11-20T10:05:00Z",
+                 "reason": "WorkerEvicted", "message": "m", "pods": ["p-0"]},
+                {"index": 1, "startTime": "2026-11-20T10:06:00Z"}
+            ],
+            "suspensions": [{"startTime": "2026-11-20T09:00:00Z", "endTime": "2026-11-20T09:30:00Z"}]
+        }))
+        .expect("a status");
+        let internal = cluster_parameters(&spec, "run", &status, "ns", &placement).expect("writes");
+        assert_sorted(&internal);
+        let map = internal.to_map().expect("an object");
+        assert_eq!(map["attempts"][0]["reason"], "WorkerEvicted");
+        assert_eq!(map["suspensions"][0]["endTime"], "2026-11-20T09:30:00Z");
+        let scheduling = &map["scheduling"];        
         for key in [
             "affinity",
             "podAnnotations",
@@ -479,7 +503,7 @@ mod tests {
         .expect("a material");
         assert_sorted(&dataset_annotations(&material, spec.datasets.first()).expect("writes"));
         let worker: WorkerRecord = serde_json::from_value(json!({
-            "podName": "p-0", "rank": 0, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
+            "podName": "p-a1-0", "rank": 0, "attempt": 1, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
             "reason": "Completed", "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:00:00Z",
             "containers": [{"name": "t", "image": "reg.io/t", "digest": "sha256:aa", "imageId": "reg.io/t@sha256:aa"}],
             "accelerator": {"product": "TPU", "count": "4", "memory": "16", "driverVersion": "1",
@@ -496,6 +520,7 @@ mod tests {
         let observed = &annotations.to_map().expect("an object")["observed"];
         for key in [
             "accelerator",
+            "attempt",
             "containers",
             "exitCode",
             "finishedAt",

@@ -162,7 +162,9 @@ pub fn statement_for_run(
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
-                internal_parameters: internal_parameters(&run.spec, &name, &namespace, placement)?,
+                internal_parameters: internal_parameters(
+                    &run.spec, &name, status, &namespace, placement,
+                )?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
@@ -284,12 +286,13 @@ pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceE
 pub fn internal_parameters(
     spec: &TrainingRunSpec,
     name: &str,
+    status: &TrainingRunStatus,
     namespace: &str,
     placement: &Placement,
 ) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
-        fields::cluster_parameters(spec, name, namespace, placement),
+        fields::cluster_parameters(spec, name, status, namespace, placement),
     )
 }
 

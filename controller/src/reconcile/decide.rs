@@ -12,7 +12,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
 
-use crate::api::{Phase, ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus};
+use super::restart;
+use crate::api::{
+    Phase, ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus, WorkerRecord,
+};
 use crate::observe::materials;
 
 /// Condition types of a run's execution.
@@ -64,15 +67,38 @@ pub struct Settings {
 /// included), `pods` the live worker pods, `blocked` why workers could not be created.
 pub fn decide(
     run: &TrainingRun,
-    mut status: TrainingRunStatus,
+    status: TrainingRunStatus,
     pods: &BTreeMap<String, Pod>,
     blocked: Option<Reason>,
     settings: Settings,
 ) -> Decision {
+    decide_with(run, status, pods, blocked, None, settings)
+}
+
+/// [`decide`], with `lost`: a worker of the running attempt gone before it finished
+/// ([`super::integrity::lost`]). Only the running (or last) attempt's workers and pods decide
+/// the phase; [`restart`] ends an attempt early (restart, suspension).
+pub fn decide_with(
+    run: &TrainingRun,
+    mut status: TrainingRunStatus,
+    all_pods: &BTreeMap<String, Pod>,
+    blocked: Option<Reason>,
+    lost: Option<Reason>,
+    settings: Settings,
+) -> Decision {
     let old = status.phase.unwrap_or_default();
     let now = Time(settings.now);
-    let (mut phase, mut failure) = phase_of_workers(run, pods, &status);
-    let deadline = deadline(run, &status);
+    let (attempt, open) = (restart::current(&status), restart::is_open(&status));
+    let pods = &restart::pods_of(run, all_pods, attempt);
+    let workers = restart::workers_of(&status, attempt);
+    let (mut phase, mut failure) = match (open, lost) {
+        (false, _) => (Phase::Pending, None),
+        (true, lost) => match phase_of_workers(run, pods, &workers) {
+            (phase, None) if phase != Phase::Succeeded && lost.is_some() => (Phase::Failed, lost),
+            other => other,
+        },
+    };
+    let deadline = deadline(run, &status, settings.now);
     if failure.is_none() && phase != Phase::Succeeded && deadline.is_some_and(|d| settings.now >= d)
     {
         let secs = run.spec.active_deadline_seconds.unwrap_or_default();
@@ -82,11 +108,21 @@ pub fn decide(
             format!("the run exceeded spec.activeDeadlineSeconds ({secs}s)"),
         ));
     }
+    if let Some(d) = restart::interrupt(run, &mut status, all_pods, &mut failure, settings) {
+        return d;
+    }
+    if failure.is_some() {
+        phase = Phase::Failed;
+    } else if !open {
+        return restart::waiting(run, status, all_pods, settings);
+    }
     match (phase, failure) {
         (Phase::Failed, failure) => finish(&mut status, failure, &now, settings.provenance),
         (Phase::Succeeded, _) => {
-            let reports = materials::reports_of(&status.workers);
-            match materials::merge(&run.spec.datasets, &status.workers, &reports) {
+            // From the final attempt only: a failed attempt's report never becomes a material or
+            // a subject.
+            let reports = materials::reports_of(&workers);
+            match materials::merge(&run.spec.datasets, &workers, &reports) {
                 Ok(m) => {
                     status.materials = Some(m);
                     status.outputs = materials::outputs(&reports);
@@ -192,20 +228,21 @@ pub fn refuse(
     }
 }
 
-/// The phase the recorded workers and the live pods imply, and the failure if it is `Failed`.
+/// The phase the recorded workers and the live pods (of one attempt) imply, and the failure if
+/// it is `Failed`.
 fn phase_of_workers(
     run: &TrainingRun,
     pods: &BTreeMap<String, Pod>,
-    status: &TrainingRunStatus,
+    workers: &[WorkerRecord],
 ) -> (Phase, Option<Reason>) {
     // A failed worker is the run's failure whatever its termination message says: a crashing
     // trainer often leaves an error text there, not a report. The refused report stays in
     // workers[].reportError and is named in the message.
-    if let Some(w) = status
-        .workers
+    // The first to fail (a worker killed because another failed ends later, with 137).
+    let failed = workers
         .iter()
-        .find(|w| w.phase.as_deref() == Some("Failed"))
-    {
+        .filter(|w| w.phase.as_deref() == Some("Failed"));
+    if let Some(w) = failed.min_by_key(|w| w.finished_at.as_ref().map(|t| t.0)) {
         let mut message = format!(
             "worker {} (rank {}) failed: exit code {}, reason {}, on node {}",
             w.pod_name,
@@ -227,7 +264,7 @@ fn phase_of_workers(
         };
         return (Phase::Failed, Some((reason.into(), message)));
     }
-    if let Some(w) = status.workers.iter().find(|w| w.report_error.is_some()) {
+    if let Some(w) = workers.iter().find(|w| w.report_error.is_some()) {
         let err = w.report_error.clone().unwrap_or_default();
         let (reason, detail) = err
             .split_once(": ")
@@ -236,8 +273,7 @@ fn phase_of_workers(
         return (Phase::Failed, Some((reason.to_string(), message)));
     }
     let replicas = run.spec.replicas.max(1) as usize;
-    let succeeded = status
-        .workers
+    let succeeded = workers
         .iter()
         .filter(|w| w.phase.as_deref() == Some("Succeeded"))
         .count();
@@ -267,7 +303,11 @@ fn progress(run: &TrainingRun, pods: &BTreeMap<String, Pod>, phase: Phase) -> Re
 }
 
 /// The Event of a phase change, if the phase changed.
-fn transition(run: &TrainingRun, status: &TrainingRunStatus, from: Phase) -> Option<Transition> {
+pub(super) fn transition(
+    run: &TrainingRun,
+    status: &TrainingRunStatus,
+    from: Phase,
+) -> Option<Transition> {
     let to = status.phase.unwrap_or_default();
     if to == from {
         return None;
@@ -321,8 +361,14 @@ fn is_terminal(status: &TrainingRunStatus) -> bool {
     matches!(status.phase, Some(Phase::Succeeded | Phase::Failed))
 }
 
-fn deadline(run: &TrainingRun, status: &TrainingRunStatus) -> Option<Timestamp> {
-    let secs = run.spec.active_deadline_seconds?;
+/// When the run's `activeDeadlineSeconds` run out: counted from `status.startTime` across
+/// attempts, without the time the run spent suspended (as of `now`).
+pub fn deadline(
+    run: &TrainingRun,
+    status: &TrainingRunStatus,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let secs = run.spec.active_deadline_seconds? + restart::suspended_secs(status, now);
     let start = status.start_time.as_ref()?.0;
     start
         .checked_add(jiff::SignedDuration::from_secs(secs))
@@ -338,16 +384,25 @@ fn finish(status: &mut TrainingRunStatus, failure: Option<Reason>, now: &Time, p
     };
     status.phase = Some(phase);
     status.completion_time.get_or_insert_with(|| now.clone());
+    let attempt = restart::current(status);
+    match &failure {
+        None => restart::close(status, "Succeeded", "all its workers succeeded", now),
+        Some((reason, message)) => restart::close(status, reason, message, now),
+    }
     match &failure {
         None => {
-            let n = status.workers.len();
+            let n = restart::workers_of(status, attempt).len();
             let datasets = status.materials.as_ref().map_or(0, |m| m.datasets.len());
             let images = status.materials.as_ref().map_or(0, |m| m.images.len());
             let recorded = format!(
                 "{n} workers, {datasets} datasets, {images} images, {} outputs recorded",
                 status.outputs.len()
             );
-            let all = format!("all {n} workers succeeded");
+            let all = if status.attempts.len() > 1 {
+                format!("all {n} workers of attempt {attempt} succeeded")
+            } else {
+                format!("all {n} workers succeeded")
+            };
             upsert(
                 status,
                 SUCCEEDED,

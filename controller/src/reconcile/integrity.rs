@@ -7,10 +7,13 @@
 //!   from those the pod was created with (the rest of its containers is immutable), or that got an
 //!   ephemeral container, or whose kubelet-reported image digest differs from a digest-pinned
 //!   `spec.image`: `WorkerTampered`;
-//! - a created worker gone before it was recorded as finished: `WorkerLost` (never re-created:
-//!   the controller could not vouch for a replacement's inputs).
+//! - a created worker of the running attempt gone before it was recorded as finished: `WorkerLost`
+//!   ([`lost`]). Never re-created under its name: it ends the attempt, and the next attempt (if
+//!   `spec.failurePolicy` allows one) creates all the workers again, under new names, each with
+//!   its own recorded UID.
 //!
-//! Either fails the run, so nothing of it is ever signed (docs/security.md).
+//! Tampering fails the run, so nothing of it is ever signed (docs/security.md); a lost worker
+//! fails it unless restarts remain.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +30,8 @@ fn tampered(message: String) -> Option<Reason> {
 }
 
 /// Why the live `pods` (listed by the run's labels and owner) cannot be the workers the
-/// controller created from `plan`, if they cannot. `image` is the run's `spec.image`.
+/// controller created from `plan` (the running attempt's) or for an earlier attempt
+/// (`status.attempts[].pods`), if they cannot. `image` is the run's `spec.image`.
 pub fn check(
     plan: &WorkerPlan,
     image: &str,
@@ -35,6 +39,8 @@ pub fn check(
     status: &TrainingRunStatus,
 ) -> Option<Reason> {
     let pinned = image.rsplit_once('@').map(|(_, digest)| digest);
+    let earlier: std::collections::BTreeSet<&String> =
+        status.attempts.iter().flat_map(|a| &a.pods).collect();
     for (name, pod) in pods {
         let uid = pod.uid().unwrap_or_default();
         let Some(created) = status.worker_pods.iter().find(|c| &c.name == name) else {
@@ -48,7 +54,7 @@ pub fn check(
                 created.uid
             ));
         }
-        if !plan.pods.iter().any(|p| p.name_any() == *name) {
+        if !plan.pods.iter().any(|p| p.name_any() == *name) && !earlier.contains(name) {
             return tampered(format!("pod {name} is not one of the run's workers"));
         }
         if let Some(why) = changed(created, pod) {
@@ -70,13 +76,28 @@ pub fn check(
             }
         }
     }
+    None
+}
+
+/// A worker of the running attempt the controller created that is gone before it was recorded
+/// as finished, if one is. Workers of ended attempts may go: their attempt is over.
+pub fn lost(status: &TrainingRunStatus, pods: &BTreeMap<String, Pod>) -> Option<Reason> {
+    let running = match status.attempts.last() {
+        Some(a) if a.end_time.is_some() => return None,
+        Some(a) => Some(&a.pods),
+        // Started before attempts were recorded: every created worker is attempt 0's.
+        None => None,
+    };
     for created in &status.worker_pods {
+        if running.is_some_and(|names| !names.contains(&created.name)) {
+            continue;
+        }
         let finished = status.workers.iter().any(|w| w.pod_name == created.name);
         if !finished && !pods.contains_key(&created.name) {
             return Some((
                 "WorkerLost".to_string(),
                 format!(
-                    "worker pod {} (UID {}) was deleted before it finished; workers are not re-created (provenant could not vouch for a replacement's inputs)",
+                    "worker pod {} (UID {}) was deleted before it finished; it is never re-created under its name (a restart creates all the workers again, under new names)",
                     created.name, created.uid
                 ),
             ));
@@ -265,7 +286,8 @@ mod tests {
         let plan = plan();
         let mut status = status(&[("bert-0", "u0"), ("bert-1", "u1")]);
         let only_rank1 = pods(vec![live(&plan, 1, "u1")]);
-        let (reason, message) = check(&plan, PINNED, &only_rank1, &status).expect("lost");
+        assert_eq!(check(&plan, PINNED, &only_rank1, &status), None);
+        let (reason, message) = lost(&status, &only_rank1).expect("lost");
         assert_eq!(reason, "WorkerLost");
         assert!(message.contains("bert-0 (UID u0)"), "{message}");
         // Recorded as finished, then garbage-collected: nothing lost.
@@ -273,6 +295,46 @@ mod tests {
             pod_name: "bert-0".into(),
             ..Default::default()
         });
-        assert_eq!(check(&plan, PINNED, &only_rank1, &status), None);
+        assert_eq!(lost(&status, &only_rank1), None);
+    }
+
+    /// After a restart the first attempt's workers (kept, terminated) are still the run's, and a
+    /// worker of an ended attempt that goes is not lost; attempt 1's are judged as usual.
+    #[test]
+    fn earlier_attempts_workers_pass_and_only_the_running_attempt_can_lose_one() {
+        use crate::api::Attempt;
+        let first = plan();
+        let second = crate::execute::attempt::for_attempt(first.clone(), 1, None);
+        let mut status = status(&[("bert-0", "u0"), ("bert-1", "u1")]);
+        status.attempts = vec![
+            Attempt {
+                index: 0,
+                end_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                )),
+                pods: vec!["bert-0".into(), "bert-1".into()],
+                ..Default::default()
+            },
+            Attempt {
+                index: 1,
+                pods: vec!["bert-a1-0".into(), "bert-a1-1".into()],
+                ..Default::default()
+            },
+        ];
+        let mut a1 = second.pods[0].clone();
+        a1.metadata.uid = Some("v0".into());
+        status.worker_pods.push(CreatedPod::of(&a1));
+        let both = pods(vec![live(&first, 0, "u0"), a1.clone()]);
+        assert_eq!(check(&second, PINNED, &both, &status), None);
+        // bert-1 (attempt 0) is gone: its attempt is over. bert-a1-0 gone would be lost.
+        assert_eq!(lost(&status, &both), None);
+        let (reason, message) = lost(&status, &pods(vec![live(&first, 0, "u0")])).expect("lost");
+        assert_eq!(reason, "WorkerLost");
+        assert!(message.contains("bert-a1-0 (UID v0)"), "{message}");
+        // A pod under a later attempt's name the controller did not create: tampering.
+        let mut forged = second.pods[1].clone();
+        forged.metadata.uid = Some("tenant".into());
+        let (reason, _) = check(&second, PINNED, &pods(vec![forged]), &status).expect("refused");
+        assert_eq!(reason, "WorkerTampered");
     }
 }

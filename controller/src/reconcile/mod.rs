@@ -31,6 +31,7 @@ pub mod integrity;
 pub mod publish;
 pub mod publisher;
 pub mod queue;
+pub mod restart;
 pub mod revocation;
 pub mod status;
 pub mod workers;
@@ -151,6 +152,15 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     // older status.
     let mut version = status::ensure_finalizer(run, namespace, ctx).await?;
     let mut current = recorded;
+    if run.spec.suspend && current.start_time.is_none() {
+        // Created suspended: no pod and no startTime (the spec stays editable) until resumed.
+        let decision = restart::before_start(run, current, settings(ctx));
+        let pass = Pass {
+            version,
+            ..Pass::default()
+        };
+        return act(run, namespace, decision, pass, ctx).await;
+    }
     if current.start_time.is_none() {
         // Written before any pod exists: from here on the spec is immutable (CRD rule), so the pods
         // can never disagree with the spec they were built from.
@@ -162,6 +172,12 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     // Only the pods the controller created, as it created them, are the run's workers.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pods = workers::list(&pods_api, run).await?;
+    // The attempt whose workers are to exist now (none while suspended or between attempts).
+    let attempt = restart::prepare(run, &mut current, &pods, &status::now());
+    let left = decide::deadline(run, &current, Timestamp::now())
+        .map(|d| (d - Timestamp::now()).get_seconds());
+    let index = attempt.unwrap_or_else(|| restart::current(&current));
+    let plan = execute::attempt::for_attempt(plan, index, left.filter(|_| index > 0));
     if let Some(reason) = integrity::check(&plan, &run.spec.image, &pods, &current) {
         // Acted on only when this pass saw the latest run: from a stale cache (its own last
         // status write not seen yet) it would take its own new pods for someone else's.
@@ -179,9 +195,14 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
     }
 
     // Execute (recording each new pod's UID at once), then observe.
+    let lost = integrity::lost(&current, &pods);
     let known = current.worker_pods.len();
-    let blocked =
-        workers::create_missing(run, namespace, &plan, &mut pods, &mut current, ctx).await?;
+    let blocked = match attempt {
+        Some(_) if lost.is_none() => {
+            workers::create_missing(run, namespace, &plan, &mut pods, &mut current, ctx).await?
+        }
+        _ => None,
+    };
     if current.worker_pods.len() > known {
         version = status::record_created(run, namespace, &current, version, ctx).await?;
     }
@@ -205,7 +226,7 @@ async fn apply(run: &TrainingRun, namespace: &str, ctx: &Context) -> Result<Acti
         .and_then(|p| p.resource.map(|(name, _)| name));
     let observed = workers::observe(run, &pods, &mut current, resource.as_deref(), ctx).await?;
 
-    let decision = decide::decide(run, current, &pods, blocked, settings(ctx));
+    let decision = decide::decide_with(run, current, &pods, blocked, lost, settings(ctx));
     let pass = Pass {
         version,
         pods: Some(pods),
@@ -231,18 +252,19 @@ async fn act(
     run: &TrainingRun,
     namespace: &str,
     decision: Decision,
-    pass: Pass,
+    mut pass: Pass,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    if decision.stop_workers {
-        // Stop what still runs: a distributed job cannot go on without a worker, and the
-        // accelerators are expensive. Recorded workers stay in the status.
-        let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-        let pods = match pass.pods {
-            Some(pods) => pods,
-            None => workers::list(&pods_api, run).await?,
-        };
-        workers::stop(&pods_api, &pods).await;
+    // A run that ends stops its workers first: a distributed job cannot go on without a worker,
+    // and the accelerators are expensive. A run that goes on (a restart, a suspension) stops them
+    // only once the attempt's end is recorded: a pass whose write fails then stops nothing, and
+    // the next one decides again from what it finds (not from workers it killed itself).
+    let ends = matches!(
+        decision.status.phase,
+        Some(Phase::Succeeded | Phase::Failed)
+    );
+    if decision.stop_workers && ends {
+        stop(run, namespace, pass.pods.take(), ctx).await?;
     }
     let version = match status::write_status_at(
         run,
@@ -274,6 +296,9 @@ async fn act(
         }
         other => other?,
     };
+    if decision.stop_workers && !ends {
+        stop(run, namespace, pass.pods.take(), ctx).await?;
+    }
 
     // Counted and logged once recorded: a failed status write observes the same workers again.
     ctx.metrics
@@ -302,6 +327,23 @@ async fn act(
     Ok(decision
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Stop the run's workers still running (`pods`, or listed now). Recorded workers stay in the
+/// status.
+async fn stop(
+    run: &TrainingRun,
+    namespace: &str,
+    pods: Option<std::collections::BTreeMap<String, Pod>>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = match pods {
+        Some(pods) => pods,
+        None => workers::list(&pods_api, run).await?,
+    };
+    workers::stop(&pods_api, &pods).await;
+    Ok(())
 }
 
 /// A run that has finished: hand it to the provenance workers while it owes its provenance,

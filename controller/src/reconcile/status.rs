@@ -105,7 +105,10 @@ pub async fn record_created(
                     .map_err(kube_err("get the run"))?;
                 // What is recorded must be what this pass read, or it would be lost.
                 let theirs = latest.status.clone().unwrap_or_default();
-                if theirs.worker_pods != read.worker_pods || theirs.workers != read.workers {
+                if theirs.worker_pods != read.worker_pods
+                    || theirs.workers != read.workers
+                    || theirs.attempts != read.attempts
+                {
                     return Err(e);
                 }
                 version = latest.resource_version();

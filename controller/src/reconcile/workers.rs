@@ -18,6 +18,7 @@ use crate::api::{
     CreatedPod, NamedDigest, ReportRecord, TrainingRun, TrainingRunStatus, WorkerRecord,
 };
 use crate::execute::WorkerPlan;
+use crate::execute::attempt::of_pod;
 use crate::labels;
 use crate::observe::{self, report};
 
@@ -57,7 +58,7 @@ pub enum Blocked {
 
 /// Create the pods (and Service) that were never created, recording each pod's UID in
 /// `status.workerPods` (the caller writes it at once, whatever else happened). A pod once created
-/// is never created again (a lost worker fails the run: [`super::integrity`]). Returns why the
+/// is never created again (a lost worker ends its attempt: [`super::restart`]). Returns why the
 /// workers are not all there: a pod or Service of the same name that belongs to someone else
 /// (reported, never adopted), or a create the API server refused ([`create_errors`]); a refusal
 /// stops this pass's creates and is told in a Warning Event.
@@ -178,6 +179,7 @@ pub async fn observe(
             None => None,
         };
         let mut record = observe::worker_record(pod, node.as_ref(), resource);
+        record.attempt = of_pod(&run.name_any(), name).map_or(0, |(attempt, _)| attempt);
         let message = observe::trainer_termination(pod)
             .and_then(|t| t.message.clone())
             .unwrap_or_default();
@@ -204,7 +206,7 @@ pub async fn observe(
         status.workers.push(record.clone());
         new.push(record);
     }
-    status.workers.sort_by_key(|w| w.rank);
+    status.workers.sort_by_key(|w| (w.attempt, w.rank));
     Ok(new)
 }
 

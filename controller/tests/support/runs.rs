@@ -323,6 +323,27 @@ pub fn refused() -> Vec<Refused> {
         &["must name a volume declared in spec.volumes"],
     ));
     out.push(refused_case(
+        with("more than 100 restarts", |o| {
+            o["spec"]["failurePolicy"] = json!({"maxRestarts": 101})
+        }),
+        "spec.failurePolicy.maxRestarts",
+        &["100"],
+    ));
+    out.push(refused_case(
+        with("a non-retriable exit code 0", |o| {
+            o["spec"]["failurePolicy"] = json!({"maxRestarts": 1, "nonRetriableExitCodes": [0]})
+        }),
+        "spec.failurePolicy.nonRetriableExitCodes[0]",
+        &["1"],
+    ));
+    out.push(refused_case(
+        with("a non-retriable exit code past 255", |o| {
+            o["spec"]["failurePolicy"] = json!({"nonRetriableExitCodes": [256]})
+        }),
+        "spec.failurePolicy.nonRetriableExitCodes[0]",
+        &["255"],
+    ));
+    out.push(refused_case(
         with("a mount naming another volume", |o| {
             o["spec"]["volumes"] = json!([{"name": "cache", "emptyDir": {}}]);
             o["spec"]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}])

@@ -471,6 +471,14 @@ impl PodTask {
         let Behaviour::Exit(exit_code) = outcome.behaviour else {
             return self.idle(false).await;
         };
+        if let Some((reason, message)) = &outcome.disruption {
+            tracing::info!(pod = %self.key(), %reason, "kubelet-sim: disrupted (eviction or node shutdown)");
+            let exits = self.killed_exits(&outcome, &facts, Some(running_since));
+            let pod_reason = Some((reason.as_str(), message.as_str()));
+            self.patch_terminated(&facts, node, start, Some(running_since), &exits, pod_reason)
+                .await;
+            return self.idle(false).await;
+        }
         let mut main_exit = Exit {
             code: exit_code,
             reason: outcome
@@ -832,6 +840,18 @@ impl PodTask {
         if let Some((reason, message)) = pod_reason {
             status["reason"] = json!(reason);
             status["message"] = json!(message);
+            // The kubelet marks a pod it ends for node pressure or shutdown (not for its deadline).
+            if reason != "DeadlineExceeded"
+                && let Some(list) = status["conditions"].as_array_mut()
+            {
+                list.push(condition(
+                    "DisruptionTarget",
+                    true,
+                    Some("TerminationByKubelet"),
+                    Some(message),
+                    &finished,
+                ));
+            }
         }
         tracing::info!(pod = %self.key(), %phase, exit_codes = ?exits.iter().map(|e| e.code).collect::<Vec<_>>(), "kubelet-sim: terminated");
         self.patch_status(status).await;

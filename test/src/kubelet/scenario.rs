@@ -205,6 +205,8 @@ pub struct PodOutcome {
     pub(crate) image_digests: BTreeMap<String, String>,
     pub(crate) before_exit: Option<BeforeExitHook>,
     pub(crate) kill_exit_code: i32,
+    /// The pod's reason and message when the kubelet ends it (eviction, node shutdown).
+    pub(crate) disruption: Option<(String, String)>,
 }
 
 impl fmt::Debug for PodOutcome {
@@ -218,6 +220,7 @@ impl fmt::Debug for PodOutcome {
             .field("container", &self.container)
             .field("image_digests", &self.image_digests)
             .field("before_exit", &self.before_exit.is_some())
+            .field("disruption", &self.disruption)
             .finish()
     }
 }
@@ -249,6 +252,7 @@ impl PodOutcome {
             image_digests: BTreeMap::new(),
             before_exit: None,
             kill_exit_code: 137,
+            disruption: None,
         }
     }
 
@@ -265,6 +269,31 @@ impl PodOutcome {
     /// Exit code 137, reason `OOMKilled`.
     pub fn oom_killed() -> Self {
         PodOutcome::fail(137).reason("OOMKilled")
+    }
+
+    /// A spot VM reclaimed mid-run: after the run time the node shuts down and its kubelet ends the
+    /// pod as graceful node shutdown does: containers killed (`killed_with`, default 137), phase
+    /// `Failed`, pod reason `Terminated`, message `Pod was terminated in response to imminent
+    /// node shutdown.`, condition `DisruptionTarget=True` (`TerminationByKubelet`). The pod stays
+    /// (terminated) until deleted.
+    pub fn preempted() -> Self {
+        let mut o = PodOutcome::exit(Behaviour::Exit(137));
+        o.disruption = Some((
+            "Terminated".into(),
+            "Pod was terminated in response to imminent node shutdown.".into(),
+        ));
+        o
+    }
+
+    /// Evicted by the kubelet under node pressure after the run time: as [`PodOutcome::preempted`]
+    /// with pod reason `Evicted` and message `The node was low on resource: memory.`.
+    pub fn evicted() -> Self {
+        let mut o = PodOutcome::preempted();
+        o.disruption = Some((
+            "Evicted".into(),
+            "The node was low on resource: memory.".into(),
+        ));
+        o
     }
 
     /// Runs until deleted (or `activeDeadlineSeconds`).

@@ -189,6 +189,58 @@ fn a_1024_worker_gpu_run_fits_etcd_with_room_to_spare() {
     assert_eq!(round_trip(&records), records);
 }
 
+/// A restart keeps the first attempt's workers: a 1,024-worker run that restarted once still fits
+/// (its second attempt's records carry `attempt`, both attempts list their pods, and
+/// `workerPods` holds the 2,048 pods created).
+#[test]
+fn a_restarted_1024_worker_run_still_fits_etcd() {
+    let mut records: Vec<WorkerRecord> = (0..1024).map(gpu_worker).collect();
+    records.extend((0..1024).map(|rank| WorkerRecord {
+        pod_name: format!("llm-pretrain-a1-{rank}"),
+        attempt: 1,
+        ..gpu_worker(rank)
+    }));
+    let attempts = (0..2)
+        .map(|k| crate::api::Attempt {
+            index: k,
+            pods: (0..1024)
+                .map(|r| crate::execute::attempt::pod_name("llm-pretrain", k, r))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let image = format!(
+        "trainer=registry.example.com/acme/llm-train@sha256:{}",
+        "4f".repeat(32)
+    );
+    let worker_pods = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::api::CreatedPod {
+            name: r.pod_name.clone(),
+            uid: format!("{i:08x}-0000-4000-8000-000000000000"),
+            images: vec![image.clone()],
+        })
+        .collect();
+    let status = TrainingRunStatus {
+        workers: records,
+        attempts,
+        worker_pods,
+        ..Default::default()
+    };
+    let written = serde_json::to_vec(&status).expect("json").len();
+    // Measured: 1,185,819 bytes, under etcd's 1.5 MiB; a third attempt of this size would not
+    // fit, hence `MAX_RECORDED_PODS`.
+    assert_eq!(
+        status.worker_pods.len(),
+        crate::api::MAX_RECORDED_PODS as usize
+    );
+    assert!(written < 3 * 1024 * 1024 / 2, "written: {written} bytes");
+    let back: TrainingRunStatus =
+        serde_json::from_slice(&serde_json::to_vec(&status).unwrap()).unwrap();
+    assert_eq!(back, status);
+}
+
 #[test]
 fn a_status_round_trips_through_json_and_yaml() {
     let status = TrainingRunStatus {

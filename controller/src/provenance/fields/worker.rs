@@ -23,6 +23,10 @@ struct WorkerAnnotations<'a> {
 struct ObservedWorker<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator: Option<Accelerator<'a>>,
+    /// `status.attempts[].index` of the worker's attempt; absent for attempt 0 (so a run
+    /// recorded before attempts existed gives the same statement).
+    #[serde(skip_serializing_if = "is_first")]
+    attempt: i32,
     containers: Vec<Container<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
@@ -88,6 +92,10 @@ struct ReportedWorker<'a> {
 struct ReportedDataset<'a> {
     digest: &'a str,
     name: &'a str,
+}
+
+fn is_first(attempt: &i32) -> bool {
+    *attempt == 0
 }
 
 fn container(c: &ContainerRecord) -> Container<'_> {
@@ -156,6 +164,7 @@ pub(in crate::provenance) fn worker_annotations(w: &WorkerRecord) -> serde_json:
     let WorkerRecord {
         pod_name: _,
         rank,
+        attempt,
         node_name,
         phase,
         exit_code,
@@ -171,6 +180,7 @@ pub(in crate::provenance) fn worker_annotations(w: &WorkerRecord) -> serde_json:
     Object::of(&WorkerAnnotations {
         observed: ObservedWorker {
             accelerator: facts.as_ref().map(accelerator),
+            attempt: *attempt,
             containers: containers.iter().map(container).collect(),
             exit_code: *exit_code,
             finished_at: finished_at
