@@ -24,6 +24,7 @@ mod process;
 #[path = "../../controller/tests/support/promql.rs"]
 mod promql;
 mod provenance;
+mod queueing;
 mod revocation;
 mod revocation_admission;
 #[path = "../../controller/tests/support/runs.rs"]

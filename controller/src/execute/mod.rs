@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::TrainingRun;
 pub mod placement;
+pub mod queueing;
 pub mod security;
 
 use crate::config::ControllerConfig;
@@ -109,6 +110,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
         serde_json::to_string(&run.spec.hyperparameters.clone().unwrap_or_default())
             .unwrap_or_else(|_| "{}".to_string());
 
+    let group = queueing::pod_group_name(&name, &owner.uid);
     let pods = (0..replicas)
         .map(|rank| {
             let pod_name = worker_pod_name(&name, rank);
@@ -133,7 +135,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                 env_var(labels::env::REPORT_PATH, labels::REPORT_PATH.to_string()),
             ];
             env.extend(run.spec.env.iter().cloned());
-            Pod {
+            let mut pod = Pod {
                 metadata: ObjectMeta {
                     name: Some(pod_name.clone()),
                     namespace: Some(namespace.clone()),
@@ -172,7 +174,9 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                     ..Default::default()
                 }),
                 status: None,
-            }
+            };
+            queueing::apply(run, &group, replicas, &mut pod);
+            pod
         })
         .collect();
 

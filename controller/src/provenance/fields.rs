@@ -260,8 +260,15 @@ struct ClusterParameters<'a> {
 struct Scheduling<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator_resource: Option<AcceleratorResource<'a>>,
+    /// The Kueue pod group (and Workload) of the workers, with `queueName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kueue_pod_group_name: Option<&'a str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     node_selector: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority_class_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<&'a ResourceRequirements>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -279,6 +286,7 @@ pub(super) fn cluster_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
+    pod_group: Option<&str>,
 ) -> serde_json::Result<Object> {
     // The profile's node selector merged with the run's own (the run's wins).
     let node_selector = placement
@@ -302,7 +310,10 @@ pub(super) fn cluster_parameters(
                     name,
                 }
             }),
+            kueue_pod_group_name: spec.queue_name.as_ref().and(pod_group),
             node_selector,
+            priority_class_name: spec.priority_class_name.as_deref(),
+            queue_name: spec.queue_name.as_deref(),
             resources: spec.resources.as_ref(),
             tolerations,
         },
@@ -375,7 +386,8 @@ mod tests {
             "nodeSelector": {"pool": "tpu"},
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute", "tolerationSeconds": 5}],
             "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "1"}, "claims": [{"name": "gpu", "request": "r"}]},
-            "serviceAccountName": "trainer"
+            "serviceAccountName": "trainer",
+            "priorityClassName": "high", "queueName": "team-a"
         }))
         .expect("a full spec")
     }
@@ -389,7 +401,7 @@ mod tests {
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             resource: Some(("google.com/tpu".into(), 4)),
         };
-        assert_sorted(&cluster_parameters(&spec, "ns", &placement).expect("writes"));
+        assert_sorted(&cluster_parameters(&spec, "ns", &placement, Some("m-1")).expect("writes"));
         let local = LocalInvocation {
             host: json!({"hostname": "h", "arch": "x86_64", "cpus": 2}),
             working_directory: "/w".into(),

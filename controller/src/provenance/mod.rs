@@ -149,6 +149,9 @@ pub fn statement_for_run(
         .namespace
         .clone()
         .ok_or(ProvenanceError::Missing("namespace"))?;
+    let name = run.metadata.name.as_deref().unwrap_or_default();
+    let group = crate::execute::queueing::pod_group_name(name, &uid);
+    let group = run.spec.queue_name.as_ref().map(|_| group.as_str());
     Ok(Statement {
         type_: STATEMENT_TYPE.into(),
         subject,
@@ -157,7 +160,7 @@ pub fn statement_for_run(
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
-                internal_parameters: internal_parameters(&run.spec, &namespace, placement)?,
+                internal_parameters: internal_parameters(&run.spec, &namespace, placement, group)?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
             run_details: run_details(
@@ -275,15 +278,17 @@ pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceE
     object("externalParameters", fields::external_parameters(spec))
 }
 
-/// What the controller decided around the run: where and as whom it ran.
+/// What the controller decided around the run: where and as whom it ran, and (with a queue) the
+/// Kueue pod group `pod_group` of its workers.
 pub fn internal_parameters(
     spec: &TrainingRunSpec,
     namespace: &str,
     placement: &Placement,
+    pod_group: Option<&str>,
 ) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
-        fields::cluster_parameters(spec, namespace, placement),
+        fields::cluster_parameters(spec, namespace, placement, pod_group),
     )
 }
 

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
 
 use crate::api::{Phase, ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus};
+use crate::execute::queueing;
 use crate::observe::materials;
 
 /// Condition types of a run's execution.
@@ -259,10 +260,12 @@ fn progress(run: &TrainingRun, pods: &BTreeMap<String, Pod>, phase: Phase) -> Re
             "Running".into(),
             format!("{} of {replicas} workers running", running(pods)),
         ),
-        _ => (
-            "Pending".into(),
-            format!("{} of {replicas} workers scheduled or running", pods.len()),
-        ),
+        _ => queueing::waiting_for_admission(run, pods).unwrap_or_else(|| {
+            (
+                "Pending".into(),
+                format!("{} of {replicas} workers scheduled or running", pods.len()),
+            )
+        }),
     }
 }
 
