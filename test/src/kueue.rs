@@ -127,15 +127,8 @@ async fn start(kubeconfig: &Path) -> Result<Kueue> {
         kill "$kueue" 2>/dev/null; wait "$kueue"; rm -rf "$1"
     "#;
     Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "kueue",
-        ])
+        .args(namespaces()?)
+        .args(["sh", "-c", script, "kueue"])
         .arg(&dir)
         .arg(&binary)
         .arg(&kubeconfig)
@@ -158,6 +151,28 @@ async fn start(kubeconfig: &Path) -> Result<Kueue> {
     )?;
     kubectl(&kubeconfig, &["apply", "-f", path_str(&webhooks)?])?;
     Ok(kueue)
+}
+
+/// `unshare` flags that give Kueue a mount namespace of its own: a user namespace too where the
+/// user may create one (no privilege needed), else a mount namespace alone (root).
+fn namespaces() -> Result<&'static [&'static str]> {
+    const CHOICES: [&[&str]; 2] = [&["--user", "--map-root-user", "--mount"], &["--mount"]];
+    for flags in CHOICES {
+        let probe = Command::new("unshare")
+            .args(flags)
+            .args(["sh", "-c", "mount -t tmpfs tmpfs /etc"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if probe.is_ok_and(|s| s.success()) {
+            return Ok(flags);
+        }
+    }
+    bail!(
+        "cannot run Kueue: `unshare --user --map-root-user --mount` and `unshare --mount` both \
+         failed (no user namespaces and no CAP_SYS_ADMIN?); Kueue v0.17 needs its metrics \
+         certificate at /etc/kueue/metrics/certs, which the test bed mounts in a namespace of its own"
+    )
 }
 
 /// Kueue's CRD files, copied by hack/tools.sh from the Kueue module.
