@@ -7,7 +7,8 @@
 #   kyverno (the Kyverno CLI)                          (hack/tools/kyverno/go.mod)
 #   promtool (Prometheus)                              (hack/tools/prometheus/go.mod)
 #   helm                                               (hack/tools/helm/go.mod)
-#   kueue (the Kueue manager) and crds/kueue.x-k8s.io_*.yaml, its CRDs (hack/tools/kueue/go.mod)
+#   kueue (the Kueue manager), its CRDs crds/kueue.x-k8s.io_*.yaml and webhooks kueue-webhooks.yaml
+#                                                      (hack/tools/kueue/go.mod)
 #   crds/: the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (hack/tools/prometheus-operator)
 #   crds/argoproj.io_workflows.yaml: Argo Workflows' Workflow CRD (hack/tools/argo; downloaded, not built)
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
@@ -97,7 +98,9 @@ install -m 0644 "$(module_dir argo github.com/argoproj/argo-workflows/v4)/manife
 # Kueue, for the queueing scenario (test/scenarios/queueing.rs runs the real manager against the
 # test control plane), and its CRDs. About 11 minutes of wall time on 2 busy cores, 380 s of CPU.
 echo "tools: building kueue" >&2
-(cd kueue && go build -ldflags "-s -w" -o "$BIN/kueue" sigs.k8s.io/kueue/cmd/kueue)
+kueue_version="$(cd kueue && go list -m -f '{{.Version}}' sigs.k8s.io/kueue)"
+(cd kueue && go build -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue_version" \
+    -o "$BIN/kueue" sigs.k8s.io/kueue/cmd/kueue)
 install -m 0644 "$(module_dir kueue sigs.k8s.io/kueue)"/config/components/crd/bases/kueue.x-k8s.io_*.yaml \
     "$BIN/crds/"
 install -m 0644 "$(module_dir kueue sigs.k8s.io/kueue)/config/components/webhook/manifests.yaml" "$BIN/kueue-webhooks.yaml"

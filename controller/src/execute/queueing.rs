@@ -85,7 +85,8 @@ pub fn waiting_for_admission(
             format!(
                 "{gated} of {} workers waiting for admission by Kueue queue {queue:?} (LocalQueue \
                  in this namespace): Kueue admits all the workers together when its ClusterQueue \
-                 has quota for them; if no Kueue manages this namespace, they wait forever",
+                 has quota for all of them; without a Kueue that manages this namespace and that \
+                 LocalQueue, they wait until the run is deleted or its deadline passes",
                 run.spec.replicas
             ),
         )
