@@ -7,6 +7,8 @@
 #   kyverno (the Kyverno CLI)                          (hack/tools/kyverno/go.mod)
 #   promtool (Prometheus)                              (hack/tools/prometheus/go.mod)
 #   helm                                               (hack/tools/helm/go.mod)
+#   kueue (the Kueue manager), its CRDs crds/kueue.x-k8s.io_*.yaml and webhooks kueue-webhooks.yaml
+#                                                      (hack/tools/kueue/go.mod)
 #   crds/: the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (hack/tools/prometheus-operator)
 #   crds/argoproj.io_workflows.yaml: Argo Workflows' Workflow CRD (hack/tools/argo; downloaded, not built)
 #   crds/: the ClusterImagePolicy and ClusterPolicy CRDs of those two releases
@@ -21,10 +23,11 @@ mkdir -p "$BIN"
 
 stamp="$(cat go.mod go.sum kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum \
     policy-controller/go.mod policy-controller/go.sum kyverno/go.mod kyverno/go.sum \
-    prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum \
+    prometheus/go.mod prometheus/go.sum helm/go.mod helm/go.sum kueue/go.mod kueue/go.sum \
     prometheus-operator/go.mod prometheus-operator/go.sum argo/go.mod argo/go.sum ../tools.sh \
     | sha256sum | cut -d' ' -f1)"
-all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno promtool helm
+all=(kube-apiserver kube-controller-manager kubectl etcd cosign oras policy-tester kyverno promtool helm kueue
+    kueue-webhooks.yaml crds/kueue.x-k8s.io_clusterqueues.yaml crds/kueue.x-k8s.io_workloads.yaml
     crds/300-clusterimagepolicy.yaml crds/kyverno.io_clusterpolicies.yaml
     crds/monitoring.coreos.com_servicemonitors.yaml crds/monitoring.coreos.com_prometheusrules.yaml
     crds/argoproj.io_workflows.yaml)
@@ -91,6 +94,16 @@ install -m 0644 "$po_crds/monitoring.coreos.com_servicemonitors.yaml" \
 # (test/scenarios/pipelines/argo.rs). Only v4 is served; its Go code is never built here.
 (cd argo && go mod download github.com/argoproj/argo-workflows/v4)
 install -m 0644 "$(module_dir argo github.com/argoproj/argo-workflows/v4)/manifests/base/crds/full/argoproj.io_workflows.yaml" "$BIN/crds/"
+
+# Kueue, for the queueing scenario (test/scenarios/queueing.rs runs the real manager against the
+# test control plane), and its CRDs. About 11 minutes of wall time on 2 busy cores, 380 s of CPU.
+echo "tools: building kueue" >&2
+kueue_version="$(cd kueue && go list -m -f '{{.Version}}' sigs.k8s.io/kueue)"
+(cd kueue && go build -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$kueue_version" \
+    -o "$BIN/kueue" sigs.k8s.io/kueue/cmd/kueue)
+install -m 0644 "$(module_dir kueue sigs.k8s.io/kueue)"/config/components/crd/bases/kueue.x-k8s.io_*.yaml \
+    "$BIN/crds/"
+install -m 0644 "$(module_dir kueue sigs.k8s.io/kueue)/config/components/webhook/manifests.yaml" "$BIN/kueue-webhooks.yaml"
 
 echo "$stamp" >"$BIN/.stamp"
 echo "tools: built in $(($(date +%s) - start)) s into $BIN" >&2

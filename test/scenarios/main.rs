@@ -25,6 +25,7 @@ mod process;
 #[path = "../../controller/tests/support/promql.rs"]
 mod promql;
 mod provenance;
+mod queueing;
 mod restarts;
 mod revocation;
 mod revocation_admission;

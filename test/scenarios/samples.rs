@@ -70,6 +70,6 @@ async fn crds_install_and_samples_round_trip() -> Result<()> {
         assert!(read.metadata.uid.is_some() && read.metadata.generation == Some(1));
         count += 1;
     }
-    assert_eq!(count, 4);
+    assert_eq!(count, 5);
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! - [`apiserver`]: an in-process Kubernetes API-server double served over HTTP.
 //! - [`blackhole`]: a registry host that accepts connections and never answers (fairness).
 //! - [`kubelet`]: a kubelet simulator that drives pods through their phases via the public API.
+//! - [`kueue`]: the real Kueue manager against the test control plane (queueing scenarios).
 //! - [`cluster`]: one cluster per test (the double with `crds/` installed, or `E2E_KUBECONFIG`'s),
 //!   and the real `provenant` binary run against it.
 //! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on a loopback port.
@@ -17,6 +18,7 @@ pub mod apiserver;
 pub mod blackhole;
 pub mod cluster;
 pub mod kubelet;
+pub mod kueue;
 pub mod racing_writer;
 pub mod rbac;
 pub mod registry;

@@ -460,6 +460,46 @@ async fn gpu_capacity_is_respected() -> Result<()> {
     sim.shutdown().await
 }
 
+/// A pod with scheduling gates (Kueue's `kueue.x-k8s.io/admission`) is never bound while it has
+/// any: the scheduler skips it. Once the gates are removed it is scheduled as usual.
+#[tokio::test]
+async fn gated_pods_wait_until_their_gates_are_removed() -> Result<()> {
+    let cluster = Cluster::new().await?;
+    let sim = cluster
+        .sim(
+            Scenario::new()
+                .nodes(1, |i| {
+                    SimNode::nvidia(format!("gpu-{i}"), "NVIDIA-A100-SXM4-80GB", 4)
+                })
+                .pod("gated", PodOutcome::succeed())
+                .pod("free", PodOutcome::succeed()),
+        )
+        .await?;
+    let mut gated = gpu_pod("gated", 2);
+    gated["spec"]["schedulingGates"] = json!([{"name": "kueue.x-k8s.io/admission"}]);
+    cluster.create(gated).await?;
+    // Created after the gated pod, on the same node with room for both: its completion shows
+    // the scheduler has passed over the gated pod, more than once.
+    cluster.create(gpu_pod("free", 2)).await?;
+    cluster.wait_phase("free", "Succeeded").await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = cluster.pods().get("gated").await?;
+    assert_eq!(node_of(&p), None, "a gated pod is never bound");
+    assert_eq!(phase_of(&p), "Pending");
+
+    cluster
+        .pods()
+        .patch(
+            "gated",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+        )
+        .await?;
+    let p = cluster.wait_phase("gated", "Succeeded").await?;
+    assert_eq!(node_of(&p), Some(sim.node_name("gpu-0").as_str()));
+    sim.shutdown().await
+}
+
 #[tokio::test]
 async fn deleting_a_running_pod_makes_it_go_away() -> Result<()> {
     let cluster = Cluster::new().await?;

@@ -4,7 +4,7 @@
 //! it to the schema, so a field added later is frozen too, never silently mutable).
 
 /// Every `spec` property frozen once `status.startTime` is set: all but `suspend`.
-pub const SPEC_FIELDS: [&str; 25] = [
+pub const SPEC_FIELDS: [&str; 27] = [
     "image",
     "command",
     "args",
@@ -23,6 +23,8 @@ pub const SPEC_FIELDS: [&str; 25] = [
     "nodeSelector",
     "podTemplate",
     "tolerations",
+    "priorityClassName",
+    "queueName",
     "volumes",
     "volumeMounts",
     "resources",

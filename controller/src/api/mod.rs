@@ -202,6 +202,26 @@ pub struct TrainingRunSpec {
     #[schemars(length(max = 64))]
     pub tolerations: Option<Vec<Toleration>>,
 
+    /// PriorityClass of the worker pods (a DNS subdomain of at most 253 characters). The API
+    /// server refuses pods naming a PriorityClass that does not exist: the run then fails with
+    /// reason `PriorityClassNotFound`. Kueue orders and preempts queued runs by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub priority_class_name: Option<String>,
+
+    /// Kueue LocalQueue (in the run's namespace) that admits the run: its workers are created
+    /// as one Kueue pod group, gated until Kueue admits all of them together. A DNS subdomain of
+    /// at most 63 characters (it becomes the pods' `kueue.x-k8s.io/queue-name` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub queue_name: Option<String>,
+
     /// Volumes of the worker pods (datasets on PVCs, caches, shared memory): at most 64, each
     /// name a DNS label (as Kubernetes requires of volume names). hostPath is refused; the
     /// controller's configuration lists the other types allowed (`workers.allowedVolumeTypes`,

@@ -68,7 +68,7 @@ macro_rules! provenant_key {
 }
 macro_rules! kueue_key {
     () => {
-        "k in ['kueue.x-k8s.io/queue-name', 'kueue.x-k8s.io/pod-group-name', 'kueue.x-k8s.io/pod-group-total-count']"
+        "k in ['kueue.x-k8s.io/queue-name', 'kueue.x-k8s.io/pod-group-name', 'kueue.x-k8s.io/pod-group-total-count', 'kueue.x-k8s.io/retriable-in-group', 'kueue.x-k8s.io/prebuilt-workload-name']"
     };
 }
 macro_rules! managed_by_key {
@@ -180,6 +180,8 @@ pub fn reserved_key(kind: MetadataKind, key: &str) -> Option<&'static str> {
         "kueue.x-k8s.io/queue-name",
         "kueue.x-k8s.io/pod-group-name",
         "kueue.x-k8s.io/pod-group-total-count",
+        "kueue.x-k8s.io/retriable-in-group",
+        "kueue.x-k8s.io/prebuilt-workload-name",
     ]
     .contains(&key)
     {

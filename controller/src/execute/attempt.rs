@@ -52,6 +52,14 @@ pub fn for_attempt(mut plan: WorkerPlan, attempt: i32, deadline_left: Option<i64
         pod.metadata.name = Some(pod_name(&run, attempt, rank));
         pod.labels_mut()
             .insert(ATTEMPT_LABEL.into(), attempt.to_string());
+        // A queued run's attempt is a Kueue pod group of its own (queueing::attempt_group).
+        if attempt > 0
+            && let Some(group) = pod
+                .labels_mut()
+                .get_mut(super::queueing::POD_GROUP_NAME_LABEL)
+        {
+            *group = super::queueing::attempt_group(group, attempt);
+        }
         // The hostname stays `<run>-<rank>` (set by plan for distributed runs).
         if let (Some(spec), Some(left)) = (pod.spec.as_mut(), deadline_left) {
             spec.active_deadline_seconds = Some(left.max(1));
@@ -119,5 +127,30 @@ mod tests {
         assert_eq!(of_pod("bert", "bert-a-0"), None);
         assert_eq!(of_pod("bert", "bert-"), None);
         assert_eq!(of_pod("bert", "bert-a1-"), None);
+    }
+
+    #[test]
+    fn a_queued_runs_later_attempt_is_a_kueue_group_of_its_own() {
+        let run: TrainingRun = serde_json::from_value(json!({
+            "apiVersion": "provenant.dev/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"name": "bert", "namespace": "ns", "uid": "0c2f7d1e-5b1a"},
+            "spec": {"image": "reg.io/train:1", "seed": 1, "replicas": 2, "queueName": "team-a",
+                     "output": {"repository": "reg.io/models/bert"}},
+        }))
+        .expect("a run");
+        let first = super::super::plan(&run, &ControllerConfig::defaults()).expect("a plan");
+        let group = |p: &WorkerPlan, rank: usize| {
+            p.pods[rank].labels()[super::super::queueing::POD_GROUP_NAME_LABEL].clone()
+        };
+        assert_eq!(group(&first, 1), "bert-0c2f7d1e");
+        assert_eq!(
+            group(&for_attempt(first.clone(), 0, None), 1),
+            "bert-0c2f7d1e"
+        );
+        let third = for_attempt(first, 2, None);
+        assert_eq!(
+            [group(&third, 0), group(&third, 1)],
+            ["bert-0c2f7d1e-a2"; 2]
+        );
     }
 }

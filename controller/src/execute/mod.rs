@@ -14,6 +14,7 @@ use crate::api::TrainingRun;
 pub mod attempt;
 pub mod placement;
 pub mod pod_template;
+pub mod queueing;
 pub mod rendezvous;
 pub mod security;
 
@@ -119,6 +120,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
         serde_json::to_string(&run.spec.hyperparameters.clone().unwrap_or_default())
             .unwrap_or_else(|_| "{}".to_string());
 
+    let group = queueing::pod_group_name(&name, &owner.uid);
     let pods = (0..replicas)
         .map(|rank| {
             let pod_name = worker_pod_name(&name, rank);
@@ -178,6 +180,7 @@ pub fn plan(run: &TrainingRun, config: &ControllerConfig) -> Result<WorkerPlan, 
                 status: None,
             };
             pod_template::apply(run.spec.pod_template.as_ref(), &mut pod);
+            queueing::apply(run, &group, replicas, &mut pod);
             pod
         })
         .collect();

@@ -285,6 +285,9 @@ struct Scheduling<'a> {
     accelerator_resource: Option<AcceleratorResource<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     affinity: Option<&'a Affinity>,
+    /// The Kueue pod group (and Workload) of the workers, with `queueName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kueue_pod_group_name: Option<&'a str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     node_selector: BTreeMap<&'a str, &'a str>,
     /// `spec.podTemplate.metadata.annotations`, added to provenant's own.
@@ -293,6 +296,10 @@ struct Scheduling<'a> {
     /// `spec.podTemplate.metadata.labels`, added to provenant's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pod_labels: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority_class_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<&'a ResourceRequirements>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -314,6 +321,7 @@ pub(super) fn cluster_parameters(
     status: &TrainingRunStatus,
     namespace: &str,
     placement: &Placement,
+    pod_group: Option<&str>,
 ) -> serde_json::Result<Object> {
     let PodTemplate {
         metadata,
@@ -357,9 +365,12 @@ pub(super) fn cluster_parameters(
                 }
             }),
             affinity: affinity.as_ref(),
+            kueue_pod_group_name: spec.queue_name.as_ref().and(pod_group),
             node_selector,
             pod_annotations: pod_annotations.as_ref().filter(|m| !m.is_empty()),
             pod_labels: pod_labels.as_ref().filter(|m| !m.is_empty()),
+            priority_class_name: spec.priority_class_name.as_deref(),
+            queue_name: spec.queue_name.as_deref(),
             resources: spec.resources.as_ref(),
             tolerations,
             topology_spread_constraints: topology_spread_constraints
@@ -448,7 +459,8 @@ mod tests {
                     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
                         "labelSelector": {"matchLabels": {"provenant.dev/run": "run"}}}]
                 }
-            }
+            },
+            "priorityClassName": "high", "queueName": "team-a"
         }))
         .expect("a full spec")
     }
@@ -471,14 +483,18 @@ mod tests {
             "suspensions": [{"startTime": "2026-11-20T09:00:00Z", "endTime": "2026-11-20T09:30:00Z"}]
         }))
         .expect("a status");
-        let internal = cluster_parameters(&spec, "run", &status, "ns", &placement).expect("writes");
+        let internal = cluster_parameters(&spec, "run", &status, "ns", &placement, Some("m-1"))
+            .expect("writes");
         assert_sorted(&internal);
         let map = internal.to_map().expect("an object");
         assert_eq!(map["attempts"][0]["reason"], "WorkerEvicted");
         assert_eq!(map["suspensions"][0]["endTime"], "2026-11-20T09:30:00Z");
-        let scheduling = &map["scheduling"];        
+        let scheduling = &map["scheduling"];
         for key in [
             "affinity",
+            "kueuePodGroupName",
+            "priorityClassName",
+            "queueName",
             "podAnnotations",
             "podLabels",
             "topologySpreadConstraints",

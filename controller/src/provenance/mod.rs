@@ -154,6 +154,8 @@ pub fn statement_for_run(
         .name
         .clone()
         .ok_or(ProvenanceError::Missing("name"))?;
+    let group = crate::execute::queueing::pod_group_name(&name, &uid);
+    let group = run.spec.queue_name.as_ref().map(|_| group.as_str());
     Ok(Statement {
         type_: STATEMENT_TYPE.into(),
         subject,
@@ -163,7 +165,7 @@ pub fn statement_for_run(
                 build_type: BUILD_TYPE.into(),
                 external_parameters: external_parameters(&run.spec)?,
                 internal_parameters: internal_parameters(
-                    &run.spec, &name, status, &namespace, placement,
+                    &run.spec, &name, status, &namespace, placement, group,
                 )?,
                 resolved_dependencies: resolved_dependencies(&run.spec, status)?,
             },
@@ -282,17 +284,19 @@ pub fn external_parameters(spec: &TrainingRunSpec) -> Result<Object, ProvenanceE
     object("externalParameters", fields::external_parameters(spec))
 }
 
-/// What the controller decided around the run: where and as whom it ran.
+/// What the controller decided around the run: where and as whom it ran, and (with a queue) the
+/// Kueue pod group `pod_group` of its workers.
 pub fn internal_parameters(
     spec: &TrainingRunSpec,
     name: &str,
     status: &TrainingRunStatus,
     namespace: &str,
     placement: &Placement,
+    pod_group: Option<&str>,
 ) -> Result<Object, ProvenanceError> {
     object(
         "internalParameters",
-        fields::cluster_parameters(spec, name, status, namespace, placement),
+        fields::cluster_parameters(spec, name, status, namespace, placement, pod_group),
     )
 }
 

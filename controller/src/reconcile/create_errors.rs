@@ -58,6 +58,9 @@ fn classify_status(kind: &str, object: &str, status: &kube::core::Status) -> Ref
         status.code,
         bounded(&status.message, MAX_API_MESSAGE)
     );
+    if let Some(refusal) = missing_priority_class(object, status) {
+        return refusal;
+    }
     if is_transient(status) {
         Refusal::Transient((
             reason,
@@ -71,6 +74,24 @@ fn classify_status(kind: &str, object: &str, status: &kube::core::Status) -> Ref
             ),
         ))
     }
+}
+
+/// The Priority admission plugin refuses a pod naming a PriorityClass that does not exist
+/// (`no PriorityClass with name X was found`): the run's `spec.priorityClassName` is at fault, and
+/// retrying does not help until someone creates the class, so the run fails saying so.
+fn missing_priority_class(object: &str, status: &kube::core::Status) -> Option<Refusal> {
+    let rest = status.message.split_once("no PriorityClass with name ")?.1;
+    let class = rest.strip_suffix(" was found").unwrap_or(rest);
+    Some(Refusal::Permanent((
+        "PriorityClassNotFound".into(),
+        format!(
+            "spec.priorityClassName: PriorityClass {:?} does not exist ({object} was refused by the \
+             API server: {}); create the PriorityClass, or create the run again with another \
+             priorityClassName; the run cannot start and its worker pods are deleted",
+            bounded(class, 253),
+            bounded(&status.message, MAX_API_MESSAGE)
+        ),
+    )))
 }
 
 /// Refusals that a later attempt may not get: quota (the team's other pods finish, or the quota
@@ -158,6 +179,25 @@ mod tests {
             assert!(matches!(r, Refusal::Transient(_)), "{code}");
             assert_eq!(r.reason().0, "ServiceCreationFailed");
         }
+    }
+
+    #[test]
+    fn a_missing_priority_class_fails_the_run_naming_the_field() {
+        // The real API server's message (v1.36, Priority admission plugin).
+        let missing = status(
+            403,
+            "Forbidden",
+            r#"pods "bert-0" is forbidden: no PriorityClass with name urgent was found"#,
+        );
+        let refusal = classify("PodCreation", "pod bert-0", &missing);
+        let Refusal::Permanent((reason, message)) = refusal else {
+            panic!("a missing PriorityClass is permanent: {refusal:?}");
+        };
+        assert_eq!(reason, "PriorityClassNotFound");
+        assert!(
+            message.starts_with(r#"spec.priorityClassName: PriorityClass "urgent" does not exist"#),
+            "{message}"
+        );
     }
 
     #[test]

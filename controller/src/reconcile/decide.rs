@@ -16,6 +16,7 @@ use super::restart;
 use crate::api::{
     Phase, ProvenanceState, ProvenanceStatus, TrainingRun, TrainingRunStatus, WorkerRecord,
 };
+use crate::execute::queueing;
 use crate::observe::materials;
 
 /// Condition types of a run's execution.
@@ -295,10 +296,12 @@ fn progress(run: &TrainingRun, pods: &BTreeMap<String, Pod>, phase: Phase) -> Re
             "Running".into(),
             format!("{} of {replicas} workers running", running(pods)),
         ),
-        _ => (
-            "Pending".into(),
-            format!("{} of {replicas} workers scheduled or running", pods.len()),
-        ),
+        _ => queueing::waiting_for_admission(run, pods).unwrap_or_else(|| {
+            (
+                "Pending".into(),
+                format!("{} of {replicas} workers scheduled or running", pods.len()),
+            )
+        }),
     }
 }
 

@@ -376,6 +376,37 @@ pub fn refused() -> Vec<Refused> {
         "spec",
         &["'replica' was unexpected", "unknown field \"spec.replica\""],
     ));
+    // Kueue's queue-name label (a label value, ≤ 63) names a LocalQueue (a DNS subdomain).
+    for bad in ["Team-A", "team_a", "-a"] {
+        out.push(refused_case(
+            with(format!("queueName {bad:?}"), |o| {
+                o["spec"]["queueName"] = json!(bad)
+            }),
+            "spec.queueName",
+            &["match"],
+        ));
+        out.push(refused_case(
+            with(format!("priorityClassName {bad:?}"), |o| {
+                o["spec"]["priorityClassName"] = json!(bad)
+            }),
+            "spec.priorityClassName",
+            &["match"],
+        ));
+    }
+    out.push(refused_case(
+        with("queueName of 64 characters", |o| {
+            o["spec"]["queueName"] = json!("q".repeat(64))
+        }),
+        "spec.queueName",
+        &["63"],
+    ));
+    out.push(refused_case(
+        with("priorityClassName of 254 characters", |o| {
+            o["spec"]["priorityClassName"] = json!("p".repeat(254))
+        }),
+        "spec.priorityClassName",
+        &["253"],
+    ));
     out.push(refused_case(
         with("name of 49 characters", |o| {
             o["metadata"]["name"] = json!("a".repeat(49))
@@ -454,6 +485,19 @@ pub fn accepted() -> Vec<Accepted> {
                         "labelSelector": {"matchLabels": {"provenant.dev/run": "churn-logreg"}}}]
                 }
             })
+        },
+    ));
+    push(with(
+        "queueName of 63 characters, priorityClassName of 253 with dots",
+        |o| {
+            o["spec"]["queueName"] = json!(format!("team.{}", "a".repeat(58)));
+            let labels = [
+                "p".repeat(63),
+                "q".repeat(63),
+                "r".repeat(63),
+                "s".repeat(61),
+            ];
+            o["spec"]["priorityClassName"] = json!(labels.join("."));
         },
     ));
     push(with("env MY_RANK", |o| {
