@@ -135,6 +135,12 @@ async fn real_world() -> Result<Option<World>> {
 /// GPU nodes with room for both runs at once (16 GPUs), so only Kueue can hold a run back; rank 0
 /// of every run pushes a model tagged with the run's name and reports it.
 async fn gpu_kubelet(world: &World) -> Result<KubeletSim> {
+    gpu_kubelet_preempting(world, None).await
+}
+
+/// [`gpu_kubelet`], where the pod named `preempt` (if any) is preempted as a spot VM reclaimed.
+async fn gpu_kubelet_preempting(world: &World, preempt: Option<&str>) -> Result<KubeletSim> {
+    let preempt = preempt.map(str::to_string);
     let registry = world.registry.clone();
     let repository = world.repository();
     let scenario = Scenario::new()
@@ -143,6 +149,11 @@ async fn gpu_kubelet(world: &World) -> Result<KubeletSim> {
             SimNode::nvidia(format!("gpu-{i}"), "NVIDIA-H100-80GB-HBM3", 8)
         })
         .outcome_fn(move |pod| {
+            if preempt.as_deref() == Some(pod.name_any().as_str()) {
+                return PodOutcome::preempted()
+                    .after(Duration::from_millis(800))
+                    .image_digest("trainer", IMAGE_DIGEST);
+            }
             let labels = pod.labels();
             let run = labels.get("provenant.dev/run").cloned().unwrap_or_default();
             let outcome = PodOutcome::succeed()
@@ -416,5 +427,66 @@ async fn the_kueue_samples_are_accepted_by_kueue() -> Result<()> {
         ]
     );
 
+    Ok(())
+}
+
+/// A queued run preempted mid-run restarts (`failurePolicy`) as a new Kueue pod group: the first
+/// attempt's group finishes and gives its quota back, the second is admitted whole by Kueue and
+/// produces the model.
+#[tokio::test]
+async fn a_preempted_queued_run_restarts_as_a_new_kueue_group() -> Result<()> {
+    let Some((world, _controller)) = queueing_world().await? else {
+        return Ok(());
+    };
+    queue(&world.cluster, "spot", 4).await?;
+    let _sim = gpu_kubelet_preempting(&world, Some("again-1")).await?;
+    let mut r = queued_run(&world, "again", "spot");
+    r.spec.failure_policy = serde_json::from_value(json!({"maxRestarts": 1}))?;
+    let run = create(&world.cluster, &r).await?;
+    let done = world
+        .wait_provenance("again", ProvenanceState::Attached)
+        .await?;
+    let status = done.status.clone().context("status")?;
+    assert_eq!(status.attempts.len(), 2, "{:?}", status.attempts);
+    assert_eq!(status.attempts[0].reason.as_deref(), Some("WorkerEvicted"));
+    assert_eq!(status.attempts[1].reason.as_deref(), Some("Succeeded"));
+
+    let first = pod_group_name("again", &run.uid().unwrap_or_default());
+    let second = format!("{first}-a1");
+    let pods = pods_of(&world.cluster, "again").await?;
+    let later: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.name_any().starts_with("again-a1-"))
+        .collect();
+    assert_eq!(later.len(), 4, "attempt 1 has its 4 workers");
+    for pod in &later {
+        assert_eq!(pod.labels()[POD_GROUP_NAME_LABEL], second);
+        assert!(!gated(pod) && bound(pod), "{}", pod.name_any());
+        assert_eq!(pod.labels()["kueue.x-k8s.io/managed"], "true");
+    }
+    // Kueue saw two Workloads: the first finished (its quota returned), the second admitted.
+    let workloads = kueue_api(&world.cluster, "Workload", "workloads", true);
+    let finished = |w: &DynamicObject| {
+        w.data["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Finished" && c["status"] == "True")
+        })
+    };
+    let old = eventually(TIMEOUT, "the first attempt's Workload finished", || async {
+        let w = workloads.get(&first).await?;
+        Ok(finished(&w).then_some(w))
+    })
+    .await?;
+    assert!(
+        old.data["status"]["admission"].is_object(),
+        "{}",
+        old.data["status"]
+    );
+    let new = workloads.get(&second).await?;
+    assert!(
+        new.data["status"]["admission"].is_object(),
+        "{}",
+        new.data["status"]
+    );
     Ok(())
 }
