@@ -456,7 +456,7 @@ async fn a_preempted_queued_run_restarts_as_a_new_kueue_group() -> Result<()> {
     let pods = pods_of(&world.cluster, "again").await?;
     let later: Vec<&Pod> = pods
         .iter()
-        .filter(|p| p.name_any().starts_with("again-a1-"))
+        .filter(|p| p.name_any().ends_with("-a1"))
         .collect();
     assert_eq!(later.len(), 4, "attempt 1 has its 4 workers");
     for pod in &later {

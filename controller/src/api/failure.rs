@@ -46,7 +46,7 @@ pub struct FailurePolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// 0 for the first attempt. Workers of attempt 0 are `<run>-<rank>`, of attempt k ≥ 1
-    /// `<run>-a<k>-<rank>`.
+    /// `<run>-<rank>-a<k>`.
     pub index: i32,
     /// When the controller started the attempt (before creating its workers).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,9 @@
 //! The workers of a later attempt (a restart, a resume): the pods of [`super::plan`] under new
 //! names, so a new attempt's pods never collide with an earlier one's (kept, terminated, as
 //! evidence) and each has its own recorded UID. Attempt 0 keeps `<run>-<rank>`; attempt k ≥ 1 is
-//! `<run>-a<k>-<rank>` (run names are ≤ 48 characters, ranks < 1024, attempts ≤ 200: ≤ 59). The
+//! `<run>-<rank>-a<k>` (run names are ≤ 48 characters, ranks < 1024, attempts ≤ 200: ≤ 58; the
+//! suffix keeps it apart from every name of another run: a rank is digits only, so `bert-0-a1`
+//! is no worker of a run `bert-0` nor of a run `bert-a1`). The
 //! hostname and subdomain stay those of attempt 0, so the rendezvous DNS names
 //! (`<run>-0.<run>`) do not change; two attempts never run at once (reconcile/restart.rs).
 
@@ -18,7 +20,7 @@ pub fn pod_name(run: &str, attempt: i32, rank: i32) -> String {
     if attempt == 0 {
         super::worker_pod_name(run, rank)
     } else {
-        format!("{run}-a{attempt}-{rank}")
+        format!("{run}-{rank}-a{attempt}")
     }
 }
 
@@ -30,8 +32,8 @@ pub fn of_pod(run: &str, pod: &str) -> Option<(i32, i32)> {
             .then(|| s.parse().ok())
             .flatten()
     };
-    match rest.strip_prefix('a').and_then(|r| r.split_once('-')) {
-        Some((attempt, rank)) => Some((number(attempt)?, number(rank)?)),
+    match rest.split_once('-') {
+        Some((rank, attempt)) => Some((number(attempt.strip_prefix('a')?)?, number(rank)?)),
         None => Some((0, number(rest)?)),
     }
 }
@@ -94,7 +96,7 @@ mod tests {
         assert_eq!(first.pods[1].name_any(), "bert-1");
         let second = for_attempt(first.clone(), 2, Some(100));
         let pod = &second.pods[1];
-        assert_eq!(pod.name_any(), "bert-a2-1");
+        assert_eq!(pod.name_any(), "bert-1-a2");
         assert_eq!(pod.labels()[ATTEMPT_LABEL], "2");
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.hostname.as_deref(), Some("bert-1"));
@@ -121,12 +123,16 @@ mod tests {
         assert!(longest.len() <= 63, "{longest}");
         assert_eq!(of_pod(&run, &longest), Some((201, 1023)));
         assert_eq!(of_pod("bert", "bert-3"), Some((0, 3)));
-        assert_eq!(of_pod("bert", "bert-a1-0"), Some((1, 0)));
+        assert_eq!(of_pod("bert", "bert-0-a1"), Some((1, 0)));
+        // Another run's workers, whatever its name.
+        assert_eq!(of_pod("bert", "bert-a1-0"), None);
+        assert_eq!(of_pod("bert", "bert-0-1-a1"), None);
+        assert_ne!(pod_name("bert", 1, 0), pod_name("bert-a1", 0, 0));
         // Another run whose name extends this one's, or no rank: not a worker name.
         assert_eq!(of_pod("bert", "bert-large-0"), None);
-        assert_eq!(of_pod("bert", "bert-a-0"), None);
+        assert_eq!(of_pod("bert", "bert-0-b1"), None);
         assert_eq!(of_pod("bert", "bert-"), None);
-        assert_eq!(of_pod("bert", "bert-a1-"), None);
+        assert_eq!(of_pod("bert", "bert-0-a"), None);
     }
 
     #[test]

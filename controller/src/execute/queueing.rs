@@ -22,7 +22,8 @@ pub const POD_GROUP_TOTAL_COUNT_ANNOTATION: &str = "kueue.x-k8s.io/pod-group-tot
 pub const RETRIABLE_IN_GROUP_ANNOTATION: &str = "kueue.x-k8s.io/retriable-in-group";
 /// Kueue's scheduling gate, removed by Kueue when it admits the group.
 pub const ADMISSION_GATE: &str = "kueue.x-k8s.io/admission";
-/// Prefix of every key Kueue reads or writes on a pod; a pod template must not set them.
+/// Prefix of every key Kueue reads or writes on a pod (those provenant sets are refused in a pod
+/// template: api::pod_template).
 pub const KUEUE_PREFIX: &str = "kueue.x-k8s.io/";
 
 /// Characters of the run's UID in its group name: run names are at most 48 characters (a CRD

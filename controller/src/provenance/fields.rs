@@ -519,7 +519,7 @@ mod tests {
         .expect("a material");
         assert_sorted(&dataset_annotations(&material, spec.datasets.first()).expect("writes"));
         let worker: WorkerRecord = serde_json::from_value(json!({
-            "podName": "p-a1-0", "rank": 0, "attempt": 1, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
+            "podName": "p-0-a1", "rank": 0, "attempt": 1, "nodeName": "n", "phase": "Succeeded", "exitCode": 0,
             "reason": "Completed", "startedAt": "2026-11-20T10:00:12Z", "finishedAt": "2026-11-20T12:00:00Z",
             "containers": [{"name": "t", "image": "reg.io/t", "digest": "sha256:aa", "imageId": "reg.io/t@sha256:aa"}],
             "accelerator": {"product": "TPU", "count": "4", "memory": "16", "driverVersion": "1",

@@ -110,7 +110,7 @@ fn is_transient(status: &kube::core::Status) -> bool {
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, marked when cut.
-fn bounded(text: &str, max: usize) -> String {
+pub(crate) fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

@@ -120,10 +120,12 @@ pub fn decide_with(
     match (phase, failure) {
         (Phase::Failed, failure) => finish(&mut status, failure, &now, settings.provenance),
         (Phase::Succeeded, _) => {
-            // From the final attempt only: a failed attempt's report never becomes a material or
-            // a subject.
+            // Reports from the final attempt only: a failed attempt's report never becomes a
+            // material or a subject. Images from every attempt: the kubelets observed them, and
+            // an earlier attempt's image (a tag that moved) shaped the checkpoints the final one
+            // resumed from.
             let reports = materials::reports_of(&workers);
-            match materials::merge(&run.spec.datasets, &workers, &reports) {
+            match materials::merge(&run.spec.datasets, &status.workers, &reports) {
                 Ok(m) => {
                     status.materials = Some(m);
                     status.outputs = materials::outputs(&reports);

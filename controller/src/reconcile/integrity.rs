@@ -317,7 +317,7 @@ mod tests {
             },
             Attempt {
                 index: 1,
-                pods: vec!["bert-a1-0".into(), "bert-a1-1".into()],
+                pods: vec!["bert-0-a1".into(), "bert-1-a1".into()],
                 ..Default::default()
             },
         ];
@@ -326,11 +326,11 @@ mod tests {
         status.worker_pods.push(CreatedPod::of(&a1));
         let both = pods(vec![live(&first, 0, "u0"), a1.clone()]);
         assert_eq!(check(&second, PINNED, &both, &status), None);
-        // bert-1 (attempt 0) is gone: its attempt is over. bert-a1-0 gone would be lost.
+        // bert-1 (attempt 0) is gone: its attempt is over. bert-0-a1 gone would be lost.
         assert_eq!(lost(&status, &both), None);
         let (reason, message) = lost(&status, &pods(vec![live(&first, 0, "u0")])).expect("lost");
         assert_eq!(reason, "WorkerLost");
-        assert!(message.contains("bert-a1-0 (UID v0)"), "{message}");
+        assert!(message.contains("bert-0-a1 (UID v0)"), "{message}");
         // A pod under a later attempt's name the controller did not create: tampering.
         let mut forged = second.pods[1].clone();
         forged.metadata.uid = Some("tenant".into());

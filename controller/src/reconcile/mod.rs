@@ -264,6 +264,14 @@ async fn act(
         Some(Phase::Succeeded | Phase::Failed)
     );
     if decision.stop_workers && ends {
+        // Only from the latest run: a pass working from a stale cache would kill the workers,
+        // fail to write (409), and the next pass would find them gone (`WorkerLost`) instead of
+        // the reason this one had.
+        if pass.version.is_some()
+            && status::latest_version(run, namespace, ctx).await? != pass.version
+        {
+            return Err(Error::Stale);
+        }
         stop(run, namespace, pass.pods.take(), ctx).await?;
     }
     let version = match status::write_status_at(

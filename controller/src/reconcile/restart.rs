@@ -140,12 +140,21 @@ pub fn prepare(
     Some(next)
 }
 
+/// The most bytes of an attempt's message kept (`attempts[].message` is at most 4,096
+/// characters; the cut adds a short note).
+const ATTEMPT_MESSAGE_BYTES: usize = 4000;
+
 /// End the running attempt, if one runs, with `reason` (the run ended).
 pub fn close(status: &mut TrainingRunStatus, reason: &str, message: &str, now: &Time) {
     if let Some(a) = status.attempts.last_mut().filter(|a| a.end_time.is_none()) {
         a.end_time = Some(now.clone());
         a.reason = Some(reason.into());
-        a.message = Some(message.into());
+        // Within the schema's 4,096 characters: a failure message quotes the workload's refused
+        // report, and a status the API server refuses would be retried forever.
+        a.message = Some(super::create_errors::bounded(
+            message,
+            ATTEMPT_MESSAGE_BYTES,
+        ));
     }
 }
 
@@ -360,6 +369,27 @@ pub fn waiting(
     let old = status.phase.unwrap_or_default();
     let stopping = pods.values().filter(|p| !is_terminated(p)).count();
     if run.spec.suspend {
+        // Set between attempts (after a restart was recorded, before the next attempt): a
+        // suspension like any other, recorded and kept off the deadline.
+        if status
+            .suspensions
+            .last()
+            .is_none_or(|s| s.end_time.is_some())
+        {
+            if status.suspensions.len() >= MAX_SUSPENSIONS {
+                let reason = (
+                    "TooManySuspensions".to_string(),
+                    format!(
+                        "the run was suspended {MAX_SUSPENSIONS} times already, the most a run's status records; create a new TrainingRun"
+                    ),
+                );
+                return super::decide::refuse(run, status, reason, settings);
+            }
+            status.suspensions.push(Suspension {
+                start_time: Some(now.clone()),
+                end_time: None,
+            });
+        }
         let message = "spec.suspend is true: no worker runs until it is cleared";
         suspended(run, &mut status, message, &now);
     } else {

@@ -196,7 +196,7 @@ fn a_1024_worker_gpu_run_fits_etcd_with_room_to_spare() {
 fn a_restarted_1024_worker_run_still_fits_etcd() {
     let mut records: Vec<WorkerRecord> = (0..1024).map(gpu_worker).collect();
     records.extend((0..1024).map(|rank| WorkerRecord {
-        pod_name: format!("llm-pretrain-a1-{rank}"),
+        pod_name: format!("llm-pretrain-{rank}-a1"),
         attempt: 1,
         ..gpu_worker(rank)
     }));

@@ -157,7 +157,7 @@ fn a_failed_worker_restarts_all_workers_as_a_new_attempt() {
     assert!(d.stop_workers && d.requeue.is_some());
     let gone = pods(&[("r-1", "Failed")]);
     assert_eq!(prepare(&run, &mut status, &gone, &Time(t(12))), Some(1));
-    assert_eq!(status.attempts[1].pods, vec!["r-a1-0", "r-a1-1"]);
+    assert_eq!(status.attempts[1].pods, vec!["r-0-a1", "r-1-a1"]);
     assert_eq!(status.attempts[1].start_time, Some(Time(t(12))));
 }
 
@@ -222,11 +222,11 @@ fn no_restart_past_max_restarts_nor_for_a_non_retriable_code() {
         prepare(&run, &mut status, &pods(&[("r-1", "Failed")]), &Time(t(11))),
         Some(1)
     );
-    status.workers.push(worker("r-a1-0", 1, 0, "Failed", 1));
+    status.workers.push(worker("r-0-a1", 1, 0, "Failed", 1));
     let d = decide_with(
         &run,
         status,
-        &pods(&[("r-a1-0", "Failed")]),
+        &pods(&[("r-0-a1", "Failed")]),
         None,
         None,
         at(20),
@@ -235,7 +235,7 @@ fn no_restart_past_max_restarts_nor_for_a_non_retriable_code() {
     let (_, reason, message) = condition(&d, "Succeeded");
     assert_eq!(reason, "WorkerFailed");
     assert!(
-        message.contains("worker r-a1-0 (rank 0) failed"),
+        message.contains("worker r-0-a1 (rank 0) failed"),
         "{message}"
     );
     assert!(
@@ -313,10 +313,10 @@ fn materials_and_outputs_come_from_the_final_attempt_only() {
         prepare(&run, &mut status, &pods(&[]), &Time(t(11))),
         Some(1)
     );
-    let mut last = worker("r-a1-0", 1, 0, "Succeeded", 0);
+    let mut last = worker("r-0-a1", 1, 0, "Succeeded", 0);
     last.report = Some(output(MODEL_B));
     status.workers.push(last);
-    status.workers.push(worker("r-a1-1", 1, 1, "Succeeded", 0));
+    status.workers.push(worker("r-1-a1", 1, 1, "Succeeded", 0));
     let d = decide_with(&run, status, &pods(&[]), None, None, at(20));
     assert_eq!(d.status.phase, Some(Phase::Succeeded));
     let outputs: Vec<&str> = d.status.outputs.iter().map(|o| o.digest.as_str()).collect();
@@ -464,5 +464,140 @@ fn tampering_and_refused_reports_are_never_restarted() {
     assert_eq!(
         failure.map(|f| f.0).as_deref(),
         Some("InvalidWorkloadReport")
+    );
+}
+
+#[test]
+fn a_suspension_set_between_attempts_is_recorded_and_stops_the_deadline() {
+    let mut run = run(json!({"activeDeadlineSeconds": 100,
+                             "failurePolicy": {"maxRestarts": 1}}));
+    let mut status = started(&run, &["r-0", "r-1"]);
+    status.workers.push(worker("r-1", 0, 1, "Failed", 3));
+    let d = decide_with(
+        &run,
+        status,
+        &pods(&[("r-1", "Failed")]),
+        None,
+        None,
+        at(10),
+    );
+    assert_eq!(condition(&d, "Succeeded").1, "Restarting");
+    // Suspended before attempt 1 starts: recorded, and 400 s later the deadline has not passed.
+    run.spec.suspend = true;
+    let d = decide_with(&run, d.status, &pods(&[]), None, None, at(20));
+    assert_eq!(d.status.suspensions.len(), 1, "{:?}", d.status.suspensions);
+    assert_eq!(condition(&d, SUSPENDED_CONDITION).0, "True");
+    let d = decide_with(&run, d.status, &pods(&[]), None, None, at(420));
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Pending),
+        "{:?}",
+        d.status.conditions
+    );
+    assert_eq!(
+        d.status.suspensions.len(),
+        1,
+        "one open suspension, not one per pass"
+    );
+    // Resumed: the suspension ends, Resumed, and attempt 1 starts.
+    run.spec.suspend = false;
+    let mut status = d.status;
+    assert_eq!(
+        prepare(&run, &mut status, &pods(&[]), &Time(t(430))),
+        Some(1)
+    );
+    assert_eq!(status.suspensions[0].end_time, Some(Time(t(430))));
+    let resumed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SUSPENDED_CONDITION)
+        .expect("Suspended condition");
+    assert_eq!(
+        (resumed.status.as_str(), resumed.reason.as_str()),
+        ("False", "Resumed")
+    );
+}
+
+#[test]
+fn an_attempt_message_fits_the_schema_whatever_the_workload_wrote() {
+    let run = restarts(1);
+    let mut status = started(&run, &["r-0", "r-1"]);
+    let mut failed = worker("r-1", 0, 1, "Failed", 1);
+    // A refused report quotes the workload's value: a status with it whole would be refused
+    // (attempts[].message is at most 4,096 characters) and retried forever.
+    failed.report_error = Some(format!("BadDigest: {}", "x".repeat(6000)));
+    status.workers.push(failed);
+    let d = decide_with(
+        &run,
+        status,
+        &pods(&[("r-1", "Failed")]),
+        None,
+        None,
+        at(10),
+    );
+    let message = d.status.attempts[0].message.as_deref().expect("message");
+    assert!(
+        message.chars().count() <= 4096,
+        "{} characters",
+        message.len()
+    );
+    assert!(
+        message.starts_with("worker r-1 (rank 1) failed"),
+        "{message}"
+    );
+}
+
+#[test]
+fn images_come_from_every_attempt_reports_from_the_final_one() {
+    let run = restarts(1);
+    let mut status = started(&run, &["r-0", "r-1"]);
+    let ran = |name: &str, attempt, rank, digest: &str| {
+        let mut w = worker(
+            name,
+            attempt,
+            rank,
+            if attempt == 0 { "Failed" } else { "Succeeded" },
+            if attempt == 0 { 1 } else { 0 },
+        );
+        w.containers = vec![crate::api::ContainerRecord {
+            name: "trainer".into(),
+            image: "registry.example.com/train:1".into(),
+            digest: Some(digest.into()),
+            image_id: None,
+        }];
+        w
+    };
+    status.workers.push(ran("r-1", 0, 1, MODEL_A));
+    let d = decide_with(
+        &run,
+        status,
+        &pods(&[("r-1", "Failed")]),
+        None,
+        None,
+        at(10),
+    );
+    let mut status = d.status;
+    assert_eq!(
+        prepare(&run, &mut status, &pods(&[]), &Time(t(11))),
+        Some(1)
+    );
+    status.workers.push(ran("r-0-a1", 1, 0, MODEL_B));
+    status.workers.push(ran("r-1-a1", 1, 1, MODEL_B));
+    let live = pods(&[("r-0-a1", "Succeeded"), ("r-1-a1", "Succeeded")]);
+    let d = decide_with(&run, status, &live, None, None, at(20));
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    let images: Vec<&str> = d
+        .status
+        .materials
+        .as_ref()
+        .expect("materials")
+        .images
+        .iter()
+        .map(|i| i.digest.as_str())
+        .collect();
+    assert_eq!(
+        images,
+        [MODEL_A, MODEL_B],
+        "the tag moved between attempts: both recorded"
     );
 }
