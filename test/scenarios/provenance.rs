@@ -23,6 +23,24 @@ use crate::support::*;
 
 pub(crate) const MODEL_REPO: &str = "models/bert";
 
+/// `outcome`, whose worker pushes `weights of <tag>` as the model `repository:tag` before it exits
+/// and reports it ([`push_and_report`]).
+pub(crate) fn pushing_model(
+    outcome: PodOutcome,
+    registry: &Arc<Registry>,
+    repository: &str,
+    tag: &str,
+) -> PodOutcome {
+    let (registry, repository, tag) = (registry.clone(), repository.to_string(), tag.to_string());
+    outcome.before_exit(move |_pod| {
+        let (registry, repository, tag) = (registry.clone(), repository.clone(), tag.clone());
+        async move {
+            let weights = format!("weights of {tag}");
+            push_and_report(&registry, &repository, &tag, &weights, json!({})).await
+        }
+    })
+}
+
 /// What a training worker does before it exits: push `weights` as `model.safetensors` to
 /// `MODEL_REPO:tag` and report the model as its output, with `report`'s other fields (datasets,
 /// metrics). Returns the termination message.
@@ -985,18 +1003,10 @@ pub(crate) async fn own_models_kubelet(world: &World) -> Result<KubeletSim> {
                     .after(Duration::from_millis(100))
                     .image_digest("trainer", &image);
             }
-            let (registry, repository) = (registry.clone(), repository.clone());
-            PodOutcome::succeed()
+            let outcome = PodOutcome::succeed()
                 .after(Duration::from_millis(100))
-                .image_digest("trainer", &image)
-                .before_exit(move |_pod| {
-                    let (registry, repository, run) =
-                        (registry.clone(), repository.clone(), run.clone());
-                    async move {
-                        let weights = format!("weights of {run}");
-                        push_and_report(&registry, &repository, &run, &weights, json!({})).await
-                    }
-                })
+                .image_digest("trainer", &image);
+            pushing_model(outcome, &registry, &repository, &run)
         });
     KubeletSim::start(world.cluster.client.clone(), scenario).await
 }

@@ -21,7 +21,7 @@ use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use provenant_testbed::kueue;
 use serde_json::{Value, json};
 
-use crate::provenance::{World, push_and_report};
+use crate::provenance::{World, pushing_model};
 use crate::support::*;
 
 /// How long each simulated worker trains: long enough to see the second run held back.
@@ -162,15 +162,7 @@ async fn gpu_kubelet_preempting(world: &World, preempt: Option<&str>) -> Result<
             if labels.get("provenant.dev/rank").is_none_or(|r| r != "0") {
                 return outcome;
             }
-            let (registry, repository) = (registry.clone(), repository.clone());
-            outcome.before_exit(move |_pod| {
-                let (registry, repository, run) =
-                    (registry.clone(), repository.clone(), run.clone());
-                async move {
-                    let weights = format!("weights of {run}");
-                    push_and_report(&registry, &repository, &run, &weights, json!({})).await
-                }
-            })
+            pushing_model(outcome, &registry, &repository, &run)
         });
     KubeletSim::start(world.cluster.client.clone(), scenario).await
 }

@@ -15,7 +15,7 @@ use provenant_testbed::cluster::{Cluster, ControllerProcess, eventually};
 use provenant_testbed::kubelet::{KubeletSim, PodOutcome, Scenario, SimNode};
 use serde_json::{Value, json};
 
-use crate::provenance::{World, push_and_report};
+use crate::provenance::{World, pushing_model};
 use crate::support::*;
 
 /// Two spot GPU nodes whose workers push a model tagged with their pod's name (rank 0) and
@@ -47,15 +47,7 @@ async fn spot_kubelet(
             {
                 return outcome;
             }
-            let (registry, repository) = (registry.clone(), repository.clone());
-            outcome.before_exit(move |pod| {
-                let (registry, repository) = (registry.clone(), repository.clone());
-                async move {
-                    let name = pod.name_any();
-                    let weights = format!("weights of {name}");
-                    push_and_report(&registry, &repository, &name, &weights, json!({})).await
-                }
-            })
+            pushing_model(outcome, &registry, &repository, &name)
         });
     KubeletSim::start(world.cluster.client.clone(), scenario).await
 }
